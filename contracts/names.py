@@ -1,0 +1,31 @@
+"""Names every process agrees on: task queue, workflow ids, handler names, search attribute keys."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from temporalio.common import SearchAttributeKey
+
+DEFAULT_TASK_QUEUE: Final = "trialist-follow-ups"
+WORKFLOW_TYPE: Final = "CallFollowUpWorkflow"
+WORKFLOW_ID_PREFIX: Final = "call-"
+
+BOOK_MEETING_UPDATE: Final = "book_meeting"
+CALL_ENDED_SIGNAL: Final = "call_ended"
+RETRY_STEP_UPDATE: Final = "retry_step"
+SKIP_STEP_UPDATE: Final = "skip_step"
+PROGRESS_QUERY: Final = "progress"
+
+FOLLOW_UP_STATUS: Final = SearchAttributeKey.for_keyword("FollowUpStatus")
+FOLLOW_UP_FAILED_STEP: Final = SearchAttributeKey.for_keyword("FollowUpFailedStep")
+SEARCH_ATTRIBUTES: Final = (FOLLOW_UP_STATUS, FOLLOW_UP_FAILED_STEP)
+
+
+def workflow_id_for(call_id: str) -> str:
+    return f"{WORKFLOW_ID_PREFIX}{call_id}"
+
+
+def call_id_from_workflow_id(workflow_id: str) -> str:
+    if not workflow_id.startswith(WORKFLOW_ID_PREFIX):
+        raise ValueError(f"workflow id {workflow_id!r} does not start with {WORKFLOW_ID_PREFIX!r}")
+    return workflow_id.removeprefix(WORKFLOW_ID_PREFIX)

@@ -1,0 +1,1 @@
+"""Typed async httpx clients for the four vendors, with one error taxonomy."""

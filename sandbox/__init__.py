@@ -1,0 +1,1 @@
+"""Local emulators of the Salesforce, HubSpot, ChiliPiper and Amplitude APIs, with fault injection."""

@@ -1,0 +1,92 @@
+"""Real servers for tests: the vendor sandbox over loopback HTTP and Temporal's own binaries."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from sandbox.app import create_app
+
+BIN_DIR = Path(sys.executable).parent
+
+
+def binary(name: str) -> str:
+    """A Temporal binary installed by pip beside this interpreter (never downloaded)."""
+    path = BIN_DIR / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed: run `make test`, which installs it")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class SandboxServer:
+    """The sandbox app served by uvicorn on a background thread with its own event loop."""
+
+    def __init__(self, *, db_path: str = ":memory:", seed: int = 7) -> None:
+        self.port = free_port()
+        self.app = create_app(db_path=db_path, seed=seed)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, name="sandbox", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve())
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("sandbox did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/__sandbox/reset", timeout=5).raise_for_status()
+
+    def add_fault(self, **spec: object) -> None:
+        httpx.post(f"{self.url}/__sandbox/faults", json=spec, timeout=5).raise_for_status()
+
+    def state(self) -> dict[str, list[dict[str, object]]]:
+        response = httpx.get(f"{self.url}/__sandbox/state", timeout=5)
+        response.raise_for_status()
+        data: dict[str, list[dict[str, object]]] = response.json()
+        return data
+
+
+@contextmanager
+def running_sandbox(**kwargs: object) -> Iterator[SandboxServer]:
+    server = SandboxServer(**kwargs)  # type: ignore[arg-type]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,61 @@
+"""Exit a process that used a Temporal client without the PyGILState_Release abort at teardown.
+
+The SDK's Rust runtime keeps native threads that can call into Python while CPython finalizes
+(temporalio/sdk-python#300), which aborts the process with exit code 134 about one run in two for
+short-lived commands. Everything worth keeping is flushed first, then `os._exit` skips the
+interpreter teardown where the race lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def exit_now(code: int) -> None:
+    """Flush stdio and logging, then end the process with `code`, skipping finalization."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken pipe has nothing left to flush
+    os._exit(code)
+
+
+def exits_cleanly(main: Callable[P, R]) -> Callable[P, None]:
+    """Wrap a command's `main` so that its exit code survives and teardown never aborts."""
+
+    @wraps(main)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        code = 0
+        try:
+            main(*args, **kwargs)
+        except SystemExit as stop:
+            code = _code_of(stop)
+        except KeyboardInterrupt:
+            code = 130
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        exit_now(code)
+
+    return wrapper
+
+
+def _code_of(stop: SystemExit) -> int:
+    if stop.code is None:
+        return 0
+    if isinstance(stop.code, int):
+        return stop.code
+    print(stop.code, file=sys.stderr)
+    return 1
