@@ -1,0 +1,66 @@
+"""The four vendor clients built from settings over one pooled HTTP client: real APIs or the sandbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from pydantic import SecretStr
+
+from integrations.amplitude import AmplitudeClient
+from integrations.chilipiper import ChiliPiperClient
+from integrations.http import build_http_client
+from integrations.hubspot import HubSpotClient
+from integrations.salesforce import SalesforceClient
+from trialist.settings import Settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class VendorClients:
+    http: httpx.AsyncClient
+    salesforce: SalesforceClient
+    hubspot: HubSpotClient
+    chilipiper: ChiliPiperClient
+    amplitude: AmplitudeClient
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def build_vendor_clients(
+    settings: Settings, *, http: httpx.AsyncClient | None = None
+) -> VendorClients:
+    """Clients for every vendor; each one talks to its real API when its base URL is set."""
+    http = http or build_http_client(
+        connect_timeout=settings.http_connect_timeout_seconds,
+        read_timeout=settings.http_read_timeout_seconds,
+    )
+    return VendorClients(
+        http=http,
+        salesforce=SalesforceClient(
+            http=http,
+            base_url=settings.vendor_base_url("salesforce"),
+            client_id=settings.salesforce_client_id or "sandbox-client",
+            client_secret=SecretStr(settings.secret("salesforce_client_secret")),
+            api_version=settings.salesforce_api_version,
+            lead_external_id_field=settings.salesforce_lead_external_id_field,
+        ),
+        hubspot=HubSpotClient(
+            http=http,
+            base_url=settings.vendor_base_url("hubspot"),
+            access_token=SecretStr(settings.secret("hubspot_access_token")),
+        ),
+        chilipiper=ChiliPiperClient(
+            http=http,
+            base_url=settings.vendor_base_url("chilipiper"),
+            api_token=SecretStr(settings.secret("chilipiper_api_token")),
+            scheduling_link=settings.chilipiper_scheduling_link,
+        ),
+        amplitude=AmplitudeClient(
+            http=http,
+            base_url=settings.vendor_base_url("amplitude"),
+            profile_base_url=settings.amplitude_profile_url(),
+            api_key=SecretStr(settings.secret("amplitude_api_key")),
+            secret_key=SecretStr(settings.secret("amplitude_secret_key")),
+        ),
+    )
