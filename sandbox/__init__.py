@@ -1,1 +1,1 @@
-"""Local emulators of the Salesforce, HubSpot, ChiliPiper and Amplitude APIs, with fault injection."""
+"""Local emulators of the Salesforce, HubSpot, ChiliPiper and Amplitude APIs, with faults."""

@@ -1,8 +1,9 @@
-"""Fault injection: error rates, latency, hangs, rate-limit windows and slow commits, per operation."""
+"""Fault injection: error rates, latency, hangs, rate-limit windows and slow commits."""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import random
 import time
 from collections import deque
@@ -32,10 +33,15 @@ class FaultSpec(BaseModel):
     body: Any = Field(default=None, description="Error body; None uses the vendor's own format.")
     headers: dict[str, str] = Field(default_factory=dict)
     latency_ms: float = Field(default=0.0, ge=0.0, description="Added before the handler runs.")
-    hang: bool = Field(default=False, description="Never respond (until the client gives up).")
+    hang: bool = Field(
+        default=False,
+        description="Never respond until the fault is cleared (then answer 503); clients time out.",
+    )
     rate_limit: RateLimitWindow | None = None
     after_commit_latency_ms: float = Field(
-        default=0.0, ge=0.0, description="Delay after the write commits: a timeout that still books."
+        default=0.0,
+        ge=0.0,
+        description="Delay after the write commits: a timeout that still books.",
     )
     times: int | None = Field(default=None, ge=1, description="Apply at most this many times.")
     seed: int | None = Field(default=None, description="Makes error_rate draws reproducible.")
@@ -55,6 +61,8 @@ class _ActiveFault:
     rng: random.Random
     applied: int = 0
     hits: deque[float] = field(default_factory=deque)
+    # Set when the fault is cleared: uvicorn does not cancel a handler whose client went away.
+    released: asyncio.Event | None = None
 
     def exhausted(self) -> bool:
         return self.spec.times is not None and self.applied >= self.spec.times
@@ -84,12 +92,18 @@ class FaultBook:
         self._faults.append(_ActiveFault(spec=spec, rng=random.Random(seed)))
 
     def clear(self, vendor: str | None = None) -> None:
-        self._faults = [f for f in self._faults if vendor is not None and f.spec.vendor != vendor]
+        kept = [f for f in self._faults if vendor is not None and f.spec.vendor != vendor]
+        kept_ids = {id(f) for f in kept}
+        for fault in self._faults:
+            if id(fault) not in kept_ids and fault.released is not None:
+                fault.released.set()
+        self._faults = kept
 
     def list(self) -> list[FaultSpec]:
         return [f.spec for f in self._faults if not f.exhausted()]
 
-    def _matching(self, vendor: str, operation: str) -> list[_ActiveFault]:
+    # `builtins.list`: inside this class, `list` names the method above.
+    def _matching(self, vendor: str, operation: str) -> builtins.list[_ActiveFault]:
         return [
             f
             for f in self._faults
@@ -106,7 +120,11 @@ class FaultBook:
                 await asyncio.sleep(spec.latency_ms / 1000)
             if spec.hang:
                 fault.applied += 1
-                await asyncio.Event().wait()  # cancelled when the client disconnects
+                if fault.released is None:
+                    fault.released = asyncio.Event()
+                await fault.released.wait()
+                # Never run the handler after a reset: a released hang answers with an error.
+                raise FaultInjected(self._styles[vendor].error(503, "hang released"))
             if spec.rate_limit is not None:
                 self._check_window(fault, vendor)
             if spec.error_rate and fault.rng.random() < spec.error_rate:

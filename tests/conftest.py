@@ -65,10 +65,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """Leave without interpreter teardown, where the Temporal runtime can abort (sdk-python#300)."""
     if os.environ.get("TRIALIST_PYTEST_NORMAL_EXIT"):
         return
-    status = getattr(config, "_trialist_exitstatus", None)
-    if status is not None:
-        exit_now(int(status))
+    session = getattr(config, "_trialist_session", None)
+    if session is not None:
+        # Read it now: a pytest.exit() in another plugin's sessionfinish changes it after the hook.
+        exit_now(int(session.exitstatus))
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    session.config._trialist_exitstatus = exitstatus  # type: ignore[attr-defined]
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Kept from the start: a plugin's pytest.exit() in sessionfinish can skip our sessionfinish.
+    session.config._trialist_session = session  # type: ignore[attr-defined]

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
 
     # --- worker -------------------------------------------------------------------------------
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 disables.")
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Interface for the metrics endpoint; 0.0.0.0 in a container."
+    )
     worker_shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     worker_connect_attempts: int = Field(default=10, ge=1)
 

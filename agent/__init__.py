@@ -1,0 +1,1 @@
+"""The real-time voice agent: LiveKit entrypoint, tools, resilience and the handoff to Temporal."""

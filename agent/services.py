@@ -1,0 +1,162 @@
+"""The services a call's tools use, injected as typed userdata whose fields are Protocols."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent.handoff import BookingHandoff, CallEndedHandoff
+from agent.resilience import (
+    BreakerRegistry,
+    ConversationState,
+    FillerLines,
+    RealtimeGuard,
+    SpokenFallbacks,
+)
+from contracts.models import BookingRequest, CallOutcome, Trialist
+from integrations.amplitude import AmplitudeUserProfile
+from integrations.chilipiper import ChiliPiperGuest, FreeSlots
+
+if TYPE_CHECKING:
+    from livekit.agents import AgentSession
+
+    from trialist.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TrialActivitySource(Protocol):
+    """Product analytics for a trial account (Amplitude's User Profile API)."""
+
+    async def get_user_profile(self, user_id: str) -> AmplitudeUserProfile: ...
+
+
+class SlotFinder(Protocol):
+    """Free meeting times with a sales rep (ChiliPiper's scheduling link)."""
+
+    async def find_free_slots(self, guest: ChiliPiperGuest, *, timezone: str) -> FreeSlots: ...
+
+
+class Handoff(Protocol):
+    """Hands work to the call's Temporal workflow; never raises for Temporal being down."""
+
+    async def book_meeting(self, request: BookingRequest, *, wait: float) -> BookingHandoff: ...
+
+    async def call_ended(self, outcome: CallOutcome) -> CallEndedHandoff: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallInfo:
+    """Who is on the call and since when."""
+
+    call_id: str
+    trialist: Trialist
+    started_at: datetime
+
+    def guest(self) -> ChiliPiperGuest:
+        person = self.trialist
+        return ChiliPiperGuest(
+            email=person.email,
+            first_name=person.first_name,
+            last_name=person.last_name,
+            company=person.company,
+            phone=person.phone,
+            timezone=person.timezone,
+        )
+
+
+@dataclass(kw_only=True, eq=False)
+class CallServices:
+    """The userdata of one call's AgentSession: everything its tools touch."""
+
+    call: CallInfo
+    state: ConversationState
+    trial_activity: TrialActivitySource
+    slots: SlotFinder
+    handoff: Handoff
+    guard: RealtimeGuard
+    fillers: FillerLines
+    booking_wait_seconds: float
+    filler_after_seconds: float
+    clock: Clock = utc_now
+    # The start times last offered to the caller, so a booking can suggest them again.
+    offered_slots: list[datetime] = field(default_factory=list)
+    _session: AgentSession[Any] | None = field(default=None, repr=False)
+
+    def bind_session(self, session: AgentSession[Any]) -> None:
+        """Speak filler lines through this session while a slow tool runs."""
+        self._session = session
+        self.guard.say_filler = self.say
+
+    def say(self, line: str) -> None:
+        """Speak a short line now (filler); silently skipped once the session is closing."""
+        if self._session is None:
+            return
+        try:
+            self._session.say(line, add_to_chat_ctx=True)
+        except RuntimeError:
+            logger.info("call %s: session closing, filler not spoken", self.call.call_id)
+
+
+@dataclass(kw_only=True, eq=False)
+class AgentRuntime:
+    """What a worker process shares across calls: settings, vendor clients, breakers, handoff."""
+
+    settings: Settings
+    trial_activity: TrialActivitySource
+    slots: SlotFinder
+    handoff: Handoff
+    breakers: BreakerRegistry
+    rng: random.Random = field(default_factory=random.Random)
+
+    def services_for(
+        self, *, call_id: str, trialist: Trialist, clock: Clock = utc_now
+    ) -> CallServices:
+        """Fresh per-call state, fallbacks and fillers over the process's shared clients."""
+        fillers = FillerLines(rng=self.rng)
+        guard = RealtimeGuard(
+            breakers=self.breakers,
+            fallbacks=SpokenFallbacks(rng=self.rng),
+            deadline=self.settings.tool_deadline_seconds,
+            filler_after=self.settings.filler_after_seconds,
+            fillers=fillers,
+            rng=self.rng,
+        )
+        return CallServices(
+            call=CallInfo(call_id=call_id, trialist=trialist, started_at=clock()),
+            state=ConversationState(),
+            trial_activity=self.trial_activity,
+            slots=self.slots,
+            handoff=self.handoff,
+            guard=guard,
+            fillers=fillers,
+            booking_wait_seconds=self.settings.booking_wait_seconds,
+            filler_after_seconds=self.settings.filler_after_seconds,
+            clock=clock,
+        )
+
+
+def breakers_from(settings: Settings) -> BreakerRegistry:
+    return BreakerRegistry(
+        failure_threshold=settings.breaker_failure_threshold,
+        reset_timeout=settings.breaker_reset_seconds,
+    )
+
+
+async def cancel_quietly(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):  # noqa: S110 - shutting down, outcome is moot
+        pass

@@ -1,0 +1,163 @@
+"""The Temporal worker process: runs CallFollowUpWorkflow and its vendor activities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.runtime import Runtime
+from temporalio.worker import Worker
+
+from activities.follow_up import FollowUpActivities
+from contracts import SEARCH_ATTRIBUTES
+from integrations.clients import VendorClients, build_vendor_clients
+from trialist.process_exit import exits_cleanly
+from trialist.settings import VENDORS, Settings, VendorMode, get_settings
+from trialist.temporal import (
+    MetricsPortError,
+    TemporalConnectError,
+    TemporalSetupError,
+    check_namespace,
+    check_search_attributes,
+    connect,
+    prometheus_runtime,
+)
+from workflows.follow_up import CallFollowUpWorkflow
+
+logger = logging.getLogger("trialist.worker")
+
+WORKER_IDENTITY_PREFIX = "trialist-worker"
+# How often start-up checks whether the worker finished validating and began polling.
+READY_POLL_SECONDS = 0.02
+
+
+class WorkerStartError(Exception):
+    """The worker could not start polling; the message says why."""
+
+
+def build_worker(
+    client: Client, settings: Settings, *, clients: VendorClients, task_queue: str | None = None
+) -> Worker:
+    """The production worker: the follow-up workflow and its activities on the follow-up queue."""
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal_task_queue,
+        workflows=[CallFollowUpWorkflow],
+        activities=FollowUpActivities(clients=clients).activity_methods(),
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
+    )
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[], object] | None = None,
+) -> None:
+    """Connect, serve follow-ups until `stop` is set (or SIGTERM/SIGINT when `stop` is None).
+
+    Raises TemporalConnectError, TemporalSetupError, MetricsPortError or WorkerStartError.
+    """
+    runtime = _metrics_runtime(settings)
+    client = await connect(
+        settings, runtime=runtime, identity=f"{WORKER_IDENTITY_PREFIX}@{socket.gethostname()}"
+    )
+    await check_namespace(client)
+    await check_search_attributes(client, SEARCH_ATTRIBUTES)
+    if stop is None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop, settings.worker_shutdown_grace_seconds)
+    clients = build_vendor_clients(settings)
+    try:
+        worker = build_worker(client, settings, clients=clients)
+        await _serve(worker, settings=settings, stop=stop, ready=ready)
+    finally:
+        await clients.aclose()
+
+
+async def _serve(
+    worker: Worker, *, settings: Settings, stop: asyncio.Event, ready: Callable[[], object] | None
+) -> None:
+    run = asyncio.create_task(worker.run(), name="temporal-worker")
+    # The SDK exposes no "started" event; is_running turns true once the namespace check passed.
+    while not worker.is_running and not run.done():  # noqa: ASYNC110
+        await asyncio.sleep(READY_POLL_SECONDS)
+    if run.done():
+        error = run.exception()
+        raise WorkerStartError(f"the worker stopped while starting: {error}") from None
+    logger.info("%s", ready_line(settings))
+    if ready is not None:
+        ready()
+    stopping = asyncio.create_task(stop.wait(), name="worker-stop")
+    done, _ = await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if run in done:
+        stopping.cancel()
+        run.result()  # a fatal worker error surfaces here
+        return
+    logger.info(
+        "shutting down: no new tasks; running activities get up to %gs to finish",
+        settings.worker_shutdown_grace_seconds,
+    )
+    await worker.shutdown()
+    await run
+    logger.info("worker stopped")
+
+
+def ready_line(settings: Settings) -> str:
+    """What the worker serves, without secrets: address, namespace, queue, vendor modes."""
+    modes = " ".join(f"{vendor}={settings.vendor_mode(vendor).value}" for vendor in VENDORS)
+    sandbox = any(settings.vendor_mode(vendor) is VendorMode.SANDBOX for vendor in VENDORS)
+    parts = [
+        f"worker ready: temporal={settings.temporal_target}",
+        f"namespace={settings.temporal_namespace}",
+        f"task_queue={settings.temporal_task_queue}",
+        f"vendors: {modes}",
+    ]
+    if sandbox:
+        parts.append(f"sandbox={settings.sandbox_base_url}")
+    port = settings.worker_metrics_port
+    metrics = f"http://{settings.worker_metrics_host}:{port}/metrics" if port else "off"
+    parts.append(f"metrics={metrics}")
+    return " ".join(parts)
+
+
+def _metrics_runtime(settings: Settings) -> Runtime | None:
+    if settings.worker_metrics_port == 0:
+        return None
+    return prometheus_runtime(settings.worker_metrics_port, host=settings.worker_metrics_host)
+
+
+def _stop_on_signals(stop: asyncio.Event, grace_seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+
+    def request_stop(signum: signal.Signals) -> None:
+        if stop.is_set():
+            logger.info("%s again: already shutting down (grace %gs)", signum.name, grace_seconds)
+            return
+        logger.info("%s received", signum.name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop, signum)
+
+
+@exits_cleanly
+def main() -> None:
+    """`python worker.py`: serve until SIGTERM/SIGINT; a start-up error exits 1 with one line."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = get_settings()
+    try:
+        asyncio.run(run_worker(settings))
+    except (TemporalConnectError, TemporalSetupError, MetricsPortError, WorkerStartError) as error:
+        raise SystemExit(f"worker: {error}") from None
+
+
+if __name__ == "__main__":
+    main()
