@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from agent.resilience import (
     RealtimeGuard,
     SpokenFallbacks,
 )
-from contracts.models import BookingRequest, CallOutcome, Trialist
+from contracts.models import BookingRequest, CallOutcome, EndedReason, Trialist
 from integrations.amplitude import AmplitudeUserProfile
 from integrations.chilipiper import ChiliPiperGuest, FreeSlots
 
@@ -92,12 +91,18 @@ class CallServices:
     clock: Clock = utc_now
     # The start times last offered to the caller, so a booking can suggest them again.
     offered_slots: list[datetime] = field(default_factory=list)
+    # How the call is ending, once known (end_call, an agent error); the first verdict stands.
+    ended_reason: EndedReason | None = None
     _session: AgentSession[Any] | None = field(default=None, repr=False)
 
     def bind_session(self, session: AgentSession[Any]) -> None:
         """Speak filler lines through this session while a slow tool runs."""
         self._session = session
         self.guard.say_filler = self.say
+
+    def mark_ended(self, reason: EndedReason) -> None:
+        if self.ended_reason is None:
+            self.ended_reason = reason
 
     def say(self, line: str) -> None:
         """Speak a short line now (filler); silently skipped once the session is closing."""
@@ -152,11 +157,3 @@ def breakers_from(settings: Settings) -> BreakerRegistry:
         failure_threshold=settings.breaker_failure_threshold,
         reset_timeout=settings.breaker_reset_seconds,
     )
-
-
-async def cancel_quietly(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    try:
-        await task
-    except (asyncio.CancelledError, Exception):  # noqa: S110 - shutting down, outcome is moot
-        pass

@@ -14,7 +14,7 @@ from livekit.agents import Agent, RunContext, ToolError, function_tool
 from agent.handoff import BookingHandoffStatus
 from agent.resilience import FallbackKind, FillerTimer, Stage
 from agent.services import CallServices
-from contracts.models import BookingConfirmation, BookingRequest
+from contracts.models import BookingConfirmation, BookingRequest, EndedReason
 from integrations.amplitude import AmplitudeUserProfile
 
 logger = logging.getLogger(__name__)
@@ -253,13 +253,9 @@ class PandaDocTrialistAgent(Agent):
     @function_tool
     async def end_call(self, context: RunContext[CallServices]) -> str:
         """End the call after the caller is done or says goodbye. Say a short goodbye after it."""
-        from agent.session_end import lifecycle_of
-
         services = context.userdata
         services.state.set_stage(Stage.WRAP_UP)
-        lifecycle = lifecycle_of(context.session)
-        if lifecycle is not None:
-            lifecycle.ending_completed()
+        services.mark_ended(EndedReason.COMPLETED)
         # The goodbye reply rides on this speech; the session closes once it has played.
         context.speech_handle.add_done_callback(lambda _: context.session.shutdown())
         return "The call is ending. Thank the caller warmly and say goodbye in one short sentence."

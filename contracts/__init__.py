@@ -1,4 +1,4 @@
-"""Models and names that cross a process boundary. Pure: no I/O, safe inside the workflow sandbox."""
+"""Models and names that cross a process boundary. Pure: no I/O, safe in the workflow sandbox."""
 
 from contracts.models import (
     BookingConfirmation,
@@ -32,6 +32,7 @@ from contracts.names import (
     SKIP_STEP_UPDATE,
     WORKFLOW_TYPE,
     call_id_from_workflow_id,
+    follow_up_summary,
     workflow_id_for,
 )
 
@@ -65,5 +66,6 @@ __all__ = [
     "StepState",
     "Trialist",
     "call_id_from_workflow_id",
+    "follow_up_summary",
     "workflow_id_for",
 ]

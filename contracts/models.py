@@ -37,7 +37,9 @@ def _check_timezone(value: str) -> str:
 
 def _check_call_id(value: str) -> str:
     if not _CALL_ID.match(value):
-        raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise ValueError(
+            "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return value
 
 
@@ -118,7 +120,9 @@ class BookingRequest(_Model):
         return self.slot_start + timedelta(minutes=self.duration_minutes)
 
     def same_slot(self, other: BookingRequest) -> bool:
-        return self.slot_start == other.slot_start and self.duration_minutes == other.duration_minutes
+        return (
+            self.slot_start == other.slot_start and self.duration_minutes == other.duration_minutes
+        )
 
     def check_future(self, now: datetime) -> None:
         """Raise ValueError when the slot has already started at `now`."""

@@ -29,3 +29,17 @@ def call_id_from_workflow_id(workflow_id: str) -> str:
     if not workflow_id.startswith(WORKFLOW_ID_PREFIX):
         raise ValueError(f"workflow id {workflow_id!r} does not start with {WORKFLOW_ID_PREFIX!r}")
     return workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
+
+
+SUMMARY_MAX_CHARS: Final = 200
+
+
+def follow_up_summary(trialist_name: str, company: str | None = None) -> str:
+    """The one-line static summary the Temporal UI lists for a follow-up: who it is for."""
+    who = (
+        f"{trialist_name.strip()} ({company.strip()})"
+        if company and company.strip()
+        else trialist_name.strip()
+    )
+    text = f"Trial call follow-up for {who}: CRM sync, call log, meeting booking, analytics"
+    return text if len(text) <= SUMMARY_MAX_CHARS else text[: SUMMARY_MAX_CHARS - 1] + "…"

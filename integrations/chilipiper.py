@@ -82,7 +82,7 @@ def _check_path_segment(value: str) -> str:
 IanaTimezone = Annotated[str, AfterValidator(_check_timezone)]
 E164Phone = Annotated[str, AfterValidator(_check_phone)]
 PathId = Annotated[str, AfterValidator(_check_path_segment)]
-Name = Annotated[str, Field(min_length=1, max_length=100)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class _Input(BaseModel):
@@ -220,15 +220,19 @@ def wire_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_MINUTES_PER_UNIT = {
+    **dict.fromkeys(("millisecond", "milliseconds"), 1 / 60_000),
+    **dict.fromkeys(("second", "seconds"), 1 / 60),
+    **dict.fromkeys(("minute", "minutes"), 1.0),
+    **dict.fromkeys(("hour", "hours"), 60.0),
+}
+
+
 def _duration_minutes(text: str | None) -> int:
     """Minutes from Chili Piper's `<n> <unit>` durations; the default when absent or odd."""
-    match = re.match(r"^\s*(\d+)\s*([a-z]+)", (text or "").lower())
-    if match is None:
-        return DEFAULT_MEETING_MINUTES
-    per_unit = {"minute": 1.0, "minutes": 1.0, "hour": 60.0, "hours": 60.0}
-    per_unit.update({"second": 1 / 60, "seconds": 1 / 60, "milliseconds": 1 / 60000})
-    factor = per_unit.get(match.group(2))
-    minutes = int(int(match.group(1)) * factor) if factor else 0
+    match = re.match(r"^\s*(\d+)\s*([a-z]+)\s*$", (text or "").lower())
+    factor = _MINUTES_PER_UNIT.get(match.group(2)) if match else None
+    minutes = int(int(match.group(1)) * factor) if match and factor else 0
     return minutes if minutes > 0 else DEFAULT_MEETING_MINUTES
 
 

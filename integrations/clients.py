@@ -1,4 +1,4 @@
-"""The four vendor clients built from settings over one pooled HTTP client: real APIs or the sandbox."""
+"""The four vendor clients, built from settings over one pooled HTTP client."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one error taxonomy for every vendor call: each layer above maps these classes, never messages."""
+"""The one error taxonomy for vendor calls: layers above map these classes, never messages."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ class AuthError(VendorError):
 
 
 class AmbiguousOutcomeError(VendorError):
-    """A non-idempotent write whose result is unknown (a booking that timed out): reconcile first."""
+    """A non-idempotent write with an unknown result (a booking that timed out): reconcile."""
 
     kind = ErrorKind.AMBIGUOUS_OUTCOME
     retryable = False

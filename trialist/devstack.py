@@ -449,7 +449,7 @@ class DevStack:
             )
         )
         began = time.monotonic()
-        url = f"http://127.0.0.1:{self.settings.sandbox_port}/__sandbox/health"
+        url = f"{self.settings.sandbox_base_url}/__sandbox/health"
         await self._wait_http(child, url, SANDBOX_READY_SECONDS, what="the sandbox")
         self._ok(
             f"sandbox ready on {self.settings.sandbox_base_url} in {time.monotonic() - began:.1f}s"

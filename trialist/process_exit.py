@@ -8,6 +8,7 @@ interpreter teardown where the race lives.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -23,10 +24,9 @@ def exit_now(code: int) -> None:
     """Flush stdio and logging, then end the process with `code`, skipping finalization."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # A closed or broken pipe has nothing left to flush.
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed or broken pipe has nothing left to flush
     os._exit(code)
 
 

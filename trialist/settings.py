@@ -25,8 +25,13 @@ class VendorMode(StrEnum):
 class Settings(BaseSettings):
     """Configuration from the environment and `.env`. Field names map to upper-case variables."""
 
+    # Empty values count as unset: compose passes `${VAR:-}` and .env.example lists blank keys.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        env_ignore_empty=True,
     )
 
     # --- local data -------------------------------------------------------------------------
@@ -70,9 +75,7 @@ class Settings(BaseSettings):
     hubspot_base_url: str | None = Field(default=None, description="https://api.hubapi.com")
     hubspot_access_token: SecretStr | None = None
 
-    chilipiper_base_url: str | None = Field(
-        default=None, description="https://fire.chilipiper.com"
-    )
+    chilipiper_base_url: str | None = Field(default=None, description="https://fire.chilipiper.com")
     chilipiper_api_token: SecretStr | None = None
     chilipiper_scheduling_link: str = Field(
         default="pandadoc-trial-demo", description="Slug of the scheduling link used for booking."
@@ -88,7 +91,8 @@ class Settings(BaseSettings):
     # --- worker -------------------------------------------------------------------------------
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 disables.")
     worker_metrics_host: str = Field(
-        default="127.0.0.1", description="Interface for the metrics endpoint; 0.0.0.0 in a container."
+        default="127.0.0.1",
+        description="Interface for the metrics endpoint; 0.0.0.0 in a container.",
     )
     worker_shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     worker_connect_attempts: int = Field(default=10, ge=1)
@@ -172,7 +176,9 @@ class Settings(BaseSettings):
         return (self.temporal_ui_url or f"http://localhost:{self.temporal_ui_port}").rstrip("/")
 
     def workflow_ui_link(self, workflow_id: str) -> str:
-        return f"{self.temporal_ui_base}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"
+        return (
+            f"{self.temporal_ui_base}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"
+        )
 
     @property
     def llm_configured(self) -> bool:

@@ -8,9 +8,12 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+if TYPE_CHECKING:
+    from trialist.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +250,17 @@ class BreakerRegistry:
         }
         if not self._breakers:
             raise ValueError("a BreakerRegistry needs at least one service")
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, registry: CollectorRegistry | None = None
+    ) -> BreakerRegistry:
+        """Breakers with BREAKER_FAILURE_THRESHOLD and BREAKER_RESET_SECONDS from settings."""
+        return cls(
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_timeout=settings.breaker_reset_seconds,
+            registry=registry,
+        )
 
     def get(self, service: str) -> CircuitBreaker:
         """The breaker of `service`; an unknown name is a bug, so it raises instead of creating."""

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import ClassVar
 
@@ -14,7 +14,8 @@ from agent.resilience.fallbacks import VariedLines, technical_words_in
 
 logger = logging.getLogger(__name__)
 
-SayFiller = Callable[[str], Awaitable[None] | None]
+# Returns None, a coroutine to run, or something already scheduled (a LiveKit SpeechHandle).
+SayFiller = Callable[[str], object]
 
 FILLER_LINES: tuple[str, ...] = (
     "One moment while I check that.",

@@ -7,7 +7,7 @@ import logging
 import random
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from livekit.agents.llm.tool_context import ToolError
 
@@ -21,6 +21,9 @@ from agent.resilience.retry import (
     counts_against_service,
 )
 from integrations.errors import VendorError
+
+if TYPE_CHECKING:
+    from trialist.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,24 @@ class RealtimeGuard:
         self.say_filler = say_filler
         self._fillers = fillers or FillerLines(rng=self._rng)
         self._policy = policy or RetryPolicy()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        breakers: BreakerRegistry,
+        say_filler: SayFiller | None = None,
+        rng: random.Random | None = None,
+    ) -> RealtimeGuard:
+        """A guard for one call with TOOL_DEADLINE_SECONDS and FILLER_AFTER_SECONDS."""
+        return cls(
+            breakers=breakers,
+            deadline=settings.tool_deadline_seconds,
+            filler_after=settings.filler_after_seconds,
+            say_filler=say_filler,
+            rng=rng,
+        )
 
     async def call(
         self,
@@ -137,14 +158,8 @@ def default_guard() -> RealtimeGuard:
         from trialist.settings import get_settings
 
         settings = get_settings()
-        _default_guard = RealtimeGuard(
-            breakers=BreakerRegistry(
-                failure_threshold=settings.breaker_failure_threshold,
-                reset_timeout=settings.breaker_reset_seconds,
-            ),
-            deadline=settings.tool_deadline_seconds,
-            filler_after=settings.filler_after_seconds,
-        )
+        breakers = BreakerRegistry.from_settings(settings)
+        _default_guard = RealtimeGuard.from_settings(settings, breakers=breakers)
     return _default_guard
 
 

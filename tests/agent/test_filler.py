@@ -52,8 +52,8 @@ async def test_a_slow_call_gets_one_filler_line_after_the_threshold() -> None:
     assert result == "slots"
     assert len(speaker.lines) == 1
     assert speaker.lines[0] in FILLER_LINES
-    assert 0.15 <= speaker.at[0] - started <= 0.15 + 0.1
-    assert elapsed < 0.5 + 0.1, "the filler did not delay the answer"
+    assert 0.15 <= speaker.at[0] - started <= 0.15 + 0.2
+    assert elapsed < 0.5 + 0.2, "the filler did not delay the answer"
 
 
 async def test_a_fast_call_gets_no_filler() -> None:
@@ -83,7 +83,7 @@ async def test_a_coroutine_speaker_runs_without_holding_up_the_call() -> None:
 
     started = time.monotonic()
     assert await guard(say).call("chilipiper", slow(0.3)) == "slots"
-    assert time.monotonic() - started < 0.3 + 0.1
+    assert time.monotonic() - started < 0.3 + 0.2
     assert spoken.is_set() and not finished_speaking.is_set()
     await asyncio.wait_for(finished_speaking.wait(), 1.0)
 

@@ -24,6 +24,7 @@ from agent.resilience import (
     RealtimeGuard,
     RetryPolicy,
     call_with_deadline,
+    call_with_retry_and_circuit_breaker,
 )
 from integrations.amplitude import AmplitudeClient, AmplitudeUserProfile
 from integrations.errors import (
@@ -35,7 +36,7 @@ from integrations.errors import (
 )
 from integrations.http import build_http_client
 from tests.servers import SandboxServer
-from trialist.settings import SANDBOX_CREDENTIAL
+from trialist.settings import SANDBOX_CREDENTIAL, Settings
 
 # Generous for a noisy 2-core machine; the benchmark measures the real overshoot.
 MARGIN = 0.25
@@ -198,7 +199,7 @@ async def test_retry_after_that_cannot_be_honoured_gives_up_at_once(retry_after:
     with pytest.raises(RateLimitedError):
         await run(script, deadline=1.0, policy=policy)
     assert script.calls == 1
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 0.3, "it did not wait for the Retry-After"
 
 
 async def test_no_retry_once_the_failure_trips_the_breaker() -> None:
@@ -293,7 +294,7 @@ async def test_amplitude_outage_over_real_http_opens_the_breaker(
     started = time.monotonic()
     with pytest.raises(ToolError) as refused:
         await realtime.call("amplitude", get_profile)
-    assert time.monotonic() - started < 0.05
+    assert time.monotonic() - started < 0.1
     assert hits == 3, "the open breaker did not touch the network"
     assert refused.value.message in FALLBACK_LINES[FallbackKind.SERVICE_UNAVAILABLE]
 
@@ -309,3 +310,27 @@ async def test_an_unknown_amplitude_user_is_data_not_found_and_keeps_the_breaker
             )
         assert spoken.value.message in FALLBACK_LINES[FallbackKind.DATA_NOT_FOUND]
     assert realtime.breakers.get("amplitude").state is BreakerState.CLOSED
+
+
+async def test_settings_set_the_breaker_and_the_deadline() -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        breaker_failure_threshold=2,
+        breaker_reset_seconds=7.0,
+        tool_deadline_seconds=0.3,
+        filler_after_seconds=0.1,
+    )
+    breakers = BreakerRegistry.from_settings(settings, registry=CollectorRegistry())
+    said: list[str] = []
+    realtime = RealtimeGuard.from_settings(settings, breakers=breakers, say_filler=said.append)
+    assert breakers.get("salesforce").failure_threshold == 2
+    assert breakers.get("salesforce").reset_timeout == 7.0
+
+    started = time.monotonic()
+    with pytest.raises(ToolError) as spoken:
+        await call_with_retry_and_circuit_breaker(
+            "chilipiper", asyncio.Event().wait, FallbackKind.TOOL_FAILURE, guard=realtime
+        )
+    assert time.monotonic() - started <= 0.3 + MARGIN
+    assert spoken.value.message in FALLBACK_LINES[FallbackKind.TIMEOUT]
+    assert len(said) == 1

@@ -154,6 +154,17 @@ async def test_booking_timeout_that_still_books_is_ambiguous_then_reconciles(
         assert meeting.status is MeetingStatus.ACTIVE
 
 
+async def test_gateway_timeout_on_booking_is_ambiguous(
+    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+) -> None:
+    sandbox.add_fault(vendor="chilipiper", operation="schedule_simple", error_rate=1.0, status=504)
+    client = make_client(sandbox, http)
+    free = await client.find_free_slots(guest, timezone=guest.timezone)
+    with pytest.raises(AmbiguousOutcomeError) as caught:
+        await client.book_slot(route_id=free.route_id, slot_start=free.slots[0], guest=guest)
+    assert caught.value.status_code == 504
+
+
 async def test_hang_on_a_read_is_transient(sandbox: SandboxServer, guest: ChiliPiperGuest) -> None:
     sandbox.add_fault(vendor="chilipiper", operation="init_simple", hang=True)
     async with build_http_client(read_timeout=0.3) as http:

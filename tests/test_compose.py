@@ -1,0 +1,188 @@
+"""docker-compose.yml, .env.example and the Dockerfile agree with the code they deploy."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from contracts import SEARCH_ATTRIBUTES
+from contracts.names import DEFAULT_TASK_QUEUE
+from trialist.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "Dockerfile"
+APP_SERVICES = ("sandbox", "worker", "agent")
+SETTINGS_NAMES = {name.upper() for name in Settings.model_fields}
+VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
+REQUIRED = re.compile(r"\$\{([A-Z0-9_]+):\?")
+# Variables compose itself reads from .env (not app settings).
+COMPOSE_OWN = {"COMPOSE_PROFILES"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def env_example() -> dict[str, str]:
+    pairs = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def test_app_service_environment_names_are_settings_fields(compose: dict[str, Any]) -> None:
+    for name in APP_SERVICES:
+        environment = services(compose)[name]["environment"]
+        unknown = sorted(set(environment) - SETTINGS_NAMES)
+        assert not unknown, f"{name}: {unknown} are not fields of trialist.settings.Settings"
+
+
+def test_env_example_lists_only_known_names() -> None:
+    compose_variables = set(VARIABLE.findall(COMPOSE.read_text()))
+    unknown = sorted(set(env_example()) - SETTINGS_NAMES - compose_variables - COMPOSE_OWN)
+    assert not unknown, f".env.example sets {unknown}, which neither compose nor Settings reads"
+
+
+def test_every_required_variable_is_in_env_example() -> None:
+    required = set(REQUIRED.findall(COMPOSE.read_text()))
+    assert {"POSTGRES_PASSWORD", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"} <= required
+    example = env_example()
+    missing = sorted(name for name in required if not example.get(name))
+    assert not missing, f"required by compose but blank or absent in .env.example: {missing}"
+
+
+def test_env_example_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copied to .env, the example must still load (blank vendor URLs mean the sandbox)."""
+    for key in SETTINGS_NAMES:
+        monkeypatch.delenv(key, raising=False)
+    settings = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]
+    assert settings.vendor_mode("hubspot").value == "sandbox"
+    assert settings.temporal_task_queue == DEFAULT_TASK_QUEUE
+
+
+def test_commands_and_ports_match_the_code(compose: dict[str, Any]) -> None:
+    found = services(compose)
+    assert found["worker"]["command"] == ["python", "worker.py"]
+    assert (ROOT / "worker.py").is_file()
+    assert found["sandbox"]["command"][:3] == ["python", "-m", "sandbox"]
+    assert (ROOT / "sandbox" / "__main__.py").is_file()
+    assert found["agent"]["command"][:3] == ["python", "-m", "agent"]
+    assert (ROOT / "agent" / "__main__.py").is_file(), "compose runs `python -m agent`"
+
+    sandbox_port = found["sandbox"]["environment"]["SANDBOX_PORT"]
+    assert f":{sandbox_port}/__sandbox/health" in str(found["sandbox"]["healthcheck"]["test"])
+    assert any(str(p).endswith(f":{sandbox_port}") for p in found["sandbox"]["ports"])
+    assert found["worker"]["environment"]["SANDBOX_URL"].endswith(f"sandbox:{sandbox_port}}}")
+
+    metrics_port = found["worker"]["environment"]["WORKER_METRICS_PORT"]
+    assert f":{metrics_port}/metrics" in str(found["worker"]["healthcheck"]["test"])
+    assert any(str(p).endswith(f":{metrics_port}") for p in found["worker"]["ports"])
+    assert found["worker"]["environment"]["WORKER_METRICS_HOST"] == "0.0.0.0"
+
+    for name in ("worker", "agent"):
+        assert found[name]["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
+    assert any(str(p).endswith(":7233") for p in found["temporal"]["ports"])
+    assert found["agent"]["environment"]["LIVEKIT_URL"] == "ws://livekit:7880"
+    assert "--dev" in found["livekit"]["command"]
+
+
+def test_task_queue_default_matches_contracts(compose: dict[str, Any]) -> None:
+    queue = services(compose)["worker"]["environment"]["TEMPORAL_TASK_QUEUE"]
+    assert queue == f"${{TEMPORAL_TASK_QUEUE:-{DEFAULT_TASK_QUEUE}}}"
+    assert Settings.model_fields["temporal_task_queue"].default == DEFAULT_TASK_QUEUE
+
+
+def test_setup_registers_the_workflow_search_attributes(compose: dict[str, Any]) -> None:
+    script = "\n".join(services(compose)["temporal-setup"]["command"])
+    for key in SEARCH_ATTRIBUTES:
+        assert key.name in script
+    assert "--type Keyword" in script
+
+
+def test_dependencies_wait_for_health(compose: dict[str, Any]) -> None:
+    found = services(compose)
+    for name in ("worker", "agent"):
+        conditions = found[name]["depends_on"]
+        assert conditions["temporal-setup"]["condition"] == "service_completed_successfully"
+    assert found["agent"]["depends_on"]["livekit"]["condition"] == "service_healthy"
+    assert found["temporal-ui"]["depends_on"]["temporal"]["condition"] == "service_healthy"
+    for name in ("postgresql", "temporal", "temporal-ui", "livekit", *APP_SERVICES):
+        assert "healthcheck" in found[name], f"{name} has no health check"
+    # A profile-gated service cannot be a dependency, or compose refuses to start without it.
+    for name, service in found.items():
+        assert "sandbox" not in service.get("depends_on", {}), f"{name} depends on the sandbox"
+    assert found["sandbox"]["profiles"] == ["sandbox"]
+
+
+def test_dockerfile_is_multi_stage_non_root_and_downloads_models() -> None:
+    text = DOCKERFILE.read_text()
+    assert len(re.findall(r"^FROM ", text, flags=re.MULTILINE)) >= 2
+    users = re.findall(r"^USER (\S+)", text, flags=re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    assert "python -m agent download-files" in text
+    copied = set(re.findall(r"^COPY --chown=\S+ (\S+)", text, flags=re.MULTILINE))
+    for package in ("contracts", "integrations", "activities", "workflows", "agent", "sandbox"):
+        assert package in copied, f"the image lacks {package}/"
+    assert {"trialist", "worker.py"} <= copied
+
+
+def _docker_compose() -> str:
+    found = shutil.which("docker-compose")
+    if found is None:
+        pytest.skip("docker-compose is not installed (make test installs Debian's package)")
+    return found
+
+
+def _clean_env() -> dict[str, str]:
+    names = set(env_example()) | set(VARIABLE.findall(COMPOSE.read_text()))
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+def test_docker_compose_config_validates() -> None:
+    result = subprocess.run(
+        [_docker_compose(), "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_config_names_a_missing_required_variable(tmp_path: Path) -> None:
+    env_file = tmp_path / "incomplete.env"
+    lines = [
+        line
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if not line.startswith("POSTGRES_PASSWORD=")
+    ]
+    env_file.write_text("\n".join(lines) + "\n")
+    result = subprocess.run(
+        [_docker_compose(), "-f", str(COMPOSE), "--env-file", str(env_file), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr

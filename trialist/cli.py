@@ -1,0 +1,261 @@
+"""`trialist`: `dev` runs the whole stack, `followups` lists and repairs follow-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from contracts.models import FollowUpProgress, FollowUpStatus, StepProgress, StepState
+from contracts.names import workflow_id_for
+from trialist.devstack import DevStackError, run_dev_stack
+from trialist.followups import FollowUpRow, FollowUps, OperatorError, parse_status, parse_step
+from trialist.process_exit import exits_cleanly
+from trialist.settings import Settings, get_settings
+from trialist.temporal import TemporalConnectError, connect
+
+T = TypeVar("T")
+
+# The operator CLI tries twice, so a command fails within a second or two when Temporal is down.
+CLI_CONNECT_ATTEMPTS = 2
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Trialist voice agent backend: the dev stack and the operator tools.",
+)
+followups_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="List and repair call follow-ups on the configured Temporal server (TEMPORAL_ADDRESS).",
+)
+app.add_typer(followups_app, name="followups")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATE_STYLES = {
+    StepState.SUCCEEDED: "green",
+    StepState.NEEDS_ATTENTION: "bold red",
+    StepState.RUNNING: "yellow",
+    StepState.SKIPPED: "magenta",
+}
+
+
+@app.command()
+def dev(
+    agent: Annotated[
+        bool,
+        typer.Option(
+            "--agent/--no-agent",
+            help="Also run the agent: the demo calls, or the text console when an LLM is set.",
+        ),
+    ] = True,
+    demo_arg: Annotated[
+        list[str] | None,
+        typer.Option("--demo-arg", help="Extra argument passed to `python -m agent demo`."),
+    ] = None,
+) -> None:
+    """Run Temporal (dev server), the sandbox, the worker and the agent until Ctrl-C."""
+    settings = get_settings()
+    try:
+        code = asyncio.run(
+            run_dev_stack(
+                settings,
+                console=out,
+                run_agent=agent,
+                interactive=sys.stdin.isatty(),
+                demo_args=demo_arg or (),
+            )
+        )
+    except DevStackError as error:
+        err.print(f"[red]✗[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+@followups_app.command("list")
+def list_follow_ups(
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this FollowUpStatus: in_call, running, needs_attention, completed."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many rows.")] = 50,
+) -> None:
+    """Follow-ups, newest first: call id, who, failed step, last error, age, UI link."""
+    wanted = _checked(parse_status, status) if status is not None else None
+    rows = _operate(lambda ops: ops.list_rows(status=wanted, limit=limit))
+    if not rows:
+        which = f" with FollowUpStatus={wanted.value}" if wanted else ""
+        out.print(f"no follow-ups{which}")
+        return
+    out.print(_rows_table(rows))
+
+
+@followups_app.command()
+def show(call_id: Annotated[str, typer.Argument(help="The call id (workflow call-<id>).")]) -> None:
+    """Each step's state, attempts and last error."""
+    settings = get_settings()
+    progress = _operate(lambda ops: ops.progress(call_id))
+    _print_progress(progress, settings)
+
+
+@followups_app.command()
+def retry(
+    call_id: Annotated[str, typer.Argument(help="The call id (workflow call-<id>).")],
+    step: Annotated[
+        str | None, typer.Argument(help="The parked step to retry; omitted: every parked step.")
+    ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds to wait for the retried steps to settle (0: no wait)."),
+    ] = 15.0,
+) -> None:
+    """Retry a parked step (update retry_step) once its cause is fixed."""
+    chosen = _checked(parse_step, step) if step is not None else None
+    settings = get_settings()
+
+    async def run(ops: FollowUps) -> tuple[list[str], FollowUpProgress | None, bool]:
+        steps = await ops.retry(call_id, chosen)
+        names = [s.value for s in steps]
+        if not wait:
+            return names, None, False
+        progress, settled = await ops.wait_settled(call_id, steps, within_seconds=wait)
+        return names, progress, settled
+
+    names, progress, settled = _operate(run)
+    out.print(f"retrying {', '.join(names)} of call {escape(call_id)}")
+    if progress is not None:
+        if not settled:
+            out.print(f"still running after {wait:g}s; follow it with `trialist followups show`")
+        _print_progress(progress, settings)
+
+
+@followups_app.command()
+def skip(
+    call_id: Annotated[str, typer.Argument(help="The call id (workflow call-<id>).")],
+    step: Annotated[str, typer.Argument(help="The parked step to skip.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why it is skipped (kept in the workflow history).")
+    ],
+) -> None:
+    """Skip a parked step (update skip_step) with a reason; the follow-up carries on."""
+    chosen = _checked(parse_step, step)
+    settings = get_settings()
+
+    async def run(ops: FollowUps) -> FollowUpProgress:
+        await ops.skip(call_id, chosen, reason)
+        return await ops.progress(call_id)
+
+    progress = _operate(run)
+    out.print(f"skipped {chosen.value} of call {escape(call_id)}")
+    _print_progress(progress, settings)
+
+
+def _checked(parse: Callable[[str], T], value: str) -> T:
+    try:
+        return parse(value)
+    except OperatorError as error:
+        err.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from None
+
+
+def _operate(work: Callable[[FollowUps], Awaitable[T]]) -> T:
+    """Connect to the configured server and run `work`; a clear one-line error exits 1."""
+    settings = get_settings()
+    # A retried connect would log a warning per attempt; the one-line error below says it all.
+    logging.getLogger("trialist.temporal").setLevel(logging.ERROR)
+
+    async def run() -> T:
+        client = await connect(settings, attempts=CLI_CONNECT_ATTEMPTS)
+        return await work(FollowUps(client, settings))
+
+    try:
+        return asyncio.run(run())
+    except (OperatorError, TemporalConnectError) as error:
+        err.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+
+
+def _rows_table(rows: list[FollowUpRow]) -> Table:
+    table = Table(show_lines=False, expand=False)
+    table.add_column("call id", no_wrap=True)
+    table.add_column("who")
+    table.add_column("status", no_wrap=True)
+    table.add_column("failed step", no_wrap=True)
+    table.add_column("last error", overflow="fold")
+    table.add_column("age", no_wrap=True, justify="right")
+    table.add_column("UI link", no_wrap=True, overflow="fold")
+    for row in rows:
+        style = "bold red" if row.status == FollowUpStatus.NEEDS_ATTENTION.value else ""
+        table.add_row(
+            escape(row.call_id),
+            escape(row.who),
+            f"[{style}]{row.status}[/]" if style else row.status,
+            row.failed_step or "-",
+            escape(row.last_error or "-"),
+            row.age(),
+            row.ui_link,
+        )
+    return table
+
+
+def _print_progress(progress: FollowUpProgress, settings: Settings) -> None:
+    link = settings.workflow_ui_link(workflow_id_for(progress.call_id))
+    out.print(f"call {escape(progress.call_id)}: [bold]{progress.status.value}[/bold]  {link}")
+    if progress.outcome_missing:
+        out.print("the call's outcome never arrived: the follow-up ran with what it had")
+    if progress.booking is not None:
+        booking = progress.booking
+        out.print(f"booking: {booking.status.value} {booking.meeting_id or ''}".rstrip())
+    table = Table()
+    table.add_column("step", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("attempts", justify="right")
+    table.add_column("last error / note", overflow="fold")
+    for step, state in progress.steps.items():
+        style = STATE_STYLES.get(state.state, "")
+        label = f"[{style}]{state.state.value}[/]" if style else state.state.value
+        table.add_row(step.value, label, str(state.attempts), escape(_step_note(state)))
+    out.print(table)
+    if progress.status is FollowUpStatus.NEEDS_ATTENTION:
+        out.print(
+            f"repair: trialist followups retry {progress.call_id} [STEP]  |  "
+            f"trialist followups skip {progress.call_id} STEP --reason '...'"
+        )
+
+
+def _step_note(state: StepProgress) -> str:
+    if state.skip_reason:
+        return f"skipped: {state.skip_reason}"
+    error = state.last_error
+    if error is None:
+        return ""
+    parts = [f"{error.vendor} " if error.vendor else "", error.kind]
+    if error.status_code:
+        parts.append(f" {error.status_code}")
+    if error.error_code:
+        parts.append(f" {error.error_code}")
+    parts.append(f": {error.message}")
+    if error.correlation_id:
+        parts.append(f" (correlation id {error.correlation_id})")
+    return "".join(parts)
+
+
+@exits_cleanly
+def main() -> None:
+    """Entry point of the `trialist` script; exits without the Temporal teardown abort."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
