@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
@@ -192,12 +194,237 @@ async def call_ended(client: Client, task_queue: str, outcome: CallOutcome) -> W
     )
 
 
-async def wait_until_activity_running(handle: WorkflowHandle, timeout: float = 20) -> None:
+async def wait_until_activity_started(handle: WorkflowHandle, timeout: float = 20) -> None:
+    """Until one of the workflow's activities is running on a worker."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        description = await handle.describe()
-        if any(a.attempt >= 1 and a.last_started_time.seconds for a in
-               description.raw_description.pending_activities):
+        pending = (await handle.describe()).raw_description.pending_activities
+        if any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending):
             return
         await asyncio.sleep(0.05)
-    raise AssertionError("no activity started")
+    raise AssertionError(f"no activity of {handle.id} started within {timeout}s")
+
+
+def completed_activities(events: list[HistoryEvent]) -> int:
+    return sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED for e in events)
+
+
+# --- the worker serves, reports metrics, and stops gracefully -------------------------------
+
+
+async def test_worker_runs_follow_ups_serves_metrics_and_stops_gracefully(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    task_queue = f"worker-test-{uuid.uuid4()}"
+    metrics_port = free_port()
+    client = dev_env.client
+    with running_worker(
+        tmp_path,
+        TEMPORAL_ADDRESS=target_of(dev_env),
+        TEMPORAL_TASK_QUEUE=task_queue,
+        SANDBOX_URL=sandbox.url,
+        WORKER_METRICS_PORT=str(metrics_port),
+        WORKER_SHUTDOWN_GRACE_SECONDS=str(GRACE_SECONDS),
+    ) as worker:
+        ready = worker.wait_for(READY)
+        assert f"temporal={target_of(dev_env)}" in ready
+        assert f"task_queue={task_queue}" in ready
+        assert "namespace=default" in ready
+        assert "salesforce=sandbox hubspot=sandbox chilipiper=sandbox amplitude=sandbox" in ready
+
+        call_id = f"worker-{uuid.uuid4().hex[:12]}"
+        slot = await first_free_slot(sandbox.url)
+        handle = await call_ended(client, task_queue, outcome_for(call_id, slot=slot))
+        await asyncio.wait_for(handle.result(), 60)
+        description = await handle.describe()
+        assert description.typed_search_attributes.get(FOLLOW_UP_STATUS) == "completed"
+        meetings = sandbox.state()["chilipiper_meetings"]
+        assert [m["guest_email"] for m in meetings] == [f"{call_id}@example.com"]
+
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        assert metrics.status_code == 200
+        assert "temporal_workflow_completed" in metrics.text
+        assert f'task_queue="{task_queue}"' in metrics.text
+
+        # A slow Amplitude: SIGTERM arrives while its activity runs; the grace period lets it end.
+        sandbox.add_fault(vendor="amplitude", operation="track", latency_ms=1500)
+        slow_id = f"worker-{uuid.uuid4().hex[:12]}"
+        slow = await call_ended(client, task_queue, outcome_for(slow_id, slot=None))
+        await wait_until_activity_started(slow)
+        signalled = time.monotonic()
+        code = worker.stop(timeout=GRACE_SECONDS + 10)
+        took = time.monotonic() - signalled
+
+    assert code == 0, worker.output
+    assert took < GRACE_SECONDS + 5, f"took {took:.1f}s to stop"
+    assert "SIGTERM received" in worker.output
+    assert "worker stopped" in worker.output
+    assert "Traceback" not in worker.output
+    assert SANDBOX_CREDENTIAL not in worker.output
+    assert f"{call_id}@example.com" not in worker.output  # no personal data in the logs
+    # Whatever ran at SIGTERM finished and was reported; nothing was cut off half-way.
+    history = await slow.fetch_history()
+    events = list(history.events)
+    started = sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED for e in events)
+    assert started >= 1
+    assert completed_activities(events) == started
+    await slow.terminate("test over")
+
+
+async def test_activity_longer_than_the_grace_period_is_cut_off_and_worker_exits_zero(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    task_queue = f"worker-test-{uuid.uuid4()}"
+    grace = 1.0
+    with running_worker(
+        tmp_path,
+        TEMPORAL_ADDRESS=target_of(dev_env),
+        TEMPORAL_TASK_QUEUE=task_queue,
+        SANDBOX_URL=sandbox.url,
+        WORKER_METRICS_PORT="0",
+        WORKER_SHUTDOWN_GRACE_SECONDS=str(grace),
+    ) as worker:
+        ready = worker.wait_for(READY)
+        assert "metrics=off" in ready
+        sandbox.add_fault(vendor="amplitude", operation="track", hang=True)
+        handle = await call_ended(
+            dev_env.client, task_queue, outcome_for(f"hang-{uuid.uuid4().hex[:12]}", slot=None)
+        )
+        await wait_until_activity_started(handle)
+        signalled = time.monotonic()
+        code = worker.stop(timeout=grace + 15)
+        took = time.monotonic() - signalled
+    assert code == 0, worker.output
+    assert took < grace + 4, f"took {took:.1f}s to stop with a {grace}s grace period"
+    await handle.terminate("test over")
+
+
+# --- start-up errors are one clear line, exit code 1 ------------------------------------------
+
+
+def test_unreachable_server_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    code, stderr = run_to_exit(
+        tmp_path,
+        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        WORKER_CONNECT_ATTEMPTS="2",
+        WORKER_METRICS_PORT="0",
+    )
+    assert code == 1, stderr
+    assert f"cannot reach Temporal at 127.0.0.1:{port} after 2 attempts" in stderr
+    assert "make dev" in stderr and "TEMPORAL_ADDRESS" in stderr
+    assert "attempt 1/2" in stderr  # the retry was logged before giving up
+    assert "Traceback" not in stderr
+
+
+def test_busy_metrics_port_exits_1_naming_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, stderr = run_to_exit(
+            tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1", WORKER_METRICS_PORT=str(port)
+        )
+    assert code == 1, stderr
+    assert f"cannot serve Temporal metrics on 127.0.0.1:{port}" in stderr
+    assert "WORKER_METRICS_PORT" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_unknown_namespace_exits_1_with_a_clear_message(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    code, stderr = run_to_exit(
+        tmp_path,
+        TEMPORAL_ADDRESS=target_of(dev_env),
+        TEMPORAL_NAMESPACE="no-such-namespace",
+        WORKER_METRICS_PORT="0",
+    )
+    assert code == 1, stderr
+    assert "namespace 'no-such-namespace' does not exist" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_bad_setting_exits_1_naming_the_variable(tmp_path: Path) -> None:
+    code, stderr = run_to_exit(tmp_path, WORKER_METRICS_PORT="70000")
+    assert code == 1, stderr
+    assert "WORKER_METRICS_PORT" in stderr
+    assert "Traceback" not in stderr
+
+
+# --- start-up order: the worker waits for a server that is still starting ---------------------
+
+
+def test_worker_waits_for_a_server_that_starts_after_it(tmp_path: Path) -> None:
+    port = free_port()
+    with running_worker(
+        tmp_path,
+        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        WORKER_CONNECT_ATTEMPTS="30",
+        WORKER_METRICS_PORT="0",
+    ) as worker:
+        worker.wait_for("not reachable (attempt 1/30)")
+        server = subprocess.Popen(
+            [
+                binary("temporal"),
+                "server",
+                "start-dev",
+                "--headless",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--ui-port",
+                str(free_port()),
+                "--log-level",
+                "error",
+                "--search-attribute",
+                "FollowUpStatus=Keyword",
+                "--search-attribute",
+                "FollowUpFailedStep=Keyword",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            worker.wait_for(READY)
+            assert worker.stop(timeout=20) == 0, worker.output
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+
+
+async def test_connect_gives_up_after_the_attempts_with_backoff() -> None:
+    settings = Settings(_env_file=None, temporal_address=f"127.0.0.1:{free_port()}")  # type: ignore[call-arg]
+    began = time.monotonic()
+    with pytest.raises(TemporalConnectError) as caught:
+        await connect(settings, attempts=3, delay=0.1)
+    took = time.monotonic() - began
+    assert caught.value.attempts == 3
+    assert took >= 0.1 + 0.2  # slept between attempts, doubling
+    assert str(caught.value).startswith(f"cannot reach Temporal at {settings.temporal_target}")
+
+
+# --- run_worker in-process, as the dev stack and tests use it ---------------------------------
+
+
+async def test_run_worker_reports_ready_and_returns_when_stopped(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer
+) -> None:
+    from worker import run_worker
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        temporal_address=target_of(dev_env),
+        temporal_task_queue=f"worker-test-{uuid.uuid4()}",
+        sandbox_url=sandbox.url,
+        worker_metrics_port=0,
+        worker_shutdown_grace_seconds=1,
+    )
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    running = asyncio.create_task(run_worker(settings, stop=stop, ready=ready.set))
+    await asyncio.wait_for(ready.wait(), 30)
+    assert not running.done()
+    stop.set()
+    await asyncio.wait_for(running, 10)
