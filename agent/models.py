@@ -1,4 +1,4 @@
-"""STT, LLM and TTS for a call, built from settings: LiveKit Inference model names or provider plugins.
+"""STT, LLM and TTS for a call from settings: LiveKit Inference model names or provider plugins.
 
 A model string `provider/model` (e.g. `openai/gpt-4.1-mini`) names a LiveKit Inference model and
 needs LIVEKIT_API_KEY and LIVEKIT_API_SECRET. A string `provider:model` (e.g. `openai:gpt-4.1-mini`)
@@ -35,9 +35,9 @@ class ModelConfigError(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class CallModels:
-    llm: llm.LLM
-    stt: stt.STT | None
-    tts: tts.TTS | None
+    llm: llm.LLM[Any]
+    stt: stt.STT[Any] | None
+    tts: tts.TTS[Any] | None
 
 
 def llm_problem(settings: Settings) -> str | None:
@@ -58,14 +58,16 @@ def build_models(settings: Settings) -> CallModels:
     )
 
 
-def build_llm(settings: Settings) -> llm.LLM:
+def build_llm(settings: Settings) -> llm.LLM[Any]:
     """The configured LLM, or a FallbackAdapter over it and LLM_FALLBACK_MODEL."""
     if settings.llm_model is None:
         raise ModelConfigError(NO_LLM_MESSAGE)
-    primary = _build("LLM", settings.llm_model, settings, variable="LLM_MODEL")
+    primary: llm.LLM[Any] = _build("LLM", settings.llm_model, settings, variable="LLM_MODEL")
     if settings.llm_fallback_model is None:
         return primary
-    fallback = _build("LLM", settings.llm_fallback_model, settings, variable="LLM_FALLBACK_MODEL")
+    fallback: llm.LLM[Any] = _build(
+        "LLM", settings.llm_fallback_model, settings, variable="LLM_FALLBACK_MODEL"
+    )
     return llm.FallbackAdapter([primary, fallback])
 
 
@@ -106,16 +108,14 @@ def _from_inference(kind: ModelKind, model: str, settings: Settings, *, variable
             f"{variable}={model} is a LiveKit Inference model: set LIVEKIT_API_KEY and "
             "LIVEKIT_API_SECRET"
         )
-    credentials = {
-        "api_key": settings.livekit_api_key.get_secret_value(),
-        "api_secret": settings.livekit_api_secret.get_secret_value(),
-    }
+    key = settings.livekit_api_key.get_secret_value()
+    secret = settings.livekit_api_secret.get_secret_value()
     try:
         if kind == "LLM":
-            return inference.LLM(model=model, **credentials)
+            return inference.LLM(model=model, api_key=key, api_secret=secret)
         if kind == "STT":
-            return inference.STT(model=model, **credentials)
-        return inference.TTS(model=model, **credentials)
+            return inference.STT(model=model, api_key=key, api_secret=secret)
+        return inference.TTS(model=model, api_key=key, api_secret=secret)
     except ValueError as error:
         raise ModelConfigError(f"{variable}={model}: {error}") from None
 

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livekit.agents import APIConnectionError, APIError, llm
-from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
+from livekit.agents.types import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    NOT_GIVEN,
+    APIConnectOptions,
+    NotGivenOr,
+)
 
 SCRIPTED_MODEL_LABEL = "scripted stand-in (not a real model)"
 
@@ -114,7 +119,7 @@ def speak_tool_output(tool: str) -> Reply:
     return Reply(lambda view: view.output(tool))
 
 
-class ScriptedLLM(llm.LLM):
+class ScriptedLLM(llm.LLM[Any]):
     """An `llm.LLM` that replays `turns` (a scripted stand-in, NOT a real model).
 
     It finds its place from the chat context alone: the number of caller messages picks the turn
@@ -157,7 +162,9 @@ class ScriptedLLM(llm.LLM):
         extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> llm.LLMStream:
         self.requests += 1
-        return _ScriptedStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
+        return _ScriptedStream(
+            self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
+        )
 
     def next_step(self, chat_ctx: llm.ChatContext) -> tuple[tuple[int, int], Step, ScriptView]:
         """The step that answers this context, with its (turn, step) position."""
@@ -177,9 +184,7 @@ class ScriptedLLM(llm.LLM):
                 raise ScriptError(f"caller said {said.text_content!r}, script has {turn.caller!r}")
         calls_made = sum(1 for item in items[since:] if item.type == "function_call")
         step_index = _step_after(turn, calls_made)
-        outputs = {
-            item.name: item for item in items if isinstance(item, llm.FunctionCallOutput)
-        }
+        outputs = {item.name: item for item in items if isinstance(item, llm.FunctionCallOutput)}
         return (turn_index, step_index), turn.steps[step_index], ScriptView(outputs=outputs)
 
     def should_fail(self, position: tuple[int, int], step: Fail) -> bool:
@@ -225,7 +230,9 @@ class _ScriptedStream(llm.LLMStream):
                     llm.FunctionToolCall(
                         name=call.name,
                         arguments=json.dumps(
-                            dict(call.arguments(view) if callable(call.arguments) else call.arguments)
+                            dict(
+                                call.arguments(view) if callable(call.arguments) else call.arguments
+                            )
                         ),
                         call_id=f"scripted_call_{next(_call_ids)}",
                     )

@@ -151,7 +151,9 @@ class SessionErrorPolicy:
         source = type(event.source).__name__
         call_id = self._services.call.call_id
         if getattr(error, "recoverable", False):
-            logger.warning("call %s: recoverable %s from %s; the call carries on", call_id, kind, source)
+            logger.warning(
+                "call %s: recoverable %s from %s; the call carries on", call_id, kind, source
+            )
             return
         if self.ending:
             return

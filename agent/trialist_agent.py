@@ -23,13 +23,17 @@ MAX_OFFERED_SLOTS = 3
 # A slot this close to now cannot be prepared for; the caller is offered another.
 MIN_BOOKING_NOTICE = timedelta(minutes=15)
 # How the tools hand ISO start times to the model next to the spoken form.
-SLOT_PATTERN = re.compile(r"(?P<spoken>[A-Z][^=;]*?) = (?P<iso>\d{4}-\d\d-\d\dT[0-9:]+[+-]\d\d:\d\d)")
+SLOT_PATTERN = re.compile(
+    r"(?:book_meeting: |; )(?P<spoken>[^=;]+?) = (?P<iso>\d{4}-\d\d-\d\dT[0-9:]+[+-]\d\d:\d\d)"
+)
+# Hours to aim for on successive days, so the offered times differ in time of day too.
+PREFERRED_HOURS = (10, 14, 11)
 
 TimeOfDay = Literal["morning", "afternoon", "any"]
 
 INSTRUCTIONS = """\
-You are Sam, a friendly product specialist at PandaDoc, on a phone call with {first_name}{company}, \
-who started a PandaDoc free trial. This is a voice conversation.
+You are Sam, a friendly product specialist at PandaDoc, on a phone call with \
+{first_name}{company}, who started a PandaDoc free trial. This is a voice conversation.
 
 How you speak:
 - Short, natural sentences. One question at a time, then listen.
@@ -149,9 +153,7 @@ class PandaDocTrialistAgent(Agent):
                 fallback_kind=FallbackKind.SERVICE_UNAVAILABLE,
             )
             now = services.clock()
-            chosen = pick_slots(
-                free.slots, now=now, zone=zone, day=day, time_of_day=time_of_day
-            )
+            chosen = pick_slots(free.slots, now=now, zone=zone, day=day, time_of_day=time_of_day)
             if not chosen and (day or time_of_day != "any"):
                 chosen = pick_slots(free.slots, now=now, zone=zone, day=None, time_of_day="any")
                 if chosen:
@@ -241,8 +243,8 @@ class PandaDocTrialistAgent(Agent):
         if status in (BookingHandoffStatus.PENDING, BookingHandoffStatus.QUEUED):
             state.set_stage(Stage.WRAP_UP)
             return (
-                f"Requested {spoken}. Tell the caller the rep's calendar invite will follow by email "
-                "shortly; don't promise it is confirmed yet."
+                f"Requested {spoken}. Tell the caller the rep's calendar invite will follow by "
+                "email shortly; don't promise it is confirmed yet."
             )
         state.request_meeting(None)
         reason = getattr(result, "reason", None) or "the booking was not accepted"
@@ -316,13 +318,13 @@ def pick_slots(
         if time_of_day == "afternoon" and local.hour < 12:
             continue
         matching.append(slot)
+    by_day: dict[date, list[datetime]] = {}
+    for slot in matching:
+        by_day.setdefault(slot.astimezone(zone).date(), []).append(slot)
     chosen: list[datetime] = []
-    seen_days: set[date] = set()
-    for slot in matching:  # one per day first, so the caller gets real choice
-        local_day = slot.astimezone(zone).date()
-        if local_day not in seen_days:
-            chosen.append(slot)
-            seen_days.add(local_day)
+    for index, day_slots in enumerate(by_day.values()):  # one per day first: a real choice
+        target = PREFERRED_HOURS[index % len(PREFERRED_HOURS)]
+        chosen.append(min(day_slots, key=lambda s: abs(_hour_of(s, zone) - target)))
         if len(chosen) == limit:
             return sorted(chosen)
     for slot in matching:
@@ -395,6 +397,11 @@ def _resolve_day(day: str | None, *, now: datetime, zone: ZoneInfo) -> date | No
             ahead = (index - today.weekday()) % 7
             return today + timedelta(days=ahead)
     return None
+
+
+def _hour_of(moment: datetime, zone: ZoneInfo) -> float:
+    local = moment.astimezone(zone)
+    return local.hour + local.minute / 60
 
 
 def _count(n: int, noun: str) -> str:

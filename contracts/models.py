@@ -45,7 +45,8 @@ def _check_call_id(value: str) -> str:
 
 def _check_phone(value: str) -> str:
     if not _E164.match(value):
-        raise ValueError(f"{value!r} is not an E.164 phone number such as '+14155550123'")
+        # The value is personal data: never quote it in an error that may be logged.
+        raise ValueError("is not an E.164 phone number such as '+14155550123'")
     return value
 
 

@@ -145,7 +145,8 @@ def target_of(env: WorkflowEnvironment) -> str:
 
 
 async def first_free_slot(sandbox_url: str) -> datetime:
-    clients = build_vendor_clients(Settings(_env_file=None, sandbox_url=sandbox_url))  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, sandbox_url=sandbox_url)  # type: ignore[call-arg]
+    clients = build_vendor_clients(settings)
     try:
         guest = ChiliPiperGuest(
             email="slots@example.com", first_name="Slot", last_name="Finder", timezone="UTC"
@@ -194,15 +195,14 @@ async def call_ended(client: Client, task_queue: str, outcome: CallOutcome) -> W
     )
 
 
-async def wait_until_activity_started(handle: WorkflowHandle, timeout: float = 20) -> None:
+async def wait_until_activity_started(handle: WorkflowHandle) -> None:
     """Until one of the workflow's activities is running on a worker."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pending = (await handle.describe()).raw_description.pending_activities
-        if any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no activity of {handle.id} started within {timeout}s")
+    async with asyncio.timeout(20):
+        while True:
+            pending = (await handle.describe()).raw_description.pending_activities
+            if any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending):
+                return
+            await asyncio.sleep(0.05)
 
 
 def completed_activities(events: list[HistoryEvent]) -> int:
@@ -241,7 +241,8 @@ async def test_worker_runs_follow_ups_serves_metrics_and_stops_gracefully(
         meetings = sandbox.state()["chilipiper_meetings"]
         assert [m["guest_email"] for m in meetings] == [f"{call_id}@example.com"]
 
-        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        async with httpx.AsyncClient() as http:
+            metrics = await http.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
         assert metrics.status_code == 200
         assert "temporal_workflow_completed" in metrics.text
         assert f'task_queue="{task_queue}"' in metrics.text
@@ -395,7 +396,8 @@ def test_worker_waits_for_a_server_that_starts_after_it(tmp_path: Path) -> None:
 
 
 async def test_connect_gives_up_after_the_attempts_with_backoff() -> None:
-    settings = Settings(_env_file=None, temporal_address=f"127.0.0.1:{free_port()}")  # type: ignore[call-arg]
+    address = f"127.0.0.1:{free_port()}"
+    settings = Settings(_env_file=None, temporal_address=address)  # type: ignore[call-arg]
     began = time.monotonic()
     with pytest.raises(TemporalConnectError) as caught:
         await connect(settings, attempts=3, delay=0.1)

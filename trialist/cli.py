@@ -38,7 +38,7 @@ followups_app = typer.Typer(
 )
 app.add_typer(followups_app, name="followups")
 
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATE_STYLES = {
@@ -58,9 +58,19 @@ def dev(
             help="Also run the agent: the demo calls, or the text console when an LLM is set.",
         ),
     ] = True,
+    demo_call: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--demo-call",
+            min=1,
+            max=3,
+            help="Play only this demo call (1 happy path, 2 ChiliPiper down, 3 HubSpot "
+            "rejects the contact); repeatable. Default: all three.",
+        ),
+    ] = None,
     demo_arg: Annotated[
         list[str] | None,
-        typer.Option("--demo-arg", help="Extra argument passed to `python -m agent demo`."),
+        typer.Option("--demo-arg", help="Extra argument for `python -m agent demo`."),
     ] = None,
 ) -> None:
     """Run Temporal (dev server), the sandbox, the worker and the agent until Ctrl-C."""
@@ -72,7 +82,7 @@ def dev(
                 console=out,
                 run_agent=agent,
                 interactive=sys.stdin.isatty(),
-                demo_args=demo_arg or (),
+                demo_args=[f"--call={n}" for n in demo_call or ()] + list(demo_arg or ()),
             )
         )
     except DevStackError as error:

@@ -408,9 +408,8 @@ class DevStack:
         settings = self.settings
         if not self.plan.start_temporal:
             await self._wait_temporal(None, EXISTING_TEMPORAL_READY_SECONDS)
-            self._ok(
-                f"using Temporal at {settings.temporal_target} (UI {settings.temporal_ui_base})"
-            )
+            ui = settings.temporal_ui_url or "set TEMPORAL_UI_URL for UI links"
+            self._ok(f"using Temporal at TEMPORAL_ADDRESS={settings.temporal_target} (UI {ui})")
             return
         child = await self._spawn(
             Child(
@@ -500,10 +499,15 @@ class DevStack:
 
         try:
             await self._wait_for(child, healthy(), seconds, what="Temporal")
-        except DevStackError as error:
-            if last is not None and child is None:
-                raise DevStackError(f"{error}: {last}") from None
-            raise
+        except DevStackError:
+            if child is not None:
+                raise
+            cause = last.cause if isinstance(last, TemporalConnectError) else last
+            raise DevStackError(
+                f"Temporal at TEMPORAL_ADDRESS={self.settings.temporal_target} is not reachable "
+                f"after {seconds:.0f}s ({cause}); unset TEMPORAL_ADDRESS and `trialist dev` "
+                "starts a dev server"
+            ) from None
 
     async def _wait_http(self, child: Child | None, url: str, seconds: float, *, what: str) -> None:
         async def answers() -> None:

@@ -1,0 +1,1 @@
+"""Temporal activities: thin classes over integrations/ that map vendor errors for retries."""

@@ -1,0 +1,290 @@
+"""The follow-up activities: thin, idempotent vendor writes that Temporal retries and times out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from temporalio import activity
+
+from activities.errors import current_attempt, vendor_application_error, vendor_failures
+from contracts.activities import (
+    BookMeetingInput,
+    BookMeetingOutput,
+    LogCallHubSpotInput,
+    LogCallHubSpotOutput,
+    LogCallSalesforceInput,
+    LogCallSalesforceOutput,
+    RecordMeetingHubSpotInput,
+    RecordMeetingHubSpotOutput,
+    RecordMeetingSalesforceInput,
+    RecordMeetingSalesforceOutput,
+    TrackAnalyticsInput,
+    TrackAnalyticsOutput,
+    UpsertHubSpotContactOutput,
+    UpsertPersonInput,
+    UpsertSalesforceLeadOutput,
+)
+from contracts.models import BookingRequest, BookingResult, BookingStatus, FollowUpStep, Trialist
+from integrations.amplitude import AmplitudeEvent, insert_id_for
+from integrations.chilipiper import ChiliPiperGuest, ChiliPiperMeeting, MeetingStatus
+from integrations.errors import AmbiguousOutcomeError, PermanentError
+
+if TYPE_CHECKING:  # only the type: a worker builds the clients and injects them
+    from integrations.clients import VendorClients
+
+logger = logging.getLogger(__name__)
+
+MAX_ALTERNATIVES: Final = 3
+SLOT_TAKEN_STATUS: Final = 409  # Chili Piper answers a taken slot with 409 SlotNotAvailable
+# Meetings of the guest that start within this window of the slot count as "this booking".
+RECONCILE_WINDOW: Final = timedelta(minutes=1)
+
+CALL_COMPLETED_EVENT: Final = "trial_call_completed"
+CALL_OUTCOME_MISSING_EVENT: Final = "trial_call_outcome_missing"
+MEETING_BOOKED_EVENT: Final = "trial_meeting_booked"
+
+
+class FollowUpActivities:
+    """Activities of CallFollowUpWorkflow over injected vendor clients; registered bound."""
+
+    def __init__(self, *, clients: VendorClients) -> None:
+        self._clients = clients
+
+    def activity_methods(self) -> list[Callable[..., Any]]:
+        """Every activity, bound to these clients, for `Worker(activities=...)`."""
+        return [
+            self.upsert_salesforce_lead,
+            self.upsert_hubspot_contact,
+            self.log_call_salesforce,
+            self.log_call_hubspot,
+            self.book_meeting,
+            self.record_meeting_salesforce,
+            self.record_meeting_hubspot,
+            self.track_analytics,
+        ]
+
+    # --- CRM --------------------------------------------------------------------------------------
+
+    @activity.defn(name=FollowUpStep.UPSERT_SALESFORCE_LEAD.value)
+    async def upsert_salesforce_lead(self, input: UpsertPersonInput) -> UpsertSalesforceLeadOutput:
+        """Create or update the Lead, keyed by the trial account id (an external id)."""
+        with vendor_failures():
+            lead = await self._clients.salesforce.upsert_lead(input.trialist, signals=input.signals)
+        logger.info("call %s: salesforce lead upserted", input.call_id)
+        return UpsertSalesforceLeadOutput(lead_id=lead.id, attempt=current_attempt())
+
+    @activity.defn(name=FollowUpStep.UPSERT_HUBSPOT_CONTACT.value)
+    async def upsert_hubspot_contact(self, input: UpsertPersonInput) -> UpsertHubSpotContactOutput:
+        """Create or update the contact, keyed by email."""
+        with vendor_failures():
+            contact = await self._clients.hubspot.upsert_contact(
+                input.trialist, signals=input.signals
+            )
+        logger.info("call %s: hubspot contact upserted", input.call_id)
+        return UpsertHubSpotContactOutput(contact_id=contact.id, attempt=current_attempt())
+
+    @activity.defn(name=FollowUpStep.LOG_CALL_SALESFORCE.value)
+    async def log_call_salesforce(self, input: LogCallSalesforceInput) -> LogCallSalesforceOutput:
+        """A completed call Task on the Lead, keyed by the call id."""
+        with vendor_failures():
+            task = await self._clients.salesforce.upsert_call_task(
+                input.outcome, lead_id=input.lead_id
+            )
+        logger.info("call %s: salesforce call task written", input.call_id)
+        return LogCallSalesforceOutput(task_id=task.id, attempt=current_attempt())
+
+    @activity.defn(name=FollowUpStep.LOG_CALL_HUBSPOT.value)
+    async def log_call_hubspot(self, input: LogCallHubSpotInput) -> LogCallHubSpotOutput:
+        """A call engagement and a note with summary, notes and signals, both keyed by call id."""
+        hubspot = self._clients.hubspot
+        with vendor_failures():
+            call = await hubspot.create_call(input.outcome, contact_id=input.contact_id)
+            activity.heartbeat("call logged")
+            note = await hubspot.create_note(input.outcome, contact_id=input.contact_id)
+        logger.info("call %s: hubspot call and note written", input.call_id)
+        return LogCallHubSpotOutput(
+            call_engagement_id=call.id, note_id=note.id, attempt=current_attempt()
+        )
+
+    @activity.defn(name=FollowUpStep.RECORD_MEETING_SALESFORCE.value)
+    async def record_meeting_salesforce(
+        self, input: RecordMeetingSalesforceInput
+    ) -> RecordMeetingSalesforceOutput:
+        """An Event on the Lead for the booked meeting, keyed by the meeting id."""
+        with vendor_failures():
+            event = await self._clients.salesforce.upsert_meeting_event(
+                input.meeting, lead_id=input.lead_id, call_id=input.call_id
+            )
+        logger.info("call %s: salesforce meeting event written", input.call_id)
+        return RecordMeetingSalesforceOutput(event_id=event.id, attempt=current_attempt())
+
+    @activity.defn(name=FollowUpStep.RECORD_MEETING_HUBSPOT.value)
+    async def record_meeting_hubspot(
+        self, input: RecordMeetingHubSpotInput
+    ) -> RecordMeetingHubSpotOutput:
+        """A meeting engagement on the contact, keyed by the meeting id."""
+        with vendor_failures():
+            meeting = await self._clients.hubspot.create_meeting(
+                input.meeting, contact_id=input.contact_id, call_id=input.call_id
+            )
+        logger.info("call %s: hubspot meeting written", input.call_id)
+        return RecordMeetingHubSpotOutput(
+            meeting_engagement_id=meeting.id, attempt=current_attempt()
+        )
+
+    # --- booking ----------------------------------------------------------------------------------
+
+    @activity.defn(name=FollowUpStep.BOOK_MEETING.value)
+    async def book_meeting(self, input: BookMeetingInput) -> BookMeetingOutput:
+        """Book the slot, reconciling first: an earlier attempt may have booked it already.
+
+        Every attempt lists the guest's meetings at the slot before it books, so a retry after
+        an ambiguous timeout finds the meeting that attempt made instead of booking twice.
+        """
+        request = input.request
+        attempt = current_attempt()
+        chilipiper = self._clients.chilipiper
+        with vendor_failures():
+            guest = chilipiper_guest(request.guest)
+            existing = await self._meeting_at_slot(request)
+            if existing is not None:
+                logger.info("call %s: booking reconciled (attempt %d)", input.call_id, attempt)
+                return BookMeetingOutput(
+                    result=_booked(request, existing), reconciled=True, attempt=attempt
+                )
+            activity.heartbeat("finding free slots")
+            free = await chilipiper.find_free_slots(guest, timezone=guest.timezone)
+            if request.slot_start not in free.slots:
+                logger.info("call %s: requested slot unavailable", input.call_id)
+                return BookMeetingOutput(result=_unavailable(request, free.slots), attempt=attempt)
+            activity.heartbeat("booking")
+            try:
+                meeting = await chilipiper.book_slot(
+                    route_id=free.route_id, slot_start=request.slot_start, guest=guest
+                )
+            except AmbiguousOutcomeError as error:
+                # Safe to retry only because the next attempt reconciles before booking.
+                logger.warning("call %s: booking outcome unknown; will reconcile", input.call_id)
+                raise vendor_application_error(error, attempt=attempt, retryable=True) from error
+            except PermanentError as error:
+                if error.status_code != SLOT_TAKEN_STATUS:
+                    raise
+                # Taken since the slot list was read, perhaps by our own late-committing attempt.
+                existing = await self._meeting_at_slot(request)
+                if existing is not None:
+                    return BookMeetingOutput(
+                        result=_booked(request, existing), reconciled=True, attempt=attempt
+                    )
+                others = [slot for slot in free.slots if slot != request.slot_start]
+                return BookMeetingOutput(result=_unavailable(request, others), attempt=attempt)
+        logger.info("call %s: meeting booked (attempt %d)", input.call_id, attempt)
+        return BookMeetingOutput(result=_booked(request, meeting), attempt=attempt)
+
+    async def _meeting_at_slot(self, request: BookingRequest) -> ChiliPiperMeeting | None:
+        meetings = await self._clients.chilipiper.list_guest_meetings(
+            str(request.guest.email),
+            since=request.slot_start - RECONCILE_WINDOW,
+            until=request.slot_start + RECONCILE_WINDOW,
+        )
+        return next(
+            (
+                meeting
+                for meeting in meetings
+                if meeting.status is MeetingStatus.ACTIVE and meeting.start == request.slot_start
+            ),
+            None,
+        )
+
+    # --- analytics --------------------------------------------------------------------------------
+
+    @activity.defn(name=FollowUpStep.TRACK_ANALYTICS.value)
+    async def track_analytics(self, input: TrackAnalyticsInput) -> TrackAnalyticsOutput:
+        """Send the call's events; insert ids from the call id make every retry a no-op."""
+        with vendor_failures():
+            events = analytics_events(input)
+            activity.heartbeat(f"tracking {len(events)} events")
+            result = await self._clients.amplitude.track(events)
+        logger.info("call %s: %d analytics events tracked", input.call_id, len(events))
+        return TrackAnalyticsOutput(
+            events_sent=len(events),
+            events_ingested=result.events_ingested,
+            attempt=current_attempt(),
+        )
+
+
+def chilipiper_guest(trialist: Trialist) -> ChiliPiperGuest:
+    return ChiliPiperGuest(
+        email=trialist.email,
+        first_name=trialist.first_name,
+        last_name=trialist.last_name,
+        company=trialist.company,
+        phone=trialist.phone,
+        timezone=trialist.timezone,
+    )
+
+
+def analytics_events(input: TrackAnalyticsInput) -> list[AmplitudeEvent]:
+    """The events of one call, each with an insert id derived from the call id."""
+    events: list[AmplitudeEvent] = []
+    outcome = input.outcome
+    if outcome is not None:
+        properties: dict[str, Any] = {
+            "call_id": input.call_id,
+            "ended_reason": outcome.ended_reason.value,
+            "duration_seconds": outcome.duration_seconds,
+            "meeting_requested": outcome.requested_meeting is not None,
+            "meeting_booked": input.meeting is not None,
+            "notes": len(outcome.notes),
+            **{f"signal_{name}": value for name, value in outcome.signals.filled().items()},
+        }
+        events.append(_event(input, CALL_COMPLETED_EVENT, outcome.ended_at, properties))
+    elif input.outcome_missing:
+        properties = {"call_id": input.call_id, "meeting_booked": input.meeting is not None}
+        events.append(_event(input, CALL_OUTCOME_MISSING_EVENT, input.tracked_at, properties))
+    if input.meeting is not None:
+        events.append(_event(input, MEETING_BOOKED_EVENT, input.tracked_at, _meeting_props(input)))
+    return events
+
+
+def _meeting_props(input: TrackAnalyticsInput) -> dict[str, Any]:
+    meeting = input.meeting
+    assert meeting is not None
+    return {
+        "call_id": input.call_id,
+        "meeting_id": meeting.meeting_id,
+        "meeting_start": meeting.start.isoformat(),
+        "duration_minutes": meeting.duration_minutes,
+    }
+
+
+def _event(
+    input: TrackAnalyticsInput, event_type: str, time: datetime, properties: dict[str, Any]
+) -> AmplitudeEvent:
+    return AmplitudeEvent(
+        user_id=input.user_id,
+        event_type=event_type,
+        time=time,
+        insert_id=insert_id_for(input.call_id, event_type),
+        event_properties=properties,
+    )
+
+
+def _booked(request: BookingRequest, meeting: ChiliPiperMeeting) -> BookingResult:
+    return BookingResult(
+        status=BookingStatus.BOOKED, meeting_id=meeting.meeting_id, slot_start=request.slot_start
+    )
+
+
+def _unavailable(request: BookingRequest, free: list[datetime]) -> BookingResult:
+    """Unavailable, with the free slots nearest the requested one (at most three)."""
+    nearest = sorted(
+        free, key=lambda slot: (abs((slot - request.slot_start).total_seconds()), slot)
+    )[:MAX_ALTERNATIVES]
+    return BookingResult(
+        status=BookingStatus.UNAVAILABLE,
+        slot_start=request.slot_start,
+        alternatives=sorted(nearest),
+    )

@@ -1,0 +1,59 @@
+"""`python -m agent dev|start|console|download-files` (LiveKit's CLI) and `python -m agent demo`."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import TYPE_CHECKING
+
+from trialist.process_exit import exits_cleanly
+
+if TYPE_CHECKING:
+    from trialist.settings import Settings
+
+# Subcommands that run calls, so they need a model before anything starts.
+NEEDS_LLM = frozenset({"console", "dev", "start", "connect"})
+EXIT_CONFIG = 2
+
+
+def _settings_or_exit() -> Settings:
+    from trialist.settings import get_settings
+
+    return get_settings()  # raises SettingsError (a SystemExit) naming each bad variable
+
+
+def _run_demo(argv: list[str]) -> None:
+    from agent.demo import main as demo_main
+
+    demo_main(argv)
+
+
+def _run_livekit(command: str) -> None:
+    if command in NEEDS_LLM:
+        from agent.models import llm_problem
+
+        problem = llm_problem(_settings_or_exit())
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG)
+    from livekit.agents import cli
+
+    from agent.entrypoint import server
+
+    # The bundled CLI warns that `lk agent ...` is the way forward; it still serves these commands.
+    warnings.filterwarnings("ignore", message="the built-in Python CLI is deprecated")
+    cli.run_app(server)
+
+
+@exits_cleanly
+def main() -> None:
+    argv = sys.argv[1:]
+    command = argv[0] if argv else ""
+    if command == "demo":
+        _run_demo(argv[1:])
+        return
+    _run_livekit(command)
+
+
+if __name__ == "__main__":
+    main()

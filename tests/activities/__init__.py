@@ -1,0 +1,1 @@
+"""Tests of the follow-up activities and their error mapping."""

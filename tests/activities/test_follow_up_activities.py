@@ -1,0 +1,237 @@
+"""The follow-up activities against the sandbox over loopback HTTP, in Temporal's activity env."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.follow_up import (
+    CALL_COMPLETED_EVENT,
+    CALL_OUTCOME_MISSING_EVENT,
+    MEETING_BOOKED_EVENT,
+    FollowUpActivities,
+    analytics_events,
+    chilipiper_guest,
+)
+from contracts import BookingStatus, FollowUpStep
+from contracts.activities import (
+    BookMeetingInput,
+    LogCallHubSpotInput,
+    LogCallSalesforceInput,
+    MeetingRecord,
+    RecordMeetingHubSpotInput,
+    RecordMeetingSalesforceInput,
+    TrackAnalyticsInput,
+    UpsertPersonInput,
+)
+from integrations.clients import VendorClients
+from tests.servers import SandboxServer
+from tests.workflows.scenario import (
+    booking_request,
+    call_outcome,
+    crm_records,
+    free_slots,
+    make_trialist,
+    new_call_id,
+    sandbox_rows,
+    vendor_clients,
+)
+
+
+@pytest.fixture
+async def clients(sandbox: SandboxServer) -> AsyncIterator[VendorClients]:
+    built = vendor_clients(sandbox.url)
+    try:
+        yield built
+    finally:
+        await built.aclose()
+
+
+@pytest.fixture
+def activities(clients: VendorClients) -> FollowUpActivities:
+    return FollowUpActivities(clients=clients)
+
+
+def test_every_step_has_one_registered_activity(activities: FollowUpActivities) -> None:
+    names = [method.__temporal_activity_definition.name for method in activities.activity_methods()]  # type: ignore[attr-defined]
+    assert sorted(names) == sorted(step.value for step in FollowUpStep)
+
+
+async def test_booking_books_once_and_a_second_attempt_reconciles(
+    sandbox: SandboxServer,
+    clients: VendorClients,
+    activities: FollowUpActivities,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    slot = (await free_slots(clients, trialist))[0]
+    arg = BookMeetingInput(call_id=call_id, request=booking_request(call_id, trialist, slot))
+    env = ActivityEnvironment()
+    heartbeats: list[object] = []
+    env.on_heartbeat = lambda *details: heartbeats.extend(details)
+
+    with caplog.at_level(logging.DEBUG):
+        first = await env.run(activities.book_meeting, arg)
+        second = await env.run(activities.book_meeting, arg)
+
+    assert first.result.status is BookingStatus.BOOKED
+    assert first.reconciled is False
+    assert second.result == first.result
+    assert second.reconciled is True
+    assert heartbeats  # the long booking attempt reports progress
+    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
+    assert [m["meeting_id"] for m in meetings] == [first.result.meeting_id]
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert call_id in logged
+    for personal in (trialist.email, trialist.name, str(trialist.phone)):
+        assert personal not in logged
+
+
+async def test_a_taken_slot_is_unavailable_with_the_three_nearest_alternatives(
+    clients: VendorClients, activities: FollowUpActivities
+) -> None:
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    slots = await free_slots(clients, trialist)
+    taken = slots[5]
+    other = make_trialist(new_call_id())
+    guest = chilipiper_guest(other)
+    session = await clients.chilipiper.find_free_slots(guest, timezone=guest.timezone)
+    await clients.chilipiper.book_slot(route_id=session.route_id, slot_start=taken, guest=guest)
+
+    output = await ActivityEnvironment().run(
+        activities.book_meeting,
+        BookMeetingInput(call_id=call_id, request=booking_request(call_id, trialist, taken)),
+    )
+
+    result = output.result
+    assert result.status is BookingStatus.UNAVAILABLE
+    assert result.meeting_id is None
+    assert len(result.alternatives) == 3
+    assert taken not in result.alternatives
+    assert set(result.alternatives) <= set(slots)
+    assert all(abs(alt - taken) <= timedelta(hours=1) for alt in result.alternatives)
+
+
+async def test_an_ambiguous_booking_is_retryable_and_the_retry_finds_the_meeting(
+    sandbox: SandboxServer, clients: VendorClients, activities: FollowUpActivities
+) -> None:
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    slot = (await free_slots(clients, trialist))[0]
+    arg = BookMeetingInput(call_id=call_id, request=booking_request(call_id, trialist, slot))
+    # Commits, then holds the reply past the client's 1 s read timeout.
+    sandbox.add_fault(
+        vendor="chilipiper", operation="schedule_simple", after_commit_latency_ms=2500, times=1
+    )
+
+    with pytest.raises(ApplicationError) as ambiguous:
+        await ActivityEnvironment().run(activities.book_meeting, arg)
+    retried = await ActivityEnvironment().run(activities.book_meeting, arg)
+
+    assert ambiguous.value.type == "ambiguous_outcome"
+    assert ambiguous.value.non_retryable is False  # safe: every attempt reconciles first
+    assert retried.reconciled is True
+    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
+    assert [m["meeting_id"] for m in meetings] == [retried.result.meeting_id]
+
+
+async def test_analytics_insert_ids_come_from_the_call_and_a_resend_is_deduplicated(
+    sandbox: SandboxServer, activities: FollowUpActivities
+) -> None:
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    outcome = call_outcome(call_id, trialist)
+    meeting = MeetingRecord(meeting_id="m-1", start=outcome.ended_at + timedelta(days=1))
+    arg = TrackAnalyticsInput(
+        call_id=call_id,
+        user_id=trialist.trial_account_id,
+        outcome=outcome,
+        meeting=meeting,
+        tracked_at=outcome.ended_at,
+    )
+
+    first = await ActivityEnvironment().run(activities.track_analytics, arg)
+    second = await ActivityEnvironment().run(activities.track_analytics, arg)
+
+    assert first.events_sent == second.events_sent == 2
+    rows = sandbox_rows(sandbox.url, "amplitude_events", user_id=trialist.trial_account_id)
+    assert sorted(str(row["insert_id"]) for row in rows) == [
+        f"{call_id}:{CALL_COMPLETED_EVENT}",
+        f"{call_id}:{MEETING_BOOKED_EVENT}",
+    ]
+
+
+def test_analytics_events_carry_signals_but_no_personal_data() -> None:
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    outcome = call_outcome(call_id, trialist)
+
+    with_outcome = analytics_events(
+        TrackAnalyticsInput(
+            call_id=call_id,
+            user_id=trialist.trial_account_id,
+            outcome=outcome,
+            tracked_at=outcome.ended_at,
+        )
+    )
+    missing = analytics_events(
+        TrackAnalyticsInput(
+            call_id=call_id,
+            user_id=trialist.trial_account_id,
+            outcome_missing=True,
+            tracked_at=outcome.ended_at,
+        )
+    )
+
+    assert [e.event_type for e in with_outcome] == [CALL_COMPLETED_EVENT]
+    properties = with_outcome[0].event_properties
+    assert properties["signal_use_case"] == "sales proposals"
+    assert properties["duration_seconds"] == 360
+    assert [e.event_type for e in missing] == [CALL_OUTCOME_MISSING_EVENT]
+    text = str([e.model_dump() for e in with_outcome + missing])
+    for personal in (trialist.email, trialist.name, str(trialist.phone)):
+        assert personal not in text
+
+
+async def test_crm_writes_are_idempotent_by_external_ids(
+    sandbox: SandboxServer, activities: FollowUpActivities
+) -> None:
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    outcome = call_outcome(call_id, trialist)
+    person = UpsertPersonInput(call_id=call_id, trialist=trialist, signals=outcome.signals)
+    meeting = MeetingRecord(meeting_id="meeting-0001", start=outcome.ended_at + timedelta(days=2))
+    env = ActivityEnvironment()
+
+    for _ in range(2):
+        lead = await env.run(activities.upsert_salesforce_lead, person)
+        contact = await env.run(activities.upsert_hubspot_contact, person)
+        await env.run(
+            activities.log_call_salesforce,
+            LogCallSalesforceInput(call_id=call_id, lead_id=lead.lead_id, outcome=outcome),
+        )
+        await env.run(
+            activities.log_call_hubspot,
+            LogCallHubSpotInput(call_id=call_id, contact_id=contact.contact_id, outcome=outcome),
+        )
+        await env.run(
+            activities.record_meeting_salesforce,
+            RecordMeetingSalesforceInput(call_id=call_id, lead_id=lead.lead_id, meeting=meeting),
+        )
+        await env.run(
+            activities.record_meeting_hubspot,
+            RecordMeetingHubSpotInput(
+                call_id=call_id, contact_id=contact.contact_id, meeting=meeting
+            ),
+        )
+
+    records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
+    assert records.counts() == records.expected_for_one_call(meeting=True)
+    assert records.hubspot_note_mentions(outcome.summary)

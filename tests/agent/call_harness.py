@@ -1,0 +1,170 @@
+"""Text calls for agent tests: the real agent, tools, breakers and handoff, driven by a scripted LLM.
+
+Only the model is scripted (agent/scripted_llm.py). The vendors are the sandbox over loopback
+HTTP and the handoff talks to a real Temporal dev server, with a real worker when a test needs the
+follow-up to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livekit.agents import AgentSession, ConversationItemAddedEvent, FunctionToolsExecutedEvent, llm
+from temporalio.testing import WorkflowEnvironment
+
+from agent.entrypoint import agent_for, build_runtime, new_call_session
+from agent.scripted_llm import ScriptedLLM, ScriptedTurn
+from agent.services import AgentRuntime, CallServices
+from agent.session_end import CallLifecycle
+from contracts.models import Trialist
+from tests.servers import SandboxServer
+from trialist.settings import Settings
+from worker import run_worker
+
+DANA = Trialist(
+    email="dana.whitfield@northwind-legal.example",
+    name="Dana Whitfield",
+    company="Northwind Legal",
+    trial_account_id="trial-1001",
+    timezone="America/New_York",
+)
+MARCO = Trialist(
+    email="marco.ruiz@brightpath.example",
+    name="Marco Ruiz",
+    company="Brightpath",
+    trial_account_id="trial-1002",
+    timezone="America/Chicago",
+)
+
+
+def temporal_target(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+def agent_settings(
+    *,
+    sandbox: SandboxServer,
+    data_dir: Path,
+    task_queue: str,
+    temporal_address: str,
+    **overrides: Any,
+) -> Settings:
+    """Settings for one test: its sandbox, Temporal, queue and data dir, with short timeouts."""
+    values: dict[str, Any] = {
+        "sandbox_url": sandbox.url,
+        "temporal_address": temporal_address,
+        "temporal_task_queue": task_queue,
+        "data_dir": data_dir,
+        "worker_metrics_port": 0,
+        "worker_connect_attempts": 2,
+        "worker_shutdown_grace_seconds": 1.0,
+        "outbox_relay_interval_seconds": 0.2,
+        "tool_deadline_seconds": 1.5,
+        "filler_after_seconds": 0.5,
+        "booking_wait_seconds": 3.0,
+        "handoff_timeout_seconds": 1.0,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[None]:
+    """The production worker (worker.run_worker) on the test's task queue."""
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, stop=stop, ready=ready.set))
+    try:
+        waiter = asyncio.create_task(ready.wait())
+        done, _ = await asyncio.wait({task, waiter}, timeout=30, return_when="FIRST_COMPLETED")
+        if task in done:
+            task.result()  # the worker failed to start: raise its error
+        assert waiter in done, "the worker did not start within 30 s"
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=15)
+
+
+@dataclass(kw_only=True)
+class TextCall:
+    """One call in a text AgentSession: what was said, which tools ran, and how it ended."""
+
+    services: CallServices
+    session: AgentSession[CallServices]
+    lifecycle: CallLifecycle
+    scripted: ScriptedLLM
+    said: list[tuple[str, str]] = field(default_factory=list)
+    tools: list[tuple[str, llm.FunctionCallOutput]] = field(default_factory=list)
+    tool_seconds: dict[str, list[float]] = field(default_factory=dict)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def agent_lines(self) -> list[str]:
+        return [text for speaker, text in self.said if speaker == "assistant"]
+
+    def outputs(self, tool: str) -> list[llm.FunctionCallOutput]:
+        return [output for name, output in self.tools if name == tool]
+
+    async def say(self, line: str) -> float:
+        """The caller says `line`; returns how long the agent's whole turn took."""
+        started = time.monotonic()
+        await self.session.run(user_input=line)
+        return time.monotonic() - started
+
+    async def play(self, lines: Sequence[str] | None = None) -> None:
+        for line in self.scripted.caller_lines() if lines is None else lines:
+            if self.closed.is_set():
+                break
+            await self.say(line)
+
+    async def wait_closed(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self.closed.wait(), timeout)
+
+
+@asynccontextmanager
+async def text_call(
+    runtime: AgentRuntime,
+    turns: Sequence[ScriptedTurn],
+    *,
+    call_id: str,
+    trialist: Trialist = DANA,
+) -> AsyncIterator[TextCall]:
+    """Start a call; the greeting turn (if scripted) has run when the body starts."""
+    services = runtime.services_for(call_id=call_id, trialist=trialist)
+    scripted = ScriptedLLM(turns)
+    session, lifecycle = new_call_session(services, llm_model=scripted)
+    call = TextCall(services=services, session=session, lifecycle=lifecycle, scripted=scripted)
+
+    def on_item(event: ConversationItemAddedEvent) -> None:
+        if isinstance(event.item, llm.ChatMessage) and event.item.role in ("user", "assistant"):
+            call.said.append((event.item.role, event.item.text_content or ""))
+
+    def on_tools(event: FunctionToolsExecutedEvent) -> None:
+        for fn_call, output in event.zipped():
+            call.tools.append((fn_call.name, output))
+            # Both items are stamped when made: the call by the model, the output by the tool.
+            elapsed = output.created_at - fn_call.created_at
+            call.tool_seconds.setdefault(fn_call.name, []).append(elapsed)
+
+    session.on("conversation_item_added", on_item)
+    session.on("function_tools_executed", on_tools)
+    session.on("close", lambda _: call.closed.set())
+    async with session:
+        await session.start(agent=agent_for(services), capture_run=turns[0].caller is None)
+        yield call
+
+
+@asynccontextmanager
+async def agent_runtime(settings: Settings) -> AsyncIterator[AgentRuntime]:
+    runtime = build_runtime(settings)
+    await runtime.start_background()
+    try:
+        yield runtime
+    finally:
+        await runtime.aclose()

@@ -1,0 +1,1 @@
+"""Whole-stack tests: `trialist dev` and its real child processes."""

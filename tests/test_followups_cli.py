@@ -1,0 +1,235 @@
+"""`trialist followups list/show/retry/skip` as an operator runs them, against a real dev server.
+
+The follow-ups are parked by a permanent HubSpot error injected into the sandbox; a worker with
+the real workflow and activities runs in the test; the CLI runs as its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.testing import WorkflowEnvironment
+
+from contracts import (
+    CALL_ENDED_SIGNAL,
+    FollowUpStatus,
+    FollowUpStep,
+    StepState,
+    follow_up_summary,
+    workflow_id_for,
+)
+from tests.servers import SandboxServer, free_port
+from tests.workflows.scenario import (
+    call_outcome,
+    clear_faults,
+    follow_up_input,
+    follow_up_worker,
+    make_trialist,
+    new_call_id,
+    progress_of,
+    wait_until,
+)
+from trialist.settings import Settings
+from workflows.follow_up import CallFollowUpWorkflow
+
+pytestmark = pytest.mark.timeout(120)
+
+TRIALIST = str(Path(sys.executable).parent / "trialist")
+HUBSPOT = FollowUpStep.UPSERT_HUBSPOT_CONTACT
+UI_BASE = "http://temporal-ui.test:8233"
+VISIBILITY_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def cli_env(client: Client, task_queue: str, tmp_path: Path) -> dict[str, str]:
+    """The operator's environment: the test's server and queue, nothing from the developer."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env.update(
+        TEMPORAL_ADDRESS=client.service_client.config.target_host,
+        TEMPORAL_NAMESPACE=client.namespace,
+        TEMPORAL_TASK_QUEUE=task_queue,
+        TEMPORAL_UI_URL=UI_BASE,
+        DATA_DIR=str(tmp_path / ".data"),
+        COLUMNS="250",
+    )
+    return env
+
+
+async def trialist(env: dict[str, str], cwd: Path, *args: str) -> Run:
+    process = await asyncio.create_subprocess_exec(
+        TRIALIST,
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return Run(process.returncode, out.decode(), err.decode())
+
+
+async def start_parked_call(
+    client: Client, task_queue: str
+) -> tuple[str, WorkflowHandle[Any, Any]]:
+    """What the agent does at hang-up (signal-with-start); HubSpot's fault then parks it."""
+    call_id = new_call_id()
+    trialist_ = make_trialist(call_id)
+    handle = await client.start_workflow(
+        CallFollowUpWorkflow.run,
+        follow_up_input(call_id),
+        id=workflow_id_for(call_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal=CALL_ENDED_SIGNAL,
+        start_signal_args=[call_outcome(call_id, trialist_)],
+        static_summary=follow_up_summary(trialist_.name, trialist_.company),
+    )
+    return call_id, handle
+
+
+async def listed_as(client: Client, status: FollowUpStatus, call_ids: list[str]) -> bool:
+    query = " OR ".join(f'WorkflowId="{workflow_id_for(c)}"' for c in call_ids)
+    found = [w.id async for w in client.list_workflows(f'FollowUpStatus="{status}" AND ({query})')]
+    return len(found) == len(call_ids)
+
+
+async def test_operator_lists_shows_retries_and_skips_parked_follow_ups(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    client = dev_env.client
+    env = cli_env(client, task_queue, tmp_path)
+    sandbox.add_fault(
+        vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
+    )
+    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url):
+        retried, retried_handle = await start_parked_call(client, task_queue)
+        skipped, skipped_handle = await start_parked_call(client, task_queue)
+        await wait_until(
+            lambda: listed_as(client, FollowUpStatus.NEEDS_ATTENTION, [retried, skipped]),
+            within=VISIBILITY_SECONDS,
+            what="both follow-ups to be listed as needs_attention",
+        )
+
+        listing = await trialist(env, tmp_path, "followups", "list", "--status", "needs_attention")
+        assert listing.code == 0, listing.err
+        for call_id in (retried, skipped):
+            row = next(line for line in listing.out.splitlines() if call_id in line)
+            assert "Casey Morgan (Orbitworks)" in row  # who: the workflow's static summary
+            assert "needs_attention" in row and HUBSPOT.value in row
+            assert "hubspot permanent 400" in row  # the last error, from the progress query
+            assert f"{UI_BASE}/namespaces/default/workflows/call-{call_id}" in row
+
+        shown = await trialist(env, tmp_path, "followups", "show", retried)
+        assert shown.code == 0, shown.err
+        hubspot_line = next(line for line in shown.out.splitlines() if HUBSPOT.value in line)
+        assert "needs_attention" in hubspot_line and " 1 " in hubspot_line  # one attempt
+        assert "400" in hubspot_line
+        salesforce = next(line for line in shown.out.splitlines() if "log_call_salesforce" in line)
+        assert "succeeded" in salesforce  # independent steps carried on
+
+        # Retrying before the cause is fixed fails the same way and parks the step again.
+        again = await trialist(env, tmp_path, "followups", "retry", retried, HUBSPOT.value)
+        assert again.code == 0, again.err
+        reparked = next(line for line in again.out.splitlines() if HUBSPOT.value in line)
+        assert "needs_attention" in reparked
+        assert (await progress_of(retried_handle)).steps[HUBSPOT].attempts == 2
+
+        clear_faults(sandbox.url)
+        fixed = await trialist(env, tmp_path, "followups", "retry", retried)
+        assert fixed.code == 0, fixed.err
+        assert f"retrying {HUBSPOT.value}" in fixed.out
+        assert (await retried_handle.result()).status is FollowUpStatus.COMPLETED
+
+        skip = await trialist(
+            env,
+            tmp_path,
+            "followups",
+            "skip",
+            skipped,
+            HUBSPOT.value,
+            "--reason",
+            "contact merged by hand in HubSpot",
+        )
+        assert skip.code == 0, skip.err
+        assert "skipped: contact merged by hand in HubSpot" in skip.out
+        result = await skipped_handle.result()
+        assert result.status is FollowUpStatus.COMPLETED
+        assert result.steps[HUBSPOT].state is StepState.SKIPPED
+        assert result.steps[FollowUpStep.LOG_CALL_SALESFORCE].state is StepState.SUCCEEDED
+
+        await wait_until(
+            lambda: listed_as(client, FollowUpStatus.COMPLETED, [retried, skipped]),
+            within=VISIBILITY_SECONDS,
+            what="both follow-ups to be listed as completed",
+        )
+        done = await trialist(env, tmp_path, "followups", "list", "--status", "completed")
+        assert retried in done.out and skipped in done.out
+
+        # A finished follow-up has nothing left to repair.
+        closed = await trialist(env, tmp_path, "followups", "retry", retried)
+        assert closed.code == 1
+        assert "completed, not parked" in closed.err
+
+
+async def test_operator_errors_are_clear(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    client = dev_env.client
+    env = cli_env(client, task_queue, tmp_path)
+    sandbox.add_fault(
+        vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
+    )
+    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url):
+        call_id, handle = await start_parked_call(client, task_queue)
+        await wait_until(
+            lambda: _parked(handle), within=VISIBILITY_SECONDS, what="the follow-up to park"
+        )
+        unknown_step, not_parked, unknown_call, no_reason, bad_status = await asyncio.gather(
+            trialist(env, tmp_path, "followups", "retry", call_id, "upsert_hubspot"),
+            trialist(
+                env, tmp_path, "followups", "skip", call_id, "log_call_salesforce", "--reason", "x"
+            ),
+            trialist(env, tmp_path, "followups", "show", "no-such-call-42"),
+            trialist(env, tmp_path, "followups", "skip", call_id, HUBSPOT.value),
+            trialist(env, tmp_path, "followups", "list", "--status", "stuck"),
+        )
+    assert unknown_step.code == 2
+    assert "unknown step 'upsert_hubspot'" in unknown_step.err
+    assert all(step.value in unknown_step.err for step in FollowUpStep)  # lists valid ones
+
+    assert not_parked.code == 1
+    assert "log_call_salesforce" in not_parked.err and "not parked" in not_parked.err
+    assert f"parked steps: {HUBSPOT.value}" in not_parked.err
+
+    assert unknown_call.code == 1
+    assert "no follow-up for call id 'no-such-call-42'" in unknown_call.err
+
+    assert no_reason.code == 2
+    assert "--reason" in no_reason.err
+
+    assert bad_status.code == 2
+    assert "needs_attention" in bad_status.err
+
+    unreachable = dict(env, TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
+    down = await trialist(unreachable, tmp_path, "followups", "list")
+    assert down.code == 1
+    assert "cannot reach Temporal" in down.err and "Traceback" not in down.err
+
+
+async def _parked(handle: WorkflowHandle[Any, Any]) -> bool:
+    return (await progress_of(handle)).status is FollowUpStatus.NEEDS_ATTENTION

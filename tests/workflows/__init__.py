@@ -1,0 +1,1 @@
+"""Tests of CallFollowUpWorkflow on real Temporal servers with the vendor sandbox."""

@@ -1,0 +1,182 @@
+"""Builders for follow-up tests: a trialist, a call outcome, a free slot, clients and a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from activities.follow_up import FollowUpActivities, chilipiper_guest
+from contracts import (
+    BookingConfirmation,
+    BookingRequest,
+    CallOutcome,
+    EndedReason,
+    FollowUpInput,
+    FollowUpProgress,
+    QualificationSignals,
+    Trialist,
+    workflow_id_for,
+)
+from integrations.clients import VendorClients, build_vendor_clients
+from integrations.http import build_http_client
+from trialist.settings import Settings
+from workflows.follow_up import CallFollowUpWorkflow
+
+# Short enough that a stuck step parks within a test, long enough for loopback HTTP.
+TEST_STEP_SCHEDULE_TO_CLOSE_SECONDS = 20.0
+# Shorter than the sandbox's after-commit delays used to provoke ambiguous bookings.
+TEST_READ_TIMEOUT_SECONDS = 1.0
+
+
+def new_call_id() -> str:
+    return f"test-{uuid.uuid4().hex[:16]}"
+
+
+def make_trialist(call_id: str) -> Trialist:
+    """A trialist unique to the call, so sandbox rows can be counted per test."""
+    suffix = call_id.removeprefix("test-")[:8]
+    return Trialist(
+        email=f"casey.{suffix}@orbitworks.example",
+        name="Casey Morgan",
+        company="Orbitworks",
+        phone="+14155550123",
+        trial_account_id=f"trial-{suffix}",
+        timezone="America/Chicago",
+    )
+
+
+def follow_up_input(
+    call_id: str,
+    *,
+    call_ended_timeout_seconds: float = 3600.0,
+    step_schedule_to_close_seconds: float = TEST_STEP_SCHEDULE_TO_CLOSE_SECONDS,
+) -> FollowUpInput:
+    return FollowUpInput(
+        call_id=call_id,
+        call_ended_timeout_seconds=call_ended_timeout_seconds,
+        step_schedule_to_close_seconds=step_schedule_to_close_seconds,
+    )
+
+
+def booking_request(call_id: str, trialist: Trialist, slot: datetime) -> BookingRequest:
+    return BookingRequest(call_id=call_id, slot_start=slot, duration_minutes=30, guest=trialist)
+
+
+def call_outcome(
+    call_id: str,
+    trialist: Trialist,
+    *,
+    requested: BookingRequest | None = None,
+    booking: BookingConfirmation | None = None,
+    summary: str = "Uses PandaDoc for sales proposals; wants a demo of approvals.",
+) -> CallOutcome:
+    ended = datetime.now(UTC).replace(microsecond=0)
+    return CallOutcome(
+        call_id=call_id,
+        trialist=trialist,
+        started_at=ended - timedelta(minutes=6),
+        ended_at=ended,
+        ended_reason=EndedReason.COMPLETED,
+        signals=QualificationSignals(
+            team_size=12,
+            use_case="sales proposals",
+            current_tool="Google Docs",
+            timeline="this quarter",
+            decision_role="team lead",
+        ),
+        notes=["Sends about 40 proposals a month.", "Asked about CRM sync."],
+        summary=summary,
+        requested_meeting=requested,
+        booking=booking,
+    )
+
+
+def sandbox_settings(sandbox_url: str) -> Settings:
+    return Settings(_env_file=None, sandbox_url=sandbox_url)  # type: ignore[call-arg]
+
+
+def vendor_clients(
+    sandbox_url: str, *, read_timeout: float = TEST_READ_TIMEOUT_SECONDS
+) -> VendorClients:
+    http = build_http_client(read_timeout=read_timeout)
+    return build_vendor_clients(sandbox_settings(sandbox_url), http=http)
+
+
+async def free_slots(clients: VendorClients, trialist: Trialist) -> list[datetime]:
+    guest = chilipiper_guest(trialist)
+    found = await clients.chilipiper.find_free_slots(guest, timezone=guest.timezone)
+    return found.slots
+
+
+@asynccontextmanager
+async def follow_up_worker(
+    client: Client,
+    task_queue: str,
+    *,
+    sandbox_url: str,
+    activities: Sequence[Callable[..., Any]] | None = None,
+) -> AsyncIterator[VendorClients]:
+    """A worker with the real workflow and, unless replaced, the real activities."""
+    clients = vendor_clients(sandbox_url)
+    try:
+        registered = (
+            list(activities)
+            if activities is not None
+            else FollowUpActivities(clients=clients).activity_methods()
+        )
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[CallFollowUpWorkflow],
+            activities=registered,
+        ):
+            yield clients
+    finally:
+        await clients.aclose()
+
+
+async def progress_of(handle: WorkflowHandle[Any, Any]) -> FollowUpProgress:
+    return await handle.query(CallFollowUpWorkflow.progress)
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]],
+    *,
+    within: float = 15.0,
+    interval: float = 0.1,
+    advance: Callable[[], Awaitable[None]] | None = None,
+    what: str = "condition",
+) -> None:
+    """Poll `check` (bounded); `advance` moves a time-skipping server forward between polls."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        if advance is not None:
+            await advance()
+        else:
+            await asyncio.sleep(interval)
+
+
+def sandbox_rows(sandbox_url: str, table: str, **match: object) -> list[dict[str, object]]:
+    response = httpx.get(f"{sandbox_url}/__sandbox/state", timeout=5)
+    response.raise_for_status()
+    rows: list[dict[str, object]] = response.json().get(table, [])
+    return [row for row in rows if all(row.get(k) == v for k, v in match.items())]
+
+
+def clear_faults(sandbox_url: str) -> None:
+    httpx.delete(f"{sandbox_url}/__sandbox/faults", timeout=5).raise_for_status()
+
+
+def handle_for(client: Client, call_id: str) -> WorkflowHandle[Any, Any]:
+    return client.get_workflow_handle(workflow_id_for(call_id))

@@ -1,0 +1,256 @@
+"""CallFollowUpWorkflow on the Temporal dev server: update-with-start, idempotency, visibility.
+
+Real activities talk to the sandbox over loopback HTTP, with faults injected into it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.testing import WorkflowEnvironment
+
+from contracts import (
+    CALL_ENDED_SIGNAL,
+    FOLLOW_UP_FAILED_STEP,
+    FOLLOW_UP_STATUS,
+    BookingRequest,
+    BookingStatus,
+    FollowUpStatus,
+    FollowUpStep,
+    RetryStepRequest,
+    SkipStepRequest,
+    StepState,
+    Trialist,
+    follow_up_summary,
+    workflow_id_for,
+)
+from tests.servers import SandboxServer
+from tests.workflows.scenario import (
+    booking_request,
+    call_outcome,
+    clear_faults,
+    crm_records,
+    follow_up_input,
+    follow_up_worker,
+    free_slots,
+    make_trialist,
+    new_call_id,
+    progress_of,
+    sandbox_rows,
+    wait_until,
+)
+from workflows.follow_up import CallFollowUpWorkflow
+
+VISIBILITY_TIMEOUT_SECONDS = 15.0
+
+
+def start_operation(
+    call_id: str, task_queue: str, trialist: Trialist
+) -> WithStartWorkflowOperation:
+    return WithStartWorkflowOperation(
+        CallFollowUpWorkflow.run,
+        follow_up_input(call_id),
+        id=workflow_id_for(call_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=follow_up_summary(trialist.name, trialist.company),
+    )
+
+
+async def signal_call_ended(
+    client: Client, call_id: str, task_queue: str, outcome: Any
+) -> WorkflowHandle[Any, Any]:
+    """What the agent's session-end hook does: signal-with-start, USE_EXISTING."""
+    return await client.start_workflow(
+        CallFollowUpWorkflow.run,
+        follow_up_input(call_id),
+        id=workflow_id_for(call_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal=CALL_ENDED_SIGNAL,
+        start_signal_args=[outcome],
+    )
+
+
+async def rejection(handle: WorkflowHandle[Any, Any], request: BookingRequest) -> str:
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update(CallFollowUpWorkflow.book_meeting, request)
+    return str(failed.value.cause)
+
+
+async def test_update_with_start_books_once_and_the_validator_refuses_conflicts(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+) -> None:
+    client = dev_env.client
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url) as clients:
+        slots = await free_slots(clients, trialist)
+        request = booking_request(call_id, trialist, slots[0])
+        start = start_operation(call_id, task_queue, trialist)
+        booked = await client.execute_update_with_start_workflow(
+            CallFollowUpWorkflow.book_meeting, request, start_workflow_operation=start
+        )
+        handle = await start.workflow_handle()
+
+        # The agent retries the same booking (a lost reply): the same result, no second meeting.
+        again = await client.execute_update_with_start_workflow(
+            CallFollowUpWorkflow.book_meeting,
+            request,
+            start_workflow_operation=start_operation(call_id, task_queue, trialist),
+        )
+        assert again == booked
+        assert (await progress_of(handle)).status is FollowUpStatus.IN_CALL
+
+        different = await rejection(handle, booking_request(call_id, trialist, slots[2]))
+        assert "already booked" in different and "second booking" in different
+        past = booking_request(call_id, trialist, datetime.now(UTC) - timedelta(hours=1))
+        assert "in the past" in await rejection(handle, past)
+
+        outcome = call_outcome(call_id, trialist, requested=request)
+        await signal_call_ended(client, call_id, task_queue, outcome)
+        # The session-end hook and the outbox relay may both deliver it: the first one wins.
+        other = call_outcome(call_id, trialist, summary="A different, later summary.")
+        await signal_call_ended(client, call_id, task_queue, other)
+        progress = await handle.result()
+
+    assert booked.status is BookingStatus.BOOKED and booked.meeting_id
+    assert progress.status is FollowUpStatus.COMPLETED
+    assert progress.booking == booked
+    assert all(p.state is StepState.SUCCEEDED for p in progress.steps.values())
+    assert progress.steps[FollowUpStep.BOOK_MEETING].attempts == 1
+    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
+    assert [m["meeting_id"] for m in meetings] == [booked.meeting_id]
+    records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
+    assert records.counts() == records.expected_for_one_call(meeting=True)
+    assert records.hubspot_note_mentions(outcome.summary)
+    assert not records.hubspot_note_mentions(other.summary)
+    description = await handle.describe()
+    assert await description.static_summary() == follow_up_summary(trialist.name, trialist.company)
+
+
+async def test_ambiguous_booking_timeout_is_reconciled_never_double_booked(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+) -> None:
+    client = dev_env.client
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    # The booking commits, then its reply is held past the client's 1 s read timeout.
+    sandbox.add_fault(
+        vendor="chilipiper", operation="schedule_simple", after_commit_latency_ms=2500, times=1
+    )
+    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, trialist))[0]
+        request = booking_request(call_id, trialist, slot)
+        start = start_operation(call_id, task_queue, trialist)
+        # The agent stops waiting once the workflow accepted the booking (caller hung up).
+        update = await client.start_update_with_start_workflow(
+            CallFollowUpWorkflow.book_meeting,
+            request,
+            start_workflow_operation=start,
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        handle = await start.workflow_handle()
+        await signal_call_ended(
+            client, call_id, task_queue, call_outcome(call_id, trialist, requested=request)
+        )
+        progress = await handle.result()
+        booked = await update.result()  # the handler finished even though nobody waited
+
+    assert booked.status is BookingStatus.BOOKED
+    assert progress.booking == booked
+    booking = progress.steps[FollowUpStep.BOOK_MEETING]
+    assert booking.state is StepState.SUCCEEDED
+    assert booking.attempts == 2  # the ambiguous attempt, then the one that reconciled
+    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
+    assert [m["meeting_id"] for m in meetings] == [booked.meeting_id]
+    records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
+    assert records.counts() == records.expected_for_one_call(meeting=True)
+
+
+async def visible(client: Client, query: str, workflow_id: str) -> bool:
+    ids = [w.id async for w in client.list_workflows(f'{query} AND WorkflowId="{workflow_id}"')]
+    return workflow_id in ids
+
+
+async def test_permanent_error_parks_in_needs_attention_visible_then_retry_completes(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+) -> None:
+    client = dev_env.client
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    workflow_id = workflow_id_for(call_id)
+    step = FollowUpStep.UPSERT_HUBSPOT_CONTACT
+    sandbox.add_fault(
+        vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
+    )
+    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, trialist))[0]
+        handle = await signal_call_ended(
+            client, call_id, task_queue, call_outcome(call_id, trialist)
+        )
+        await wait_until(
+            lambda: visible(client, 'FollowUpStatus="needs_attention"', workflow_id),
+            within=VISIBILITY_TIMEOUT_SECONDS,
+            what="the visibility query to list the parked follow-up",
+        )
+        attributes = (await handle.describe()).typed_search_attributes
+        assert attributes.get(FOLLOW_UP_STATUS) == "needs_attention"
+        assert attributes.get(FOLLOW_UP_FAILED_STEP) == step.value
+        progress = await progress_of(handle)
+        error = progress.steps[step].last_error
+        assert error is not None
+        assert (error.kind, error.vendor, error.status_code) == ("permanent", "hubspot", 400)
+        # Independent steps carried on while the HubSpot one waits for an operator.
+        assert progress.steps[FollowUpStep.LOG_CALL_SALESFORCE].state is StepState.SUCCEEDED
+        assert progress.steps[FollowUpStep.LOG_CALL_HUBSPOT].state is StepState.PENDING
+
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        details = metadata.current_details
+        assert f"Needs attention: `{step}`" in details
+        assert "HTTP 400" in details and "retry_step" in details and "skip_step" in details
+        assert f"trialist followups retry {call_id} {step}" in details
+        assert trialist.email not in details
+
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(
+                CallFollowUpWorkflow.retry_step,
+                RetryStepRequest(step=FollowUpStep.LOG_CALL_SALESFORCE),
+            )
+        assert "not waiting for an operator" in str(refused.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(
+                CallFollowUpWorkflow.skip_step,
+                SkipStepRequest(step=FollowUpStep.TRACK_ANALYTICS, reason="not parked"),
+            )
+
+        late = await rejection(handle, booking_request(call_id, trialist, slot))
+        assert "the call has ended" in late
+
+        clear_faults(sandbox.url)
+        await handle.execute_update(CallFollowUpWorkflow.retry_step, RetryStepRequest())
+        progress = await handle.result()
+        await wait_until(
+            lambda: visible(client, 'FollowUpStatus="completed"', workflow_id),
+            within=VISIBILITY_TIMEOUT_SECONDS,
+            what="the visibility query to list the completed follow-up",
+        )
+        attributes = (await handle.describe()).typed_search_attributes
+
+    assert progress.status is FollowUpStatus.COMPLETED
+    assert progress.steps[step].state is StepState.SUCCEEDED
+    assert progress.steps[step].attempts == 2
+    assert attributes.get(FOLLOW_UP_FAILED_STEP) is None
+    records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
+    assert records.counts() == records.expected_for_one_call(meeting=False)
