@@ -17,6 +17,7 @@ from contracts.activities import (
     LogCallHubSpotOutput,
     LogCallSalesforceInput,
     LogCallSalesforceOutput,
+    MeetingRecord,
     RecordMeetingHubSpotInput,
     RecordMeetingHubSpotOutput,
     RecordMeetingSalesforceInput,
@@ -27,10 +28,32 @@ from contracts.activities import (
     UpsertPersonInput,
     UpsertSalesforceLeadOutput,
 )
-from contracts.models import BookingRequest, BookingResult, BookingStatus, FollowUpStep, Trialist
+from contracts.models import (
+    BookingRequest,
+    BookingResult,
+    BookingStatus,
+    CallOutcome,
+    EndedReason,
+    FollowUpStep,
+    Trialist,
+)
 from integrations.amplitude import AmplitudeEvent, insert_id_for
 from integrations.chilipiper import ChiliPiperGuest, ChiliPiperMeeting, MeetingStatus
 from integrations.errors import AmbiguousOutcomeError, PermanentError
+from integrations.hubspot import (
+    NOTE_BODY_MAX,
+    CallStatus,
+    HubSpotCall,
+    HubSpotContact,
+    HubSpotMeeting,
+    HubSpotNote,
+)
+from integrations.salesforce import (
+    TEXT_AREA_MAX,
+    SalesforceCallTask,
+    SalesforceLead,
+    SalesforceMeetingEvent,
+)
 
 if TYPE_CHECKING:  # only the type: a worker builds the clients and injects them
     from integrations.clients import VendorClients
@@ -45,6 +68,19 @@ RECONCILE_WINDOW: Final = timedelta(minutes=1)
 CALL_COMPLETED_EVENT: Final = "trial_call_completed"
 CALL_OUTCOME_MISSING_EVENT: Final = "trial_call_outcome_missing"
 MEETING_BOOKED_EVENT: Final = "trial_meeting_booked"
+
+CALL_SUBJECT: Final = "Voice agent call: PandaDoc trial"
+SALESFORCE_TEXT_MAX: Final = TEXT_AREA_MAX
+HUBSPOT_NOTE_MAX: Final = NOTE_BODY_MAX
+SALESFORCE_FIRST_NAME_MAX: Final = 40  # Lead.FirstName's length
+SALESFORCE_LAST_NAME_MAX: Final = 80  # Lead.LastName's length
+# HubSpot's call status: the call connected unless the agent itself failed.
+HUBSPOT_CALL_STATUS: Final[dict[EndedReason, CallStatus]] = {
+    EndedReason.COMPLETED: "COMPLETED",
+    EndedReason.CALLER_HUNG_UP: "COMPLETED",
+    EndedReason.DROPPED: "COMPLETED",
+    EndedReason.AGENT_ERROR: "FAILED",
+}
 
 
 class FollowUpActivities:
@@ -72,7 +108,7 @@ class FollowUpActivities:
     async def upsert_salesforce_lead(self, input: UpsertPersonInput) -> UpsertSalesforceLeadOutput:
         """Create or update the Lead, keyed by the trial account id (an external id)."""
         with vendor_failures():
-            lead = await self._clients.salesforce.upsert_lead(input.trialist, signals=input.signals)
+            lead = await self._clients.salesforce.upsert_lead(salesforce_lead(input))
         logger.info("call %s: salesforce lead upserted", input.call_id)
         return UpsertSalesforceLeadOutput(lead_id=lead.id, attempt=current_attempt())
 
@@ -80,33 +116,54 @@ class FollowUpActivities:
     async def upsert_hubspot_contact(self, input: UpsertPersonInput) -> UpsertHubSpotContactOutput:
         """Create or update the contact, keyed by email."""
         with vendor_failures():
-            contact = await self._clients.hubspot.upsert_contact(
-                input.trialist, signals=input.signals
-            )
+            contact = await self._clients.hubspot.upsert_contact(hubspot_contact(input))
         logger.info("call %s: hubspot contact upserted", input.call_id)
         return UpsertHubSpotContactOutput(contact_id=contact.id, attempt=current_attempt())
 
     @activity.defn(name=FollowUpStep.LOG_CALL_SALESFORCE.value)
     async def log_call_salesforce(self, input: LogCallSalesforceInput) -> LogCallSalesforceOutput:
         """A completed call Task on the Lead, keyed by the call id."""
+        outcome = input.outcome
         with vendor_failures():
-            task = await self._clients.salesforce.upsert_call_task(
-                input.outcome, lead_id=input.lead_id
+            task = SalesforceCallTask(
+                call_id=input.call_id,
+                lead_id=input.lead_id,
+                subject=CALL_SUBJECT,
+                description=call_log_text(outcome, limit=SALESFORCE_TEXT_MAX),
+                started_at=outcome.started_at,
+                duration_seconds=outcome.duration_seconds,
+                disposition=outcome.ended_reason.value,
             )
+            result = await self._clients.salesforce.upsert_call_task(task)
         logger.info("call %s: salesforce call task written", input.call_id)
-        return LogCallSalesforceOutput(task_id=task.id, attempt=current_attempt())
+        return LogCallSalesforceOutput(task_id=result.id, attempt=current_attempt())
 
     @activity.defn(name=FollowUpStep.LOG_CALL_HUBSPOT.value)
     async def log_call_hubspot(self, input: LogCallHubSpotInput) -> LogCallHubSpotOutput:
         """A call engagement and a note with summary, notes and signals, both keyed by call id."""
+        outcome = input.outcome
         hubspot = self._clients.hubspot
         with vendor_failures():
-            call = await hubspot.create_call(input.outcome, contact_id=input.contact_id)
+            call = HubSpotCall(
+                call_id=input.call_id,
+                title=CALL_SUBJECT,
+                body=outcome.summary or None,
+                started_at=outcome.started_at,
+                duration_seconds=outcome.duration_seconds,
+                status=HUBSPOT_CALL_STATUS[outcome.ended_reason],
+                to_number=outcome.trialist.phone,
+            )
+            note = HubSpotNote(
+                call_id=input.call_id,
+                body=call_log_text(outcome, limit=HUBSPOT_NOTE_MAX),
+                timestamp=outcome.ended_at,
+            )
+            call_ref = await hubspot.create_call(call, contact_id=input.contact_id)
             activity.heartbeat("call logged")
-            note = await hubspot.create_note(input.outcome, contact_id=input.contact_id)
+            note_ref = await hubspot.create_note(note, contact_id=input.contact_id)
         logger.info("call %s: hubspot call and note written", input.call_id)
         return LogCallHubSpotOutput(
-            call_engagement_id=call.id, note_id=note.id, attempt=current_attempt()
+            call_engagement_id=call_ref.id, note_id=note_ref.id, attempt=current_attempt()
         )
 
     @activity.defn(name=FollowUpStep.RECORD_MEETING_SALESFORCE.value)
@@ -114,26 +171,38 @@ class FollowUpActivities:
         self, input: RecordMeetingSalesforceInput
     ) -> RecordMeetingSalesforceOutput:
         """An Event on the Lead for the booked meeting, keyed by the meeting id."""
+        meeting = input.meeting
         with vendor_failures():
-            event = await self._clients.salesforce.upsert_meeting_event(
-                input.meeting, lead_id=input.lead_id, call_id=input.call_id
+            event = SalesforceMeetingEvent(
+                meeting_id=meeting.meeting_id,
+                lead_id=input.lead_id,
+                start=meeting.start,
+                end=meeting.end,
+                description=meeting_text(input.call_id, meeting),
             )
+            result = await self._clients.salesforce.upsert_meeting_event(event)
         logger.info("call %s: salesforce meeting event written", input.call_id)
-        return RecordMeetingSalesforceOutput(event_id=event.id, attempt=current_attempt())
+        return RecordMeetingSalesforceOutput(event_id=result.id, attempt=current_attempt())
 
     @activity.defn(name=FollowUpStep.RECORD_MEETING_HUBSPOT.value)
     async def record_meeting_hubspot(
         self, input: RecordMeetingHubSpotInput
     ) -> RecordMeetingHubSpotOutput:
-        """A meeting engagement on the contact, keyed by the meeting id."""
+        """A meeting engagement on the contact, once per call (HubSpot's voice_call_id)."""
+        meeting = input.meeting
         with vendor_failures():
-            meeting = await self._clients.hubspot.create_meeting(
-                input.meeting, contact_id=input.contact_id, call_id=input.call_id
+            engagement = HubSpotMeeting(
+                call_id=input.call_id,
+                meeting_id=meeting.meeting_id,
+                body=meeting_text(input.call_id, meeting),
+                start=meeting.start,
+                end=meeting.end,
+            )
+            ref = await self._clients.hubspot.create_meeting(
+                engagement, contact_id=input.contact_id
             )
         logger.info("call %s: hubspot meeting written", input.call_id)
-        return RecordMeetingHubSpotOutput(
-            meeting_engagement_id=meeting.id, attempt=current_attempt()
-        )
+        return RecordMeetingHubSpotOutput(meeting_engagement_id=ref.id, attempt=current_attempt())
 
     # --- booking ----------------------------------------------------------------------------------
 
@@ -213,6 +282,59 @@ class FollowUpActivities:
             events_ingested=result.events_ingested,
             attempt=current_attempt(),
         )
+
+
+def salesforce_lead(input: UpsertPersonInput) -> SalesforceLead:
+    trialist = input.trialist
+    return SalesforceLead(
+        trial_account_id=trialist.trial_account_id,
+        first_name=trialist.first_name[:SALESFORCE_FIRST_NAME_MAX],
+        last_name=trialist.last_name[:SALESFORCE_LAST_NAME_MAX],
+        email=trialist.email,
+        company=trialist.company,
+        phone=trialist.phone,
+        qualification_signals=input.signals.filled(),
+    )
+
+
+def hubspot_contact(input: UpsertPersonInput) -> HubSpotContact:
+    trialist = input.trialist
+    return HubSpotContact(
+        email=trialist.email,
+        first_name=trialist.first_name,
+        last_name=trialist.last_name,
+        company=trialist.company,
+        phone=trialist.phone,
+        trial_account_id=trialist.trial_account_id,
+        qualification_signals=input.signals.filled(),
+    )
+
+
+def call_log_text(outcome: CallOutcome, *, limit: int) -> str:
+    """What a rep reads about the call: summary, notes and qualification signals."""
+    lines = [
+        f"Voice agent call {outcome.call_id}: {outcome.ended_reason.value}, "
+        f"{outcome.duration_seconds // 60} min {outcome.duration_seconds % 60} s."
+    ]
+    if outcome.summary:
+        lines += ["", "Summary:", outcome.summary]
+    signals = outcome.signals.filled()
+    if signals:
+        lines += ["", "Qualification signals:", *(f"- {k}: {v}" for k, v in signals.items())]
+    if outcome.notes:
+        lines += ["", "Notes:", *(f"- {note}" for note in outcome.notes)]
+    if outcome.requested_meeting is not None:
+        when = outcome.requested_meeting.slot_start.isoformat()
+        lines += ["", f"Meeting requested for {when}."]
+    text = "\n".join(lines)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def meeting_text(call_id: str, meeting: MeetingRecord) -> str:
+    return (
+        f"Booked by the voice agent during call {call_id} "
+        f"(Chili Piper meeting {meeting.meeting_id})."
+    )
 
 
 def chilipiper_guest(trialist: Trialist) -> ChiliPiperGuest:

@@ -268,9 +268,10 @@ def _greeting(person: Trialist) -> list[ScriptedTurn]:
     def hello(view: ScriptView) -> str:
         if view.failed("lookup_trial_activity"):
             return f"Hi {person.first_name}, this is Sam from PandaDoc. How's your trial going?"
+        activity = view.output("lookup_trial_activity")
         noticed = (
             "I noticed you haven't sent a document yet."
-            if "haven't created" in view.output("lookup_trial_activity")
+            if "haven't created" in activity or "and sent 0" in activity
             else "I can see you've been putting it to work."
         )
         return (
@@ -610,7 +611,8 @@ def main(argv: Sequence[str]) -> None:
         help="How long to follow each call's follow-up status (default %(default)s).",
     )
     args = parser.parse_args(list(argv))
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The demo narrates failures itself; the vendor and breaker warnings would only repeat them.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
 
     def out(line: str) -> None:

@@ -64,6 +64,7 @@ def build_runtime(settings: Settings) -> AgentRuntime:
         slots=clients.chilipiper,
         handoff=FollowUpHandoff.from_settings(settings),
         breakers=breakers_from(settings),
+        clients=clients,
     )
 
 

@@ -4,8 +4,8 @@ Durability: the file is in WAL mode with `synchronous=FULL`. Any committed `put`
 process under NORMAL too (the WAL write has reached the OS before `put` returns, and the next open
 replays it); NORMAL can only lose the last commits on an OS crash or power loss, because it skips
 the fsync per commit. FULL fsyncs the WAL on every commit and closes that gap too; measured here it
-costs ~0.1 ms p50 / ~0.4 ms p99 per write (NORMAL: ~0.02 / ~0.05 ms), well inside the 5 ms budget
-of a write (bench/realtime.py prints both), so FULL is the default.
+costs ~0.2 ms p50 / under 1 ms p99 per write (NORMAL: ~0.05 / ~0.3 ms), well inside the 5 ms
+budget of a write (bench/realtime.py prints both), so FULL is the default.
 
 Ordering: per call, a `book_meeting` goes before the call's `call_ended`, because the workflow
 refuses `book_meeting` once the call has ended. The CallOutcome carries `requested_meeting`, so a
@@ -370,8 +370,8 @@ class RelayPass:
 DEFAULT_RELAY_INTERVAL: Final = 5.0
 DEFAULT_INITIAL_BACKOFF: Final = 1.0
 DEFAULT_MAX_BACKOFF: Final = 300.0
-DEFAULT_DELIVERY_TIMEOUT: Final = 10.0
-DEFAULT_BATCH_SIZE: Final = 20
+DEFAULT_DELIVERY_TIMEOUT: Final = 5.0
+DEFAULT_BATCH_SIZE: Final = 10
 DELIVERED_RETENTION_SECONDS: Final = 7 * 24 * 3600
 
 

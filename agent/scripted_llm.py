@@ -93,7 +93,10 @@ class Reply:
 
 @dataclass(frozen=True)
 class Fail:
-    """The model call fails with `error` for its first `times` attempts (LLM outage drills)."""
+    """The model call fails with `error` for its first `times` attempts (LLM outage drills).
+
+    Once spent, the next step answers: a retried request after a recoverable error succeeds.
+    """
 
     error: APIError
     times: int = 1
@@ -187,10 +190,22 @@ class ScriptedLLM(llm.LLM[Any]):
         outputs = {item.name: item for item in items if isinstance(item, llm.FunctionCallOutput)}
         return (turn_index, step_index), turn.steps[step_index], ScriptView(outputs=outputs)
 
-    def should_fail(self, position: tuple[int, int], step: Fail) -> bool:
-        seen = self._failures.get(position, 0)
-        self._failures[position] = seen + 1
-        return seen < step.times
+    def fail_or_skip(
+        self, position: tuple[int, int], step: Step
+    ) -> tuple[tuple[int, int], Step]:
+        """Raise a Fail step's error while it has failures left; past spent ones, the next step."""
+        turn_index, step_index = position
+        steps = self._turns[turn_index].steps
+        while isinstance(step, Fail):
+            seen = self._failures.get((turn_index, step_index), 0)
+            if seen < step.times:
+                self._failures[(turn_index, step_index)] = seen + 1
+                raise step.error
+            step_index += 1
+            if step_index >= len(steps):
+                raise ScriptError("a Fail step needs a step after it to answer the retry")
+            step = steps[step_index]
+        return (turn_index, step_index), step
 
 
 def _step_after(turn: ScriptedTurn, calls_made: int) -> int:
@@ -215,15 +230,13 @@ class _ScriptedStream(llm.LLMStream):
         scripted = self._llm
         assert isinstance(scripted, ScriptedLLM)
         position, step, view = scripted.next_step(self._chat_ctx)
+        position, step = scripted.fail_or_skip(position, step)
         request_id = f"scripted-{position[0]}-{position[1]}"
-        if isinstance(step, Fail):
-            if scripted.should_fail(position, step):
-                raise step.error
-            raise ScriptError("a Fail step has no answer once its failures are spent")
         if isinstance(step, Reply):
             text = step.text(view) if callable(step.text) else step.text
             delta = llm.ChoiceDelta(role="assistant", content=text)
         else:
+            assert isinstance(step, CallTools)
             delta = llm.ChoiceDelta(
                 role="assistant",
                 tool_calls=[

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.handoff import BookingHandoff, CallEndedHandoff
+from agent.handoff import BookingHandoff, CallEndedHandoff, FollowUpHandoff
 from agent.resilience import (
     BreakerRegistry,
     ConversationState,
@@ -20,6 +20,7 @@ from agent.resilience import (
 from contracts.models import BookingRequest, CallOutcome, EndedReason, Trialist
 from integrations.amplitude import AmplitudeUserProfile
 from integrations.chilipiper import ChiliPiperGuest, FreeSlots
+from integrations.clients import VendorClients
 
 if TYPE_CHECKING:
     from livekit.agents import AgentSession
@@ -121,9 +122,19 @@ class AgentRuntime:
     settings: Settings
     trial_activity: TrialActivitySource
     slots: SlotFinder
-    handoff: Handoff
+    handoff: FollowUpHandoff
     breakers: BreakerRegistry
+    clients: VendorClients | None = None
     rng: random.Random = field(default_factory=random.Random)
+
+    async def start_background(self) -> None:
+        """Start the outbox relay in this event loop (idempotent): it delivers what's pending."""
+        await self.handoff.start_relay()
+
+    async def aclose(self) -> None:
+        await self.handoff.aclose()
+        if self.clients is not None:
+            await self.clients.aclose()
 
     def services_for(
         self, *, call_id: str, trialist: Trialist, clock: Clock = utc_now

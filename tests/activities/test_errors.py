@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -26,7 +27,7 @@ from integrations.errors import (
     VendorError,
 )
 
-COMMON = {
+COMMON: dict[str, Any] = {
     "vendor": "hubspot",
     "operation": "batch_upsert_contacts",
     "status_code": 400,

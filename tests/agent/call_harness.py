@@ -1,4 +1,4 @@
-"""Text calls for agent tests: the real agent, tools, breakers and handoff, driven by a scripted LLM.
+"""Text calls for agent tests: the real agent, tools, breakers and handoff, scripted LLM turns.
 
 Only the model is scripted (agent/scripted_llm.py). The vendors are the sandbox over loopback
 HTTP and the handoff talks to a real Temporal dev server, with a real worker when a test needs the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -123,8 +124,9 @@ class TextCall:
                 break
             await self.say(line)
 
-    async def wait_closed(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(self.closed.wait(), timeout)
+    async def wait_closed(self) -> None:
+        async with asyncio.timeout(10):
+            await self.closed.wait()
 
 
 @asynccontextmanager
@@ -168,3 +170,23 @@ async def agent_runtime(settings: Settings) -> AsyncIterator[AgentRuntime]:
         yield runtime
     finally:
         await runtime.aclose()
+
+
+def new_call_id() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@asynccontextmanager
+async def call_on(
+    settings: Settings,
+    turns: Sequence[ScriptedTurn],
+    *,
+    call_id: str | None = None,
+    trialist: Trialist = DANA,
+) -> AsyncIterator[TextCall]:
+    """A fresh runtime (clients, breakers, handoff) and one call on it."""
+    async with (
+        agent_runtime(settings) as runtime,
+        text_call(runtime, turns, call_id=call_id or new_call_id(), trialist=trialist) as call,
+    ):
+        yield call

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
+from livekit.agents import CloseReason
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from agent.outbox import Outbox
 from agent.resilience import FALLBACK_LINES, FILLER_LINES, BreakerState, FallbackKind, Stage
 from agent.scripted_llm import CallTools, Reply, ScriptedTurn, ToolCall, speak_tool_output
 from agent.trialist_agent import offered_start_times, pick_slots, spoken_time
@@ -19,13 +21,16 @@ from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus
 from contracts.names import PROGRESS_QUERY, workflow_id_for
 from tests.agent.call_harness import (
     DANA,
+    MARCO,
     agent_runtime,
     agent_settings,
+    call_on,
+    new_call_id,
     running_worker,
     temporal_target,
     text_call,
 )
-from tests.servers import SandboxServer
+from tests.servers import SandboxServer, free_port
 
 GREETING = ScriptedTurn(None, Reply("Hi Dana, this is Sam from PandaDoc. Got a minute?"))
 
@@ -50,10 +55,6 @@ def settings_for(
     return make
 
 
-def _call_id() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
-
-
 # --- the happy path -------------------------------------------------------------------------------
 
 
@@ -61,7 +62,7 @@ async def test_happy_path_books_during_the_call_and_the_follow_up_completes(
     settings_for, sandbox: SandboxServer, dev_env: WorkflowEnvironment
 ) -> None:
     settings = settings_for()
-    call_id = _call_id()
+    call_id = new_call_id()
     turns = [
         ScriptedTurn(
             None,
@@ -136,21 +137,23 @@ async def test_happy_path_books_during_the_call_and_the_follow_up_completes(
 
 
 async def _await_status(
-    env: WorkflowEnvironment, call_id: str, status: FollowUpStatus, timeout: float = 30.0
+    env: WorkflowEnvironment, call_id: str, status: FollowUpStatus
 ) -> FollowUpProgress:
     handle = env.client.get_workflow_handle(workflow_id_for(call_id))
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 30
+    progress: FollowUpProgress | None = None
     while True:
-        progress: FollowUpProgress = await handle.query(
-            PROGRESS_QUERY, result_type=FollowUpProgress
-        )
-        if progress.status is status:
+        try:
+            progress = await handle.query(PROGRESS_QUERY, result_type=FollowUpProgress)
+        except RPCError:  # not started yet (a relay may still be delivering the start)
+            progress = None
+        if progress is not None and progress.status is status:
             return progress
-        assert time.monotonic() < deadline, f"follow-up still {progress.status}: {progress}"
-        await __import__("asyncio").sleep(0.2)
+        assert time.monotonic() < deadline, f"follow-up not {status}: {progress}"
+        await asyncio.sleep(0.2)
 
 
-# --- Amplitude down: the breaker opens, then refuses without touching the network ------------------
+# --- Amplitude down: the breaker opens, then refuses without touching the network ---------------
 
 
 async def test_amplitude_down_opens_the_breaker_and_the_next_lookup_fails_fast(
@@ -158,7 +161,9 @@ async def test_amplitude_down_opens_the_breaker_and_the_next_lookup_fails_fast(
 ) -> None:
     settings = settings_for(breaker_failure_threshold=3, breaker_reset_seconds=60)
     # Exactly three failing answers: a fourth request that reached Amplitude would succeed.
-    sandbox.add_fault(vendor="amplitude", operation="user_profile", error_rate=1.0, status=503, times=3)
+    sandbox.add_fault(
+        vendor="amplitude", operation="user_profile", error_rate=1.0, status=503, times=3
+    )
     lookup = ToolCall("lookup_trial_activity")
     turns = [
         GREETING,
@@ -169,7 +174,7 @@ async def test_amplitude_down_opens_the_breaker_and_the_next_lookup_fails_fast(
     ]
     async with agent_runtime(settings) as runtime:
         breaker = runtime.breakers.get("amplitude")
-        async with text_call(runtime, turns, call_id=_call_id()) as call:
+        async with text_call(runtime, turns, call_id=new_call_id()) as call:
             await call.say("How am I doing?")
             await call.say("Can you look again?")
             assert breaker.state is BreakerState.OPEN
@@ -210,7 +215,7 @@ async def test_hung_vendor_answers_by_the_deadline_after_a_filler_line(
             speak_tool_output("find_meeting_times"),
         ),
     ]
-    async with agent_runtime(settings) as runtime, text_call(runtime, turns, call_id=_call_id()) as call:
+    async with call_on(settings, turns) as call:
         await call.say("What times are open?")
 
     (output,) = call.outputs("find_meeting_times")
@@ -250,7 +255,7 @@ async def test_a_failed_tool_leaves_the_conversation_state_as_it_was(
             speak_tool_output("book_meeting"),
         ),
     ]
-    async with agent_runtime(settings) as runtime, text_call(runtime, turns, call_id=_call_id()) as call:
+    async with call_on(settings, turns) as call:
         await call.say("We're a team of five.")
         before = call.services.state.snapshot()
         assert before.stage is Stage.QUALIFYING
@@ -265,7 +270,7 @@ async def test_a_failed_tool_leaves_the_conversation_state_as_it_was(
         assert call.services.state.requested_meeting is None
 
 
-# --- tools' own validation --------------------------------------------------------------------------
+# --- tools' own validation ------------------------------------------------------------------
 
 
 async def test_qualification_signals_are_validated_and_unknown_names_kept_as_extras(
@@ -283,7 +288,7 @@ async def test_qualification_signals_are_validated_and_unknown_names_kept_as_ext
             "Twelve, to be exact.", CallTools(_signal("team size", "12")), Reply("Thanks.")
         ),
     ]
-    async with agent_runtime(settings) as runtime, text_call(runtime, turns, call_id=_call_id()) as call:
+    async with call_on(settings, turns) as call:
         await call.play()
 
     bad, extra, fixed = call.outputs("record_qualification_signal")
@@ -333,5 +338,68 @@ def test_offered_slots_spread_over_days_and_respect_the_preference() -> None:
     assert pick_slots(soon, now=now, zone=zone, day=None, time_of_day="any") == []
 
 
-def _decode(payload: object) -> object:
-    return pydantic_data_converter.payload_converter.from_payloads([payload])[0]
+# --- Temporal down: the handoffs wait in the outbox, then the relay delivers them once ---------
+
+
+async def test_temporal_down_queues_booking_and_outcome_then_the_relay_delivers_once(
+    settings_for, sandbox: SandboxServer, dev_env: WorkflowEnvironment
+) -> None:
+    down = settings_for(temporal_address=f"127.0.0.1:{free_port()}")
+    call_id = new_call_id()
+    turns = [
+        GREETING,
+        ScriptedTurn(
+            "What times are open?",
+            CallTools(ToolCall("find_meeting_times")),
+            speak_tool_output("find_meeting_times"),
+        ),
+        ScriptedTurn(
+            "The first one.",
+            CallTools(ToolCall("book_meeting", _first_offered)),
+            speak_tool_output("book_meeting"),
+        ),
+    ]
+    async with call_on(down, turns, call_id=call_id, trialist=MARCO) as call:
+        await call.play()
+        # The caller hangs up (what RoomIO does when they leave the room).
+        call.session._close_soon(reason=CloseReason.PARTICIPANT_DISCONNECTED)
+        await call.wait_closed()
+        started = time.monotonic()
+        handoff = await call.lifecycle.finish()
+        hang_up_seconds = time.monotonic() - started
+
+    # The caller heard an honest promise, not a confirmation.
+    booked = call.outputs("book_meeting")[0]
+    assert not booked.is_error
+    assert booked.output.startswith("Requested ")
+    assert "invite will follow by email" in booked.output
+    assert call.agent_lines()[-1] == booked.output
+    # Both handoffs wait in the outbox, booking first; the hang-up stayed inside its budget.
+    assert handoff is not None and handoff.status.value == "queued"
+    assert hang_up_seconds < 3.0
+    outbox = Outbox.in_dir(down.data_dir)
+    pending = outbox.pending_for(call_id)
+    assert [message.kind.value for message in pending] == ["book_meeting", "call_ended"]
+    assert pending[1].call_outcome().ended_reason is EndedReason.CALLER_HUNG_UP
+    assert pending[1].call_outcome().requested_meeting is not None
+
+    # Temporal is back: a fresh agent process (same data dir) relays them; the worker finishes.
+    up = settings_for()
+    async with running_worker(up), agent_runtime(up):
+        progress = await _await_status(dev_env, call_id, FollowUpStatus.COMPLETED)
+    assert outbox.pending_count(call_id) == 0
+    assert progress.booking is not None and progress.booking.meeting_id
+    meetings = [
+        m
+        for m in sandbox.state()["chilipiper_meetings"]
+        if m.get("guest_email") == MARCO.email and m.get("status") == "Active"
+    ]
+    assert len(meetings) == 1
+    outcomes = [
+        event
+        async for event in dev_env.client.get_workflow_handle(
+            workflow_id_for(call_id)
+        ).fetch_history_events()
+        if event.workflow_execution_signaled_event_attributes.signal_name == "call_ended"
+    ]
+    assert len(outcomes) == 1

@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
@@ -46,10 +47,10 @@ from workflows.follow_up import CallFollowUpWorkflow
 
 HISTORY_DIR = Path(__file__).resolve().parent.parent / "histories"
 
-Scenario = Callable[[Client, SandboxServer, str], Awaitable[WorkflowHandle[object, object]]]
+Scenario = Callable[[Client, SandboxServer, str], Awaitable[WorkflowHandle[Any, Any]]]
 
 
-async def _parked(handle: WorkflowHandle[object, object], step: FollowUpStep) -> None:
+async def _parked(handle: WorkflowHandle[Any, Any], step: FollowUpStep) -> None:
     async def check() -> bool:
         return (await progress_of(handle)).steps[step].state is StepState.NEEDS_ATTENTION
 
@@ -58,7 +59,7 @@ async def _parked(handle: WorkflowHandle[object, object], step: FollowUpStep) ->
 
 async def booked_in_call_parked_then_retried(
     client: Client, sandbox: SandboxServer, task_queue: str
-) -> WorkflowHandle[object, object]:
+) -> WorkflowHandle[Any, Any]:
     """Update-with-start booking, a repeated booking, call_ended twice, a HubSpot 400 retried."""
     call_id = new_call_id()
     trialist = make_trialist(call_id)
@@ -75,9 +76,7 @@ async def booked_in_call_parked_then_retried(
             await client.execute_update_with_start_workflow(
                 CallFollowUpWorkflow.book_meeting, request, start_workflow_operation=start
             )
-        handle: WorkflowHandle[object, object] = client.get_workflow_handle(
-            workflow_id_for(call_id)
-        )
+        handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(workflow_id_for(call_id))
         sandbox.add_fault(
             vendor="hubspot", operation="batch_upsert_contacts", status=400, error_rate=1.0
         )
@@ -96,7 +95,7 @@ async def booked_in_call_parked_then_retried(
 
 async def outcome_missing_then_skipped(
     client: Client, sandbox: SandboxServer, task_queue: str
-) -> WorkflowHandle[object, object]:
+) -> WorkflowHandle[Any, Any]:
     """A booking, no call_ended (the wait times out), a Salesforce 400 skipped by an operator."""
     call_id = new_call_id()
     trialist = make_trialist(call_id)
@@ -113,7 +112,7 @@ async def outcome_missing_then_skipped(
         await client.execute_update_with_start_workflow(
             CallFollowUpWorkflow.book_meeting, request, start_workflow_operation=start
         )
-        handle: WorkflowHandle[object, object] = await start.workflow_handle()
+        handle: WorkflowHandle[Any, Any] = await start.workflow_handle()
         await _parked(handle, FollowUpStep.UPSERT_SALESFORCE_LEAD)
         await handle.execute_update(
             CallFollowUpWorkflow.skip_step,

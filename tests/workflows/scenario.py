@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -101,7 +103,7 @@ def call_outcome(
 
 
 def sandbox_settings(sandbox_url: str) -> Settings:
-    return Settings(_env_file=None, sandbox_url=sandbox_url)  # type: ignore[call-arg]
+    return Settings(_env_file=None, sandbox_url=sandbox_url)
 
 
 def vendor_clients(
@@ -172,6 +174,80 @@ def sandbox_rows(sandbox_url: str, table: str, **match: object) -> list[dict[str
     response.raise_for_status()
     rows: list[dict[str, object]] = response.json().get(table, [])
     return [row for row in rows if all(row.get(k) == v for k, v in match.items())]
+
+
+@dataclass(frozen=True)
+class CrmRecords:
+    """The sandbox's CRM rows that belong to one call's trialist."""
+
+    leads: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    contacts: list[dict[str, Any]]
+    engagements: dict[str, list[dict[str, Any]]]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "salesforce_lead": len(self.leads),
+            "salesforce_task": len(self.tasks),
+            "salesforce_event": len(self.events),
+            "hubspot_contact": len(self.contacts),
+            **{f"hubspot_{kind}": len(rows) for kind, rows in self.engagements.items()},
+        }
+
+    @staticmethod
+    def expected_for_one_call(*, meeting: bool) -> dict[str, int]:
+        booked = 1 if meeting else 0
+        return {
+            "salesforce_lead": 1,
+            "salesforce_task": 1,
+            "salesforce_event": booked,
+            "hubspot_contact": 1,
+            "hubspot_calls": 1,
+            "hubspot_notes": 1,
+            "hubspot_meetings": booked,
+        }
+
+    def hubspot_note_mentions(self, text: str) -> bool:
+        return any(text in str(note["properties"]) for note in self.engagements["notes"])
+
+
+def crm_records(sandbox_url: str, *, call_id: str, trialist: Trialist) -> CrmRecords:
+    """Leads by trial account id, Tasks/Events on those leads, HubSpot rows by email/call id."""
+    response = httpx.get(f"{sandbox_url}/__sandbox/state", timeout=5)
+    response.raise_for_status()
+    state = response.json()
+    records = [{**row, "fields": json.loads(row["fields"])} for row in state["salesforce_records"]]
+    leads = [
+        r
+        for r in records
+        if r["sobject"] == "Lead"
+        and r["fields"].get("Trial_Account_Id__c") == trialist.trial_account_id
+    ]
+    lead_ids = {lead["id"] for lead in leads}
+    on_lead = [r for r in records if r["fields"].get("WhoId") in lead_ids]
+    objects = [
+        {**row, "properties": json.loads(row["properties"])} for row in state["hubspot_objects"]
+    ]
+    return CrmRecords(
+        leads=leads,
+        tasks=[r for r in on_lead if r["sobject"] == "Task"],
+        events=[r for r in on_lead if r["sobject"] == "Event"],
+        contacts=[
+            o
+            for o in objects
+            if o["object_type"] == "contacts" and o["email"] == trialist.email.lower()
+        ],
+        engagements={
+            kind: [
+                o
+                for o in objects
+                if o["object_type"] == kind
+                and str(o["voice_call_id"] or "").startswith(f"{call_id}:")
+            ]
+            for kind in ("calls", "notes", "meetings")
+        },
+    )
 
 
 def clear_faults(sandbox_url: str) -> None:

@@ -1,0 +1,462 @@
+"""The handoff to Temporal on a real dev server and worker: every booking variant, the outbox
+when Temporal is down, slow or hung, the relay delivering once, and a process killed after a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from agent.handoff import (
+    ALREADY_FINISHED,
+    BOOKING_NOT_DONE_ERROR,
+    BookingHandoffStatus,
+    CallEndedStatus,
+    FollowUpHandoff,
+)
+from agent.outbox import MessageKind, Rejection
+from contracts import (
+    BookingConfirmation,
+    BookingStatus,
+    FollowUpProgress,
+    FollowUpStatus,
+    Trialist,
+    workflow_id_for,
+)
+from tests.servers import SandboxServer, free_port
+from tests.workflows.scenario import (
+    booking_request,
+    call_outcome,
+    follow_up_worker,
+    free_slots,
+    make_trialist,
+    new_call_id,
+)
+from trialist.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+HANDOFF_TIMEOUT = 1.0  # the default of HANDOFF_TIMEOUT_SECONDS
+SHORT_TIMEOUT = 0.5  # for the cases that are meant to run out
+MARGIN = 0.5  # scheduling slack on a busy 2-core box
+RESULT_WAIT = 60.0
+
+T = TypeVar("T")
+
+
+def handoff_to(
+    data_dir: Path,
+    *,
+    target: str,
+    task_queue: str,
+    handoff_timeout: float = HANDOFF_TIMEOUT,
+) -> FollowUpHandoff:
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        temporal_address=target,
+        temporal_task_queue=task_queue,
+        handoff_timeout_seconds=handoff_timeout,
+        outbox_relay_interval_seconds=0.1,
+        follow_up_step_schedule_to_close_seconds=20,
+    )
+    return FollowUpHandoff.from_settings(settings)
+
+
+def target_of(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+def closed_port() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """A port whose kernel accepts TCP connections but where nothing ever answers: a hung host."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+def follow_up(env: WorkflowEnvironment, call_id: str) -> WorkflowHandle[object, FollowUpProgress]:
+    return env.client.get_workflow_handle(workflow_id_for(call_id), result_type=FollowUpProgress)
+
+
+async def finished(env: WorkflowEnvironment, call_id: str) -> FollowUpProgress:
+    return await asyncio.wait_for(follow_up(env, call_id).result(), RESULT_WAIT)
+
+
+async def wait_until(condition: Callable[[], bool], *, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def vendor_rows(sandbox: SandboxServer, person: Trialist) -> dict[str, int]:
+    """How many meetings, Salesforce leads and HubSpot contacts the sandbox holds for a person."""
+    state = sandbox.state()
+    meetings = [
+        row
+        for row in state["chilipiper_meetings"]
+        if row["guest_email"] == person.email and row["status"] == "Active"
+    ]
+    leads = [
+        row
+        for row in state["salesforce_records"]
+        if row["sobject"] == "Lead" and json.loads(str(row["fields"])).get("Email") == person.email
+    ]
+    contacts = [
+        row
+        for row in state["hubspot_objects"]
+        if row["object_type"] == "contacts" and row["email"] == person.email
+    ]
+    return {"meetings": len(meetings), "leads": len(leads), "contacts": len(contacts)}
+
+
+ONE_EACH = {"meetings": 1, "leads": 1, "contacts": 1}
+
+
+async def timed(action: Awaitable[T]) -> tuple[T, float]:
+    """The action's result and how long it took, in seconds."""
+    started = time.perf_counter()
+    result = await action
+    return result, time.perf_counter() - started
+
+
+# --- in the call, with Temporal up -------------------------------------------------------------
+
+
+async def test_a_confirmed_booking_then_call_ended_completes_the_follow_up(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    call_id = new_call_id()
+    person = make_trialist(call_id)
+    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, person))[0]
+        request = booking_request(call_id, person, slot)
+        booked = await handoff.book_meeting(request, wait=10.0)
+        assert booked.status is BookingHandoffStatus.CONFIRMED and booked.meeting_id
+        confirmation = BookingConfirmation(meeting_id=booked.meeting_id, slot_start=slot)
+        outcome = call_outcome(call_id, person, requested=request, booking=confirmation)
+        ended = await handoff.call_ended(outcome)
+        assert ended.status is CallEndedStatus.DELIVERED
+        progress = await finished(dev_env, call_id)
+    assert progress.status is FollowUpStatus.COMPLETED
+    assert progress.booking is not None and progress.booking.meeting_id == booked.meeting_id
+    assert vendor_rows(sandbox, person) == ONE_EACH
+    assert handoff.outbox.messages() == []
+    description = await follow_up(dev_env, call_id).describe()
+    summary = await description.static_summary()
+    assert summary is not None and "Casey Morgan" in summary
+
+
+async def test_a_taken_slot_comes_back_unavailable_with_alternatives(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    first_call, second_call = new_call_id(), new_call_id()
+    first, second = make_trialist(first_call), make_trialist(second_call)
+    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, first))[0]
+        taken = await handoff.book_meeting(booking_request(first_call, first, slot), wait=10.0)
+        assert taken.status is BookingHandoffStatus.CONFIRMED
+        late = await handoff.book_meeting(booking_request(second_call, second, slot), wait=10.0)
+    assert late.status is BookingHandoffStatus.UNAVAILABLE and late.meeting_id is None
+    assert late.alternatives and slot not in late.alternatives
+    assert all(alternative > datetime.now(UTC) for alternative in late.alternatives)
+
+
+async def test_a_refused_booking_is_rejected_at_once_with_the_reason(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    call_id = new_call_id()
+    person = make_trialist(call_id)
+    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+    past = booking_request(call_id, person, datetime.now(UTC) - timedelta(hours=1))
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url):
+        refused, elapsed = await timed(handoff.book_meeting(past, wait=10.0))
+    assert refused.status is BookingHandoffStatus.REJECTED
+    assert refused.reason is not None and "in the past" in refused.reason
+    assert elapsed < HANDOFF_TIMEOUT  # a refusal is known at once: no waiting out `wait`
+    assert handoff.outbox.messages() == []  # a refusal is final, never queued
+    assert vendor_rows(sandbox, person)["meetings"] == 0
+
+
+async def test_a_slow_booking_is_pending_and_the_workflow_finishes_it(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    call_id = new_call_id()
+    person = make_trialist(call_id)
+    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, person))[0]
+        sandbox.add_fault(vendor="chilipiper", operation="schedule_simple", latency_ms=800)
+        request = booking_request(call_id, person, slot)
+        pending, elapsed = await timed(handoff.book_meeting(request, wait=0.3))
+        assert pending.status is BookingHandoffStatus.PENDING
+        assert elapsed < 0.3 + MARGIN
+        ended = await handoff.call_ended(call_outcome(call_id, person, requested=request))
+        assert ended.status is CallEndedStatus.DELIVERED
+        progress = await finished(dev_env, call_id)
+    assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
+    assert vendor_rows(sandbox, person) == ONE_EACH
+    assert handoff.outbox.messages() == []  # accepted is durable: nothing to queue
+
+
+async def test_a_booking_parked_for_an_operator_is_pending_not_refused(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    call_id = new_call_id()
+    person = make_trialist(call_id)
+    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, person))[0]
+        # A permanent vendor error: the workflow parks the booking and fails the update.
+        sandbox.add_fault(
+            vendor="chilipiper", operation="schedule_simple", error_rate=1.0, status=400
+        )
+        parked = await handoff.book_meeting(booking_request(call_id, person, slot), wait=10.0)
+    assert parked.status is BookingHandoffStatus.PENDING
+    assert parked.reason is not None and "operator" in parked.reason
+    assert handoff.outbox.messages() == []
+
+
+# --- Temporal down, slow or hung ------------------------------------------------------------------
+
+
+async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    call_id = new_call_id()
+    person = make_trialist(call_id)
+    down = handoff_to(tmp_path, target=closed_port(), task_queue=task_queue)
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, person))[0]
+        request = booking_request(call_id, person, slot)
+        booked, booking_time = await timed(down.book_meeting(request, wait=2.0))
+        outcome = call_outcome(call_id, person, requested=request)
+        ended, ending_time = await timed(down.call_ended(outcome))
+        assert booked.status is BookingHandoffStatus.QUEUED
+        assert ended.status is CallEndedStatus.QUEUED
+        assert booking_time < HANDOFF_TIMEOUT + MARGIN and ending_time < HANDOFF_TIMEOUT + MARGIN
+        assert [m.kind for m in down.outbox.due(time.time())] == [
+            MessageKind.BOOK_MEETING,
+            MessageKind.CALL_ENDED,
+        ]
+
+        # The next agent process, with Temporal back: its relay delivers at start-up.
+        up = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+        await up.start_relay()
+        await wait_until(lambda: up.outbox.pending_count() == 0)
+        await up.aclose()
+        progress = await finished(dev_env, call_id)
+        assert progress.status is FollowUpStatus.COMPLETED
+        assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
+        messages = up.outbox.messages(call_id)
+        assert [(m.kind, m.delivered, m.last_error) for m in messages] == [
+            (MessageKind.BOOK_MEETING, True, None),  # delivered as book_meeting, not refused
+            (MessageKind.CALL_ENDED, True, None),
+        ]
+        assert vendor_rows(sandbox, person) == ONE_EACH
+
+        # At-least-once: the same messages again change nothing and start no second run.
+        run_id = (await follow_up(dev_env, call_id).describe()).run_id
+        repeats = [await up.deliver(message) for message in messages]
+        # The server knows the booking's update id and answers with its outcome; the signal
+        # to a finished follow-up is refused instead of starting a new run.
+        assert repeats == [None, Rejection(ALREADY_FINISHED)]
+        assert (await follow_up(dev_env, call_id).describe()).run_id == run_id
+        assert vendor_rows(sandbox, person) == ONE_EACH
+
+
+async def test_temporal_without_a_worker_is_too_slow_so_the_booking_is_queued(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    call_id = new_call_id()
+    person = make_trialist(call_id)
+    handoff = handoff_to(
+        tmp_path, target=target_of(dev_env), task_queue=task_queue, handoff_timeout=SHORT_TIMEOUT
+    )
+    await handoff.client()  # connected: only the acceptance is slow
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, person))[0]
+    # No worker polls the queue now: Temporal takes the start but nobody accepts the update.
+    request = booking_request(call_id, person, slot)
+    queued, elapsed = await timed(handoff.book_meeting(request, wait=2.0))
+    assert queued.status is BookingHandoffStatus.QUEUED
+    assert SHORT_TIMEOUT <= elapsed < SHORT_TIMEOUT + MARGIN
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url):
+        relayed = await handoff.relay().deliver_due_once()
+        assert (relayed.delivered, relayed.failed) == (1, 0)
+        ended = await handoff.call_ended(call_outcome(call_id, person, requested=request))
+        assert ended.status is CallEndedStatus.DELIVERED
+        progress = await finished(dev_env, call_id)
+    # The first, unaccepted attempt and the relay's share one update id: one booking.
+    assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
+    assert vendor_rows(sandbox, person) == ONE_EACH
+
+
+async def test_a_hung_temporal_host_costs_the_handoff_timeout_and_no_more(
+    tmp_path: Path, task_queue: str
+) -> None:
+    call_id = new_call_id()
+    person = make_trialist(call_id)
+    slot = datetime.now(UTC) + timedelta(days=1)
+    with silent_server() as target:
+        handoff = handoff_to(
+            tmp_path, target=target, task_queue=task_queue, handoff_timeout=SHORT_TIMEOUT
+        )
+        booked, booking_time = await timed(
+            handoff.book_meeting(booking_request(call_id, person, slot), wait=2.0)
+        )
+        ended, ending_time = await timed(handoff.call_ended(call_outcome(call_id, person)))
+    assert (booked.status, booked.reason) == (BookingHandoffStatus.QUEUED, "timed out")
+    assert (ended.status, ended.reason) == (CallEndedStatus.QUEUED, "timed out")
+    assert SHORT_TIMEOUT <= booking_time < SHORT_TIMEOUT + MARGIN
+    assert SHORT_TIMEOUT <= ending_time < SHORT_TIMEOUT + MARGIN
+    assert handoff.outbox.pending_count(call_id) == 2
+
+
+async def test_call_ended_sends_the_calls_queued_booking_first(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    call_id = new_call_id()
+    person = make_trialist(call_id)
+    down = handoff_to(tmp_path, target=closed_port(), task_queue=task_queue)
+    up = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, person))[0]
+        request = booking_request(call_id, person, slot)
+        assert (await down.book_meeting(request, wait=2.0)).status is BookingHandoffStatus.QUEUED
+        # Temporal is back by hang-up: the booking goes first, so the workflow accepts it.
+        ended = await up.call_ended(call_outcome(call_id, person, requested=request))
+        assert ended.status is CallEndedStatus.DELIVERED
+        progress = await finished(dev_env, call_id)
+    [booking] = up.outbox.messages(call_id)
+    assert booking.delivered and booking.last_error is None
+    assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
+    assert vendor_rows(sandbox, person) == ONE_EACH
+
+
+async def test_a_booking_delivered_after_call_ended_is_refused_once_and_nothing_is_lost(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    call_id = new_call_id()
+    person = make_trialist(call_id)
+    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, person))[0]
+        request = booking_request(call_id, person, slot)
+        ended = await handoff.call_ended(call_outcome(call_id, person, requested=request))
+        assert ended.status is CallEndedStatus.DELIVERED
+        handoff.outbox.put(request)  # queued by another process, delivered only now
+        relay = handoff.relay()
+        relayed = await relay.deliver_due_once()
+        assert (relayed.rejected, relayed.failed) == (1, 0)
+        assert (await relay.deliver_due_once(startup=True)).attempted == 0  # not retried
+        progress = await finished(dev_env, call_id)
+    [late] = handoff.outbox.messages(call_id)
+    assert late.delivered and late.last_error is not None and late.last_error.startswith("refused")
+    # The outcome carried requested_meeting, so the workflow booked it anyway.
+    assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
+    assert vendor_rows(sandbox, person) == ONE_EACH
+
+
+# --- a process killed right after its outbox write ---------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+
+    from agent.handoff import FollowUpHandoff
+    from contracts import BookingRequest, CallOutcome
+    from trialist.settings import Settings
+
+
+    async def main() -> None:
+        data_dir, target, request, outcome = sys.argv[1:]
+        settings = Settings(
+            _env_file=None, data_dir=data_dir, temporal_address=target, handoff_timeout_seconds=0.5
+        )
+        handoff = FollowUpHandoff.from_settings(settings)
+        booked = await handoff.book_meeting(BookingRequest.model_validate_json(request), wait=1.0)
+        ended = await handoff.call_ended(CallOutcome.model_validate_json(outcome))
+        print(booked.status, ended.status, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # no clean shutdown, no close of the outbox
+
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_process_killed_after_its_outbox_write_delivers_on_the_next_start(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    call_id = new_call_id()
+    person = make_trialist(call_id)
+    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, person))[0]
+        request = booking_request(call_id, person, slot)
+        outcome = call_outcome(call_id, person, requested=request)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            CHILD,
+            str(tmp_path),
+            closed_port(),
+            request.model_dump_json(),
+            outcome.model_dump_json(),
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(child.communicate(), 60)
+        assert child.returncode == -signal.SIGKILL, stderr.decode()
+        assert stdout.decode().split() == ["queued", "queued"]
+
+        restarted = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+        assert restarted.outbox.pending_count(call_id) == 2
+        relayed = await restarted.relay().deliver_due_once(startup=True)
+        assert (relayed.delivered, relayed.failed) == (2, 0)
+        progress = await finished(dev_env, call_id)
+    assert progress.status is FollowUpStatus.COMPLETED
+    assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
+    assert vendor_rows(sandbox, person) == ONE_EACH
+
+
+# --- contracts with the workflow ------------------------------------------------------------------
+
+
+def test_the_parked_booking_error_type_matches_the_workflow() -> None:
+    from workflows.follow_up import BOOKING_NOT_DONE_ERROR as WORKFLOW_ERROR
+
+    assert BOOKING_NOT_DONE_ERROR == WORKFLOW_ERROR
+
+
+def test_the_outbox_lives_under_the_data_dir(tmp_path: Path) -> None:
+    handoff = handoff_to(tmp_path / "data", target=closed_port(), task_queue="q")
+    assert handoff.outbox.path == tmp_path / "data" / "outbox.db"
+    with pytest.raises(ValueError, match="call_ended_budget"):
+        FollowUpHandoff(settings=handoff.settings, outbox=handoff.outbox, call_ended_budget=0.2)
