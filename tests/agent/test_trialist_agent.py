@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +17,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from agent.outbox import Outbox
 from agent.resilience import FALLBACK_LINES, FILLER_LINES, BreakerState, FallbackKind, Stage
-from agent.scripted_llm import CallTools, Reply, ScriptedTurn, ToolCall, speak_tool_output
+from agent.scripted_llm import (
+    CallTools,
+    Reply,
+    ScriptedTurn,
+    ScriptView,
+    ToolCall,
+    speak_tool_output,
+)
 from agent.trialist_agent import offered_start_times, pick_slots, spoken_time
 from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus
 from contracts.names import PROGRESS_QUERY, workflow_id_for
@@ -31,6 +40,7 @@ from tests.agent.call_harness import (
     text_call,
 )
 from tests.servers import SandboxServer, free_port
+from trialist.settings import Settings
 
 GREETING = ScriptedTurn(None, Reply("Hi Dana, this is Sam from PandaDoc. Got a minute?"))
 
@@ -39,17 +49,21 @@ def _signal(name: str, value: str) -> ToolCall:
     return ToolCall("record_qualification_signal", {"name": name, "value": value})
 
 
-def _first_offered(view: object) -> dict[str, object]:
-    output = view.output("find_meeting_times")  # type: ignore[attr-defined]
-    return {"start_time": offered_start_times(output)[0][1]}
+def _first_offered(view: ScriptView) -> dict[str, object]:
+    return {"start_time": offered_start_times(view.output("find_meeting_times"))[0][1]}
+
+
+SettingsFor = Callable[..., Settings]
 
 
 @pytest.fixture
 def settings_for(
     sandbox: SandboxServer, dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str
-):  # type: ignore[no-untyped-def]
-    def make(**overrides: object):  # type: ignore[no-untyped-def]
-        values: dict[str, object] = {"temporal_address": temporal_target(dev_env), **overrides}
+) -> SettingsFor:
+    """Settings for this test's sandbox, queue and data dir; Temporal is the dev server."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"temporal_address": temporal_target(dev_env), **overrides}
         return agent_settings(sandbox=sandbox, data_dir=tmp_path, task_queue=task_queue, **values)
 
     return make
@@ -59,7 +73,7 @@ def settings_for(
 
 
 async def test_happy_path_books_during_the_call_and_the_follow_up_completes(
-    settings_for, sandbox: SandboxServer, dev_env: WorkflowEnvironment
+    settings_for: SettingsFor, sandbox: SandboxServer, dev_env: WorkflowEnvironment
 ) -> None:
     settings = settings_for()
     call_id = new_call_id()
@@ -157,7 +171,7 @@ async def _await_status(
 
 
 async def test_amplitude_down_opens_the_breaker_and_the_next_lookup_fails_fast(
-    settings_for, sandbox: SandboxServer
+    settings_for: SettingsFor, sandbox: SandboxServer
 ) -> None:
     settings = settings_for(breaker_failure_threshold=3, breaker_reset_seconds=60)
     # Exactly three failing answers: a fourth request that reached Amplitude would succeed.
@@ -203,7 +217,7 @@ def _faults(sandbox: SandboxServer, vendor: str) -> list[dict[str, object]]:
 
 
 async def test_hung_vendor_answers_by_the_deadline_after_a_filler_line(
-    settings_for, sandbox: SandboxServer
+    settings_for: SettingsFor, sandbox: SandboxServer
 ) -> None:
     settings = settings_for(tool_deadline_seconds=1.2, filler_after_seconds=0.4)
     sandbox.add_fault(vendor="chilipiper", operation="init_simple", hang=True)
@@ -233,7 +247,7 @@ async def test_hung_vendor_answers_by_the_deadline_after_a_filler_line(
 
 
 async def test_a_failed_tool_leaves_the_conversation_state_as_it_was(
-    settings_for, sandbox: SandboxServer
+    settings_for: SettingsFor, sandbox: SandboxServer
 ) -> None:
     settings = settings_for()
     sandbox.add_fault(vendor="chilipiper", operation="*", error_rate=1.0, status=503)
@@ -274,7 +288,7 @@ async def test_a_failed_tool_leaves_the_conversation_state_as_it_was(
 
 
 async def test_qualification_signals_are_validated_and_unknown_names_kept_as_extras(
-    settings_for,
+    settings_for: SettingsFor,
 ) -> None:
     settings = settings_for()
     turns = [
@@ -342,7 +356,7 @@ def test_offered_slots_spread_over_days_and_respect_the_preference() -> None:
 
 
 async def test_temporal_down_queues_booking_and_outcome_then_the_relay_delivers_once(
-    settings_for, sandbox: SandboxServer, dev_env: WorkflowEnvironment
+    settings_for: SettingsFor, sandbox: SandboxServer, dev_env: WorkflowEnvironment
 ) -> None:
     down = settings_for(temporal_address=f"127.0.0.1:{free_port()}")
     call_id = new_call_id()
