@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
@@ -30,6 +32,7 @@ from trialist.temporal import (
 from workflows.follow_up import CallFollowUpWorkflow
 
 logger = logging.getLogger("trialist.worker")
+T = TypeVar("T")
 
 WORKER_IDENTITY_PREFIX = "trialist-worker"
 # How often start-up checks whether the worker finished validating and began polling.
@@ -63,15 +66,26 @@ async def run_worker(
 
     Raises TemporalConnectError, TemporalSetupError, MetricsPortError or WorkerStartError.
     """
+    if stop is not None:
+        await _run(settings, stop=stop, ready=ready)
+        return
+    stop = asyncio.Event()
+    signals = _stop_on_signals(stop, settings.worker_shutdown_grace_seconds)
+    try:
+        await _run(settings, stop=stop, ready=ready)
+    finally:
+        for signum in signals:
+            asyncio.get_running_loop().remove_signal_handler(signum)
+
+
+async def _run(
+    settings: Settings, *, stop: asyncio.Event, ready: Callable[[], object] | None
+) -> None:
     runtime = _metrics_runtime(settings)
-    client = await connect(
-        settings, runtime=runtime, identity=f"{WORKER_IDENTITY_PREFIX}@{socket.gethostname()}"
-    )
-    await check_namespace(client)
-    await check_search_attributes(client, SEARCH_ATTRIBUTES)
-    if stop is None:
-        stop = asyncio.Event()
-        _stop_on_signals(stop, settings.worker_shutdown_grace_seconds)
+    client = await _unless_stopped(_connect_checked(settings, runtime), stop)
+    if client is None:
+        logger.info("stopped before the worker was ready")
+        return
     clients = build_vendor_clients(settings)
     try:
         worker = build_worker(client, settings, clients=clients)
@@ -80,31 +94,56 @@ async def run_worker(
         await clients.aclose()
 
 
+async def _connect_checked(settings: Settings, runtime: Runtime | None) -> Client:
+    identity = f"{WORKER_IDENTITY_PREFIX}@{socket.gethostname()}"
+    client = await connect(settings, runtime=runtime, identity=identity)
+    await check_namespace(client)
+    await check_search_attributes(client, SEARCH_ATTRIBUTES)
+    return client
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """The result of `work`, or None when `stop` is set first (start-up retries are cut short)."""
+    task = asyncio.create_task(work)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
+
+
 async def _serve(
     worker: Worker, *, settings: Settings, stop: asyncio.Event, ready: Callable[[], object] | None
 ) -> None:
     run = asyncio.create_task(worker.run(), name="temporal-worker")
-    # The SDK exposes no "started" event; is_running turns true once the namespace check passed.
-    while not worker.is_running and not run.done():  # noqa: ASYNC110
-        await asyncio.sleep(READY_POLL_SECONDS)
-    if run.done():
-        error = run.exception()
-        raise WorkerStartError(f"the worker stopped while starting: {error}") from None
-    logger.info("%s", ready_line(settings))
-    if ready is not None:
-        ready()
     stopping = asyncio.create_task(stop.wait(), name="worker-stop")
-    done, _ = await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if run in done:
+    try:
+        # The SDK exposes no "started" event; is_running turns true once its namespace check passed.
+        while not worker.is_running and not run.done():  # noqa: ASYNC110
+            await asyncio.sleep(READY_POLL_SECONDS)
+        if run.done():
+            raise WorkerStartError(f"the worker stopped while starting: {run.exception()}")
+        logger.info("%s", ready_line(settings))
+        if ready is not None:
+            ready()
+        done, _ = await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if run in done:
+            run.result()  # a fatal worker error surfaces here
+            return
+        logger.info(
+            "shutting down: no new tasks; running activities get up to %gs to finish",
+            settings.worker_shutdown_grace_seconds,
+        )
+    finally:
         stopping.cancel()
-        run.result()  # a fatal worker error surfaces here
-        return
-    logger.info(
-        "shutting down: no new tasks; running activities get up to %gs to finish",
-        settings.worker_shutdown_grace_seconds,
-    )
-    await worker.shutdown()
-    await run
+        if not run.done():  # stopped, or our caller was cancelled: shut down gracefully either way
+            await worker.shutdown()
+            await run
     logger.info("worker stopped")
 
 
@@ -132,7 +171,7 @@ def _metrics_runtime(settings: Settings) -> Runtime | None:
     return prometheus_runtime(settings.worker_metrics_port, host=settings.worker_metrics_host)
 
 
-def _stop_on_signals(stop: asyncio.Event, grace_seconds: float) -> None:
+def _stop_on_signals(stop: asyncio.Event, grace_seconds: float) -> tuple[signal.Signals, ...]:
     loop = asyncio.get_running_loop()
 
     def request_stop(signum: signal.Signals) -> None:
@@ -142,8 +181,10 @@ def _stop_on_signals(stop: asyncio.Event, grace_seconds: float) -> None:
         logger.info("%s received", signum.name)
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
         loop.add_signal_handler(signum, request_stop, signum)
+    return signals
 
 
 @exits_cleanly

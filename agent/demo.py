@@ -432,10 +432,12 @@ async def _play(
     log = _CallLog(out=ctx.out, services=services)
     session.on("conversation_item_added", log.on_item)
     session.on("function_tools_executed", log.on_tools)
+    ended = asyncio.Event()
+    session.on("close", lambda _: ended.set())
     async with session:
         await session.start(agent=agent_for(services), capture_run=True)
         for index, line in enumerate(scripted.caller_lines(), start=1):
-            if session._is_closing():  # end_call closed it
+            if ended.is_set() or services.ended_reason is not None:  # end_call ended it
                 break
             await session.run(user_input=line)
             if plan.hang_up_after == index:

@@ -190,9 +190,7 @@ class ScriptedLLM(llm.LLM[Any]):
         outputs = {item.name: item for item in items if isinstance(item, llm.FunctionCallOutput)}
         return (turn_index, step_index), turn.steps[step_index], ScriptView(outputs=outputs)
 
-    def fail_or_skip(
-        self, position: tuple[int, int], step: Step
-    ) -> tuple[tuple[int, int], Step]:
+    def fail_or_skip(self, position: tuple[int, int], step: Step) -> tuple[tuple[int, int], Step]:
         """Raise a Fail step's error while it has failures left; past spent ones, the next step."""
         turn_index, step_index = position
         steps = self._turns[turn_index].steps

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def test_env_example_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Copied to .env, the example must still load (blank vendor URLs mean the sandbox)."""
     for key in SETTINGS_NAMES:
         monkeypatch.delenv(key, raising=False)
-    settings = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]
+    settings = Settings(_env_file=ENV_EXAMPLE)
     assert settings.vendor_mode("hubspot").value == "sandbox"
     assert settings.temporal_task_queue == DEFAULT_TASK_QUEUE
 
@@ -186,3 +187,18 @@ def test_docker_compose_config_names_a_missing_required_variable(tmp_path: Path)
     )
     assert result.returncode != 0
     assert "POSTGRES_PASSWORD" in result.stderr
+
+
+def test_the_agent_cli_has_the_commands_compose_and_the_image_run() -> None:
+    """`python -m agent start` (compose) and `download-files` (Dockerfile) exist."""
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "--help"],
+        capture_output=True,
+        text=True,
+        env=dict(_clean_env(), COLUMNS="200"),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    commands = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("│ ")}
+    assert {"start", "download-files", "console"} <= commands

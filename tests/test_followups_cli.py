@@ -64,7 +64,7 @@ def cli_env(client: Client, task_queue: str, tmp_path: Path) -> dict[str, str]:
         TEMPORAL_TASK_QUEUE=task_queue,
         TEMPORAL_UI_URL=UI_BASE,
         DATA_DIR=str(tmp_path / ".data"),
-        COLUMNS="250",
+        COLUMNS="400",  # wide enough that no table cell wraps,
     )
     return env
 
@@ -81,6 +81,13 @@ async def trialist(env: dict[str, str], cwd: Path, *args: str) -> Run:
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return Run(process.returncode, out.decode(), err.decode())
+
+
+def table_row(output: str, text: str) -> str:
+    """The first row of a printed table that mentions `text`."""
+    rows = [line for line in output.splitlines() if line.startswith("│") and text in line]
+    assert rows, f"no table row mentions {text!r} in:\n{output}"
+    return rows[0]
 
 
 async def start_parked_call(
@@ -128,24 +135,25 @@ async def test_operator_lists_shows_retries_and_skips_parked_follow_ups(
         listing = await trialist(env, tmp_path, "followups", "list", "--status", "needs_attention")
         assert listing.code == 0, listing.err
         for call_id in (retried, skipped):
-            row = next(line for line in listing.out.splitlines() if call_id in line)
+            row = table_row(listing.out, call_id)
             assert "Casey Morgan (Orbitworks)" in row  # who: the workflow's static summary
             assert "needs_attention" in row and HUBSPOT.value in row
-            assert "hubspot permanent 400" in row  # the last error, from the progress query
+            # The last error, from the progress query.
+            assert "permanent: hubspot.batch_upsert_contacts: HTTP 400" in row
             assert f"{UI_BASE}/namespaces/default/workflows/call-{call_id}" in row
 
         shown = await trialist(env, tmp_path, "followups", "show", retried)
         assert shown.code == 0, shown.err
-        hubspot_line = next(line for line in shown.out.splitlines() if HUBSPOT.value in line)
+        hubspot_line = table_row(shown.out, HUBSPOT.value)
         assert "needs_attention" in hubspot_line and " 1 " in hubspot_line  # one attempt
         assert "400" in hubspot_line
-        salesforce = next(line for line in shown.out.splitlines() if "log_call_salesforce" in line)
+        salesforce = table_row(shown.out, "log_call_salesforce")
         assert "succeeded" in salesforce  # independent steps carried on
 
         # Retrying before the cause is fixed fails the same way and parks the step again.
         again = await trialist(env, tmp_path, "followups", "retry", retried, HUBSPOT.value)
         assert again.code == 0, again.err
-        reparked = next(line for line in again.out.splitlines() if HUBSPOT.value in line)
+        reparked = table_row(again.out, HUBSPOT.value)
         assert "needs_attention" in reparked
         assert (await progress_of(retried_handle)).steps[HUBSPOT].attempts == 2
 

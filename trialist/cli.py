@@ -246,19 +246,18 @@ def _print_progress(progress: FollowUpProgress, settings: Settings) -> None:
 
 def _step_note(state: StepProgress) -> str:
     if state.skip_reason:
-        return f"skipped: {state.skip_reason}"
+        prefix = "skipped: " if state.state is StepState.SKIPPED else ""
+        return f"{prefix}{state.skip_reason}"
     error = state.last_error
     if error is None:
         return ""
-    parts = [f"{error.vendor} " if error.vendor else "", error.kind]
-    if error.status_code:
-        parts.append(f" {error.status_code}")
-    if error.error_code:
-        parts.append(f" {error.error_code}")
-    parts.append(f": {error.message}")
-    if error.correlation_id:
-        parts.append(f" (correlation id {error.correlation_id})")
-    return "".join(parts)
+    note = f"{error.kind}: {error.message}"
+    if state.state is StepState.SUCCEEDED:
+        note = f"(before the last attempt) {note}"
+    # The message usually carries the correlation id already; add it only when it does not.
+    if error.correlation_id and error.correlation_id not in note:
+        note += f" (correlation id {error.correlation_id})"
+    return note
 
 
 @exits_cleanly

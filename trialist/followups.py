@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ QUERY_TIMEOUT: Final = timedelta(seconds=5)
 UPDATE_TIMEOUT: Final = timedelta(seconds=30)
 LIST_LIMIT: Final = 50
 WAIT_POLL_SECONDS: Final = 0.5
+LAST_ERROR_CHARS: Final = 120
+# The UI summary reads "Trial call follow-up for <who>: <what>"; the table shows <who> only.
+_SUMMARY_WHO: Final = re.compile(r"^Trial call follow-up for (?P<who>.+?): ")
 # Steps in these states have not settled yet after a retry.
 UNSETTLED: Final = frozenset({StepState.PENDING, StepState.RUNNING})
 
@@ -113,15 +117,25 @@ def parked_steps(progress: FollowUpProgress) -> list[FollowUpStep]:
 
 
 def describe_error(progress: FollowUpProgress) -> str | None:
-    """The last error of the first parked step (else of any step), as one line."""
+    """The last error of the first parked step (else of any step), as one short line."""
     ordered = parked_steps(progress) + list(progress.steps)
     for step in ordered:
         error = progress.steps[step].last_error
         if error is not None:
-            vendor = f"{error.vendor} " if error.vendor else ""
-            code = f" {error.status_code}" if error.status_code else ""
-            return f"{vendor}{error.kind}{code}: {error.message}"
+            return shorten(f"{error.kind}: {error.message}", LAST_ERROR_CHARS)
     return None
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def who_from_summary(summary: str | None) -> str:
+    """Who a follow-up is for, from its static summary (contracts.follow_up_summary)."""
+    if not summary:
+        return "-"
+    found = _SUMMARY_WHO.match(summary)
+    return found.group("who") if found else summary
 
 
 class FollowUps:
@@ -155,7 +169,7 @@ class FollowUps:
         return FollowUpRow(
             call_id=_call_id(execution.id),
             workflow_id=execution.id,
-            who=await description.static_summary() or "-",
+            who=who_from_summary(await description.static_summary()),
             status=attributes.get(FOLLOW_UP_STATUS) or _closed_status(execution),
             failed_step=attributes.get(FOLLOW_UP_FAILED_STEP) or None,
             last_error=last_error,

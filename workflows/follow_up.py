@@ -10,7 +10,7 @@ from typing import Any, Final, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.types import MethodAsyncSingleParam
 
@@ -101,7 +101,8 @@ STEP_TIMEOUTS: Final[dict[FollowUpStep, AttemptTimeouts]] = {
 # Error types a book_meeting update can fail with (besides validator rejections).
 BOOKING_NOT_DONE_ERROR: Final = "booking_not_done"  # parked for an operator, or skipped
 BOOKING_CONFLICT_ERROR: Final = "booking_conflict"  # another slot is booked or being booked
-SETTLED_STATES: Final = frozenset({StepState.SUCCEEDED, StepState.SKIPPED, StepState.NOT_NEEDED})
+# How the server reports that a retryable error ran out of attempts or of schedule-to-close.
+RETRIES_EXHAUSTED: Final = frozenset({RetryState.TIMEOUT, RetryState.MAXIMUM_ATTEMPTS_REACHED})
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -606,23 +607,31 @@ class CallFollowUpWorkflow:
 
 
 def _step_error(failure: ActivityError) -> tuple[StepError, int]:
-    """A StepError from an activity failure, and how many attempts it took (at least 1)."""
+    """A StepError from an activity failure, and how many attempts it took (at least 1).
+
+    Retryable errors end in one of two ways: the server stops retrying because the next attempt
+    would pass the schedule-to-close (retry_state TIMEOUT, cause = the last error), or the
+    schedule-to-close fires during an attempt (cause = a TimeoutError wrapping the last error).
+    """
     cause = failure.cause
     timeout: TimeoutType | None = None
     if isinstance(cause, ActivityTimeoutError):
         timeout = cause.type or TimeoutType.SCHEDULE_TO_CLOSE
         cause = cause.cause  # the last attempt's failure, when there was one
+    app = cause if isinstance(cause, ApplicationError) else None
     details: dict[str, Any] = {}
-    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
-        details = cause.details[0]
-    last = cause.message if isinstance(cause, ApplicationError) else None
+    if app is not None and app.details and isinstance(app.details[0], dict):
+        details = app.details[0]
+    last = f"; last error: {app.message}" if app is not None else ""
     if timeout is not None:
-        name = timeout.name.lower().replace("_", "-")
         kind = "timeout"
-        message = f"{name} timeout ran out" + (f"; last error: {last}" if last else "")
-    elif isinstance(cause, ApplicationError):
-        kind = cause.type or "error"
-        message = cause.message
+        message = f"{timeout.name.lower().replace('_', '-')} timeout{last}"
+    elif app is not None and failure.retry_state in RETRIES_EXHAUSTED:
+        kind = "retries_exhausted"
+        message = f"retries ran out within the step's time budget{last}"
+    elif app is not None:
+        kind = app.type or "error"
+        message = app.message
     else:
         kind = "error"
         message = str(cause or failure)

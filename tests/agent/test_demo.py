@@ -1,7 +1,8 @@
-"""The demo calls end to end (sandbox, Temporal dev server, real worker) and the agent's CLI."""
+"""The demo calls end to end (sandbox, Temporal, a real worker), the agent's CLI and its config."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -9,15 +10,19 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
+from livekit.agents import llm
 from temporalio.testing import WorkflowEnvironment
 
 from agent.demo import LABEL, run_demo_calls
-from agent.models import NO_LLM_MESSAGE
+from agent.entrypoint import CONSOLE_TRIALIST, read_dispatch
+from agent.models import NO_LLM_MESSAGE, ModelConfigError, build_llm, build_models
 from agent.resilience import FALLBACK_LINES, FallbackKind
 from contracts.models import EndedReason, FollowUpStatus
 from contracts.names import workflow_id_for
 from tests.agent.call_harness import agent_settings, running_worker, temporal_target
 from tests.servers import SandboxServer
+from trialist.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,3 +122,60 @@ def test_the_demo_help_says_it_is_scripted(tmp_path: Path) -> None:
     result = _agent_cli("demo", "--help", env=_env_without_llm(tmp_path))
     assert result.returncode == 0
     assert "scripted LLM stand-in, not a real model" in " ".join(result.stdout.split())
+
+
+# --- configuration the CLI relies on -------------------------------------------------------------
+
+
+def _bare_settings(tmp_path: Path, **values: object) -> Settings:
+    return Settings(_env_file=None, data_dir=tmp_path, **values)  # type: ignore[call-arg]
+
+
+def test_models_come_from_settings_with_a_fallback_adapter(tmp_path: Path) -> None:
+    with pytest.raises(ModelConfigError, match="No LLM configured"):
+        build_llm(_bare_settings(tmp_path))
+    with pytest.raises(ModelConfigError, match="pip install livekit-plugins-acme"):
+        build_llm(_bare_settings(tmp_path, llm_model="acme:big-model"))
+    credentials = {"livekit_api_key": "key", "livekit_api_secret": "s" * 32}
+    single = build_llm(_bare_settings(tmp_path, llm_model="openai/gpt-4.1-mini", **credentials))
+    assert single.model == "openai/gpt-4.1-mini"
+    both = build_llm(
+        _bare_settings(
+            tmp_path,
+            llm_model="openai/gpt-4.1-mini",
+            llm_fallback_model="google/gemini-2.5-flash",
+            **credentials,
+        )
+    )
+    assert isinstance(both, llm.FallbackAdapter)
+    # Speech models that cannot be built leave a text-only session instead of failing the call.
+    models = build_models(_bare_settings(tmp_path, llm_model="openai/gpt-4.1-mini", **credentials))
+    assert models.stt is not None and models.tts is not None
+    text_only = build_models(
+        _bare_settings(tmp_path, llm_model="openai/gpt-4.1-mini", stt_model="nope", **credentials)
+    )
+    assert text_only.stt is None
+
+
+def test_dispatch_metadata_names_the_call_and_the_trialist() -> None:
+    metadata = json.dumps(
+        {
+            "call_id": "call-42",
+            "trialist": {
+                "email": "sam@example.com",
+                "name": "Sam Lee",
+                "trial_account_id": "trial-42",
+                "timezone": "Europe/Berlin",
+            },
+        }
+    )
+    dispatch = read_dispatch(metadata, fallback_call_id="unused")
+    assert dispatch.call_id == "call-42"
+    assert dispatch.trialist.first_name == "Sam"
+    console = read_dispatch("", fallback_call_id="console-1")
+    assert console.call_id == "console-1" and console.trialist == CONSOLE_TRIALIST
+    with pytest.raises(ValueError, match=r"trialist\.email") as bad:
+        read_dispatch(
+            json.dumps({"call_id": "c1", "trialist": {"name": "Sam Lee"}}), fallback_call_id="x"
+        )
+    assert "Sam" not in str(bad.value)  # field names only, never the personal data

@@ -140,7 +140,8 @@ async def record(names: list[str], directory: Path) -> None:
             for name in names:
                 sandbox.reset()
                 handle = await SCENARIOS[name](env.client, sandbox, f"record-{uuid.uuid4()}")
-                progress = await handle.query(CallFollowUpWorkflow.progress)
+                # A closed workflow needs no worker for its result (a query would).
+                progress = FollowUpProgress.model_validate(await handle.result())
                 _check_completed(name, progress)
                 history = await handle.fetch_history()
                 path = directory / f"{name}.json"

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
@@ -252,6 +253,31 @@ def crm_records(sandbox_url: str, *, call_id: str, trialist: Trialist) -> CrmRec
 
 def clear_faults(sandbox_url: str) -> None:
     httpx.delete(f"{sandbox_url}/__sandbox/faults", timeout=5).raise_for_status()
+
+
+async def activity_retry_gap(handle: WorkflowHandle[Any, Any], activity_type: str) -> timedelta:
+    """From scheduling an activity to the start of its last attempt, by the server's history."""
+    events = (await handle.fetch_history()).events
+    scheduled = next(
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+    )
+    started = next(
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.scheduled_event_id == scheduled.event_id
+    )
+    return started.event_time.ToDatetime() - scheduled.event_time.ToDatetime()
+
+
+async def timer_fired_after(handle: WorkflowHandle[Any, Any]) -> timedelta:
+    """How long after the start the workflow's first timer fired, by the server's history."""
+    events = (await handle.fetch_history()).events
+    fired = next(e for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED)
+    return fired.event_time.ToDatetime() - events[0].event_time.ToDatetime()
 
 
 def handle_for(client: Client, call_id: str) -> WorkflowHandle[Any, Any]:
