@@ -44,6 +44,8 @@ def build_vendor_clients(
             client_secret=SecretStr(settings.secret("salesforce_client_secret")),
             api_version=settings.salesforce_api_version,
             lead_external_id_field=settings.salesforce_lead_external_id_field,
+            task_external_id_field=settings.salesforce_task_external_id_field,
+            event_external_id_field=settings.salesforce_event_external_id_field,
         ),
         hubspot=HubSpotClient(
             http=http,

@@ -245,8 +245,9 @@ async def all_or_nothing(*work: Awaitable[object]) -> None:
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            error = task.exception()
+            if error is not None:
+                raise error
     finally:
         for task in tasks:
             task.cancel()
@@ -279,10 +280,6 @@ class Child:
         self.process: asyncio.subprocess.Process | None = None
         self._log: IO[str] | None = None
         self._pump: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
 
     @property
     def returncode(self) -> int | None:

@@ -70,7 +70,15 @@ class Settings(BaseSettings):
     salesforce_client_id: str | None = None
     salesforce_client_secret: SecretStr | None = None
     salesforce_api_version: str = "v62.0"
-    salesforce_lead_external_id_field: str = "Trial_Account_Id__c"
+    salesforce_lead_external_id_field: str = Field(
+        default="Trial_Account_Id__c", description="External-id field that Lead upserts match on."
+    )
+    salesforce_task_external_id_field: str = Field(
+        default="Voice_Call_Id__c", description="External-id field of the call-log Task."
+    )
+    salesforce_event_external_id_field: str = Field(
+        default="Voice_Meeting_Id__c", description="External-id field of the meeting Event."
+    )
 
     hubspot_base_url: str | None = Field(default=None, description="https://api.hubapi.com")
     hubspot_access_token: SecretStr | None = None

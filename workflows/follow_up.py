@@ -101,6 +101,8 @@ STEP_TIMEOUTS: Final[dict[FollowUpStep, AttemptTimeouts]] = {
 # Error types a book_meeting update can fail with (besides validator rejections).
 BOOKING_NOT_DONE_ERROR: Final = "booking_not_done"  # parked for an operator, or skipped
 BOOKING_CONFLICT_ERROR: Final = "booking_conflict"  # another slot is booked or being booked
+# A retry_step/skip_step whose step another update in the same activation already handled.
+NOT_PARKED_ERROR: Final = "step_not_parked"
 # How the server reports that a retryable error ran out of attempts or of schedule-to-close.
 RETRIES_EXHAUSTED: Final = frozenset({RetryState.TIMEOUT, RetryState.MAXIMUM_ATTEMPTS_REACHED})
 
@@ -227,7 +229,15 @@ class CallFollowUpWorkflow:
     @workflow.update(name=RETRY_STEP_UPDATE)
     def retry_step(self, request: RetryStepRequest) -> FollowUpProgress:
         """Run a parked step again (or every parked step when `step` is None)."""
-        steps = [request.step] if request.step is not None else self._parked_in_order()
+        wanted = [request.step] if request.step is not None else self._parked_in_order()
+        # Another update in the same activation may have taken the step already.
+        steps = [step for step in wanted if step in self._parked]
+        if not steps:
+            raise ApplicationError(
+                f"{', '.join(wanted) or 'nothing'} is no longer waiting for an operator",
+                type=NOT_PARKED_ERROR,
+                non_retryable=True,
+            )
         for step in steps:
             self._decisions[step] = request
             self._parked.pop(step, None)
@@ -247,6 +257,12 @@ class CallFollowUpWorkflow:
     @workflow.update(name=SKIP_STEP_UPDATE)
     def skip_step(self, request: SkipStepRequest) -> FollowUpProgress:
         """Give up on a parked step; steps that need its result are skipped too."""
+        if request.step not in self._parked:  # another update took it in the same activation
+            raise ApplicationError(
+                f"{request.step} is no longer waiting for an operator",
+                type=NOT_PARKED_ERROR,
+                non_retryable=True,
+            )
         self._decisions[request.step] = request
         self._parked.pop(request.step, None)
         self._set(request.step, state=StepState.SKIPPED, skip_reason=request.reason)
@@ -444,6 +460,8 @@ class CallFollowUpWorkflow:
     def _start_booking(self, request: BookingRequest) -> None:
         self._booking_request = request
         self._booking_result = None
+        # Running from now on, so a waiting handler never sees the previous booking's state.
+        self._set(FollowUpStep.BOOK_MEETING, state=StepState.RUNNING, skip_reason=None)
         self._booking_task = asyncio.create_task(self._book(request))
 
     async def _book(self, request: BookingRequest) -> BookingResult | None:
@@ -591,9 +609,9 @@ class CallFollowUpWorkflow:
             lines += _parked_section(call_id, step, self._steps[step])
         lines += ["", "| step | state | attempts | note |", "|---|---|---|---|"]
         for step, progress in self._steps.items():
-            note = progress.skip_reason or (
-                _error_line(progress.last_error) if progress.last_error else ""
-            )
+            error = progress.last_error
+            failed = error is not None and progress.state is not StepState.SUCCEEDED
+            note = progress.skip_reason or (error.kind if error is not None and failed else "")
             lines.append(f"| {step} | {progress.state} | {progress.attempts} | {note} |")
         return "\n".join(lines)
 
@@ -648,15 +666,19 @@ def _step_error(failure: ActivityError) -> tuple[StepError, int]:
 
 
 def _error_line(error: StepError | None) -> str:
+    return "no error recorded" if error is None else f"{error.kind}: {error.message}"
+
+
+def _vendor_line(error: StepError | None) -> str:
+    """The vendor's own identifiers of the failure, for a support ticket."""
     if error is None:
-        return "no error recorded"
-    parts = [f"{error.kind}: {error.message}"]
-    if error.status_code is not None:
-        parts.append(f"HTTP {error.status_code}")
-    if error.error_code:
-        parts.append(f"code {error.error_code}")
-    if error.correlation_id:
-        parts.append(f"correlation id {error.correlation_id}")
+        return "n/a"
+    parts = [
+        f"vendor **{error.vendor or 'n/a'}**",
+        f"HTTP status **{error.status_code if error.status_code is not None else 'n/a'}**",
+        f"error code **{error.error_code or 'n/a'}**",
+        f"correlation id **{error.correlation_id or 'n/a'}**",
+    ]
     return " · ".join(parts)
 
 
@@ -667,7 +689,7 @@ def _parked_section(call_id: str, step: FollowUpStep, progress: StepProgress) ->
         "",
         f"### Needs attention: `{step}`",
         f"- error: {_error_line(error)}",
-        f"- vendor: {(error.vendor if error else None) or 'n/a'}",
+        f"- {_vendor_line(error)}",
         f"- attempts so far: {progress.attempts}",
         "",
         "What you can do, after fixing the cause (data, credentials, vendor outage):",
