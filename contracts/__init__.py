@@ -22,6 +22,8 @@ from contracts.models import (
 )
 from contracts.names import (
     BOOK_MEETING_UPDATE,
+    BOOKING_CONFLICT_ERROR,
+    BOOKING_NOT_DONE_ERROR,
     CALL_ENDED_SIGNAL,
     DEFAULT_TASK_QUEUE,
     FOLLOW_UP_FAILED_STEP,
@@ -37,6 +39,8 @@ from contracts.names import (
 )
 
 __all__ = [
+    "BOOKING_CONFLICT_ERROR",
+    "BOOKING_NOT_DONE_ERROR",
     "BOOK_MEETING_UPDATE",
     "CALL_ENDED_SIGNAL",
     "DEFAULT_TASK_QUEUE",

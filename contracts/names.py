@@ -16,6 +16,10 @@ RETRY_STEP_UPDATE: Final = "retry_step"
 SKIP_STEP_UPDATE: Final = "skip_step"
 PROGRESS_QUERY: Final = "progress"
 
+# ApplicationError types a book_meeting update fails with (besides validator rejections).
+BOOKING_NOT_DONE_ERROR: Final = "booking_not_done"  # parked for an operator, or skipped
+BOOKING_CONFLICT_ERROR: Final = "booking_conflict"  # another slot is booked or being booked
+
 FOLLOW_UP_STATUS: Final = SearchAttributeKey.for_keyword("FollowUpStatus")
 FOLLOW_UP_FAILED_STEP: Final = SearchAttributeKey.for_keyword("FollowUpFailedStep")
 SEARCH_ATTRIBUTES: Final = (FOLLOW_UP_STATUS, FOLLOW_UP_FAILED_STEP)

@@ -50,6 +50,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from contracts.names import (
         BOOK_MEETING_UPDATE,
+        BOOKING_CONFLICT_ERROR,
+        BOOKING_NOT_DONE_ERROR,
         CALL_ENDED_SIGNAL,
         FOLLOW_UP_FAILED_STEP,
         FOLLOW_UP_STATUS,
@@ -98,9 +100,6 @@ STEP_TIMEOUTS: Final[dict[FollowUpStep, AttemptTimeouts]] = {
     FollowUpStep.TRACK_ANALYTICS: AttemptTimeouts(MULTI_CALL_TIMEOUT, HEARTBEAT_TIMEOUT),
 }
 
-# Error types a book_meeting update can fail with (besides validator rejections).
-BOOKING_NOT_DONE_ERROR: Final = "booking_not_done"  # parked for an operator, or skipped
-BOOKING_CONFLICT_ERROR: Final = "booking_conflict"  # another slot is booked or being booked
 # A retry_step/skip_step whose step another update in the same activation already handled.
 NOT_PARKED_ERROR: Final = "step_not_parked"
 # How the server reports that a retryable error ran out of attempts or of schedule-to-close.

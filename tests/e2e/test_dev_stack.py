@@ -285,3 +285,13 @@ def test_sigterm_mid_call_stops_every_child_and_a_restart_reuses_data(
 
     assert asyncio.run(earlier_workflow_type()) == "CallFollowUpWorkflow"
     assert again.stop(signal.SIGINT) == 0
+
+
+def test_two_settings_on_one_port_are_both_named(stack_env: dict[str, str], tmp_path: Path) -> None:
+    stack_env["WORKER_METRICS_PORT"] = stack_env["SANDBOX_PORT"]
+    result = subprocess.run(
+        [TRIALIST, "dev"], env=stack_env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert "WORKER_METRICS_PORT and SANDBOX_PORT are both" in result.stderr
+    assert not Path(stack_env["DATA_DIR"]).exists()

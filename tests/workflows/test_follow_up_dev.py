@@ -20,6 +20,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
+from activities.follow_up import chilipiper_guest
 from contracts import (
     CALL_ENDED_SIGNAL,
     FOLLOW_UP_FAILED_STEP,
@@ -254,3 +255,86 @@ async def test_permanent_error_parks_in_needs_attention_visible_then_retry_compl
     assert attributes.get(FOLLOW_UP_FAILED_STEP) is None
     records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
     assert records.counts() == records.expected_for_one_call(meeting=False)
+
+
+async def test_an_unavailable_slot_offers_alternatives_and_the_caller_may_pick_one(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+) -> None:
+    client = dev_env.client
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url) as clients:
+        slots = await free_slots(clients, trialist)
+        taken = slots[4]
+        someone_else = chilipiper_guest(make_trialist(new_call_id()))
+        session = await clients.chilipiper.find_free_slots(
+            someone_else, timezone=someone_else.timezone
+        )
+        await clients.chilipiper.book_slot(
+            route_id=session.route_id, slot_start=taken, guest=someone_else
+        )
+        start = start_operation(call_id, task_queue, trialist)
+        unavailable = await client.execute_update_with_start_workflow(
+            CallFollowUpWorkflow.book_meeting,
+            booking_request(call_id, trialist, taken),
+            start_workflow_operation=start,
+        )
+        handle = await start.workflow_handle()
+        assert unavailable.status is BookingStatus.UNAVAILABLE
+        assert 1 <= len(unavailable.alternatives) <= 3
+        # The agent reads the alternatives out; the caller picks the first one.
+        chosen = booking_request(call_id, trialist, unavailable.alternatives[0])
+        booked = await handle.execute_update(CallFollowUpWorkflow.book_meeting, chosen)
+        await signal_call_ended(
+            client, call_id, task_queue, call_outcome(call_id, trialist, requested=chosen)
+        )
+        progress = await handle.result()
+
+    assert booked.status is BookingStatus.BOOKED
+    assert progress.booking == booked
+    assert progress.steps[FollowUpStep.RECORD_MEETING_HUBSPOT].state is StepState.SUCCEEDED
+    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
+    assert [(m["meeting_id"], m["start_at"]) for m in meetings] == [
+        (booked.meeting_id, unavailable.alternatives[0].strftime("%Y-%m-%dT%H:%M:%SZ"))
+    ]
+
+
+async def test_a_booking_parked_during_the_call_fails_the_update_then_an_operator_retries(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+) -> None:
+    client = dev_env.client
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url) as clients:
+        slot = (await free_slots(clients, trialist))[0]
+        request = booking_request(call_id, trialist, slot)
+        sandbox.add_fault(vendor="chilipiper", operation="init_simple", error_rate=1.0, status=401)
+        start = start_operation(call_id, task_queue, trialist)
+        with pytest.raises(WorkflowUpdateFailedError) as failed:
+            await client.execute_update_with_start_workflow(
+                CallFollowUpWorkflow.book_meeting, request, start_workflow_operation=start
+            )
+        handle = await start.workflow_handle()
+        assert "waiting for an operator" in str(failed.value.cause)
+        parked = await progress_of(handle)
+        assert parked.status is FollowUpStatus.NEEDS_ATTENTION
+        assert parked.steps[FollowUpStep.BOOK_MEETING].last_error is not None
+        assert parked.steps[FollowUpStep.BOOK_MEETING].last_error.kind == "auth"
+
+        clear_faults(sandbox.url)
+        await handle.execute_update(
+            CallFollowUpWorkflow.retry_step, RetryStepRequest(step=FollowUpStep.BOOK_MEETING)
+        )
+        # The agent's retry of the same booking now gets the result.
+        booked = await handle.execute_update(CallFollowUpWorkflow.book_meeting, request)
+        assert (await progress_of(handle)).status is FollowUpStatus.IN_CALL
+        await signal_call_ended(
+            client, call_id, task_queue, call_outcome(call_id, trialist, requested=request)
+        )
+        progress = await handle.result()
+
+    assert booked.status is BookingStatus.BOOKED
+    assert progress.status is FollowUpStatus.COMPLETED
+    assert progress.steps[FollowUpStep.BOOK_MEETING].attempts == 2
+    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
+    assert [m["meeting_id"] for m in meetings] == [booked.meeting_id]
