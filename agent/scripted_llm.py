@@ -176,7 +176,9 @@ class ScriptedLLM(llm.LLM[Any]):
             i for i, item in enumerate(items) if item.type == "message" and item.role == "user"
         ]
         turn_index = len(user_positions) - (0 if self._greets else 1)
-        if not 0 <= turn_index < len(self._turns):
+        if turn_index < 0:
+            raise ScriptError("the agent speaks first, but the script has no greeting turn")
+        if turn_index >= len(self._turns):
             raise ScriptError(f"no scripted turn for caller message #{len(user_positions)}")
         turn = self._turns[turn_index]
         since = user_positions[-1] + 1 if user_positions else 0

@@ -72,7 +72,7 @@ def agent_settings(
         "handoff_timeout_seconds": 1.0,
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @asynccontextmanager
@@ -158,7 +158,8 @@ async def text_call(
     session.on("function_tools_executed", on_tools)
     session.on("close", lambda _: call.closed.set())
     async with session:
-        await session.start(agent=agent_for(services), capture_run=turns[0].caller is None)
+        # The agent speaks first (on_enter): the script's first turn is that greeting.
+        await session.start(agent=agent_for(services), capture_run=True)
         yield call
 
 

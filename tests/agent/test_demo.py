@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -127,8 +128,8 @@ def test_the_demo_help_says_it_is_scripted(tmp_path: Path) -> None:
 # --- configuration the CLI relies on -------------------------------------------------------------
 
 
-def _bare_settings(tmp_path: Path, **values: object) -> Settings:
-    return Settings(_env_file=None, data_dir=tmp_path, **values)  # type: ignore[call-arg]
+def _bare_settings(tmp_path: Path, **values: Any) -> Settings:
+    return Settings(_env_file=None, data_dir=tmp_path, **values)
 
 
 def test_models_come_from_settings_with_a_fallback_adapter(tmp_path: Path) -> None:
