@@ -49,6 +49,7 @@ from contracts.models import (
 )
 from contracts.names import (
     BOOK_MEETING_UPDATE,
+    BOOKING_NOT_DONE_ERROR,
     CALL_ENDED_SIGNAL,
     FOLLOW_UP_STATUS,
     WORKFLOW_TYPE,
@@ -68,10 +69,6 @@ CALL_ENDED_BUDGET_SECONDS: Final = 3.0
 # Kept out of the Temporal attempt so the outbox write always fits in the budget.
 OUTBOX_WRITE_RESERVE_SECONDS: Final = 0.5
 ALREADY_FINISHED: Final = "the follow-up of this call has already finished"
-# The error type the workflow's book_meeting handler fails with when the booking is parked for an
-# operator (workflows.follow_up.BOOKING_NOT_DONE_ERROR; a test keeps the two equal). Any other
-# failure of the update is its validator refusing the request.
-BOOKING_NOT_DONE_ERROR: Final = "booking_not_done"
 # A refused update comes back with its outcome already known; this is how long we look for one.
 REFUSAL_PROBE_SECONDS: Final = 0.05
 

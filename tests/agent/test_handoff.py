@@ -25,7 +25,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from agent.handoff import (
     ALREADY_FINISHED,
-    BOOKING_NOT_DONE_ERROR,
     BookingHandoffStatus,
     CallEndedStatus,
     FollowUpHandoff,
@@ -447,12 +446,6 @@ async def test_a_process_killed_after_its_outbox_write_delivers_on_the_next_star
 
 
 # --- contracts with the workflow ------------------------------------------------------------------
-
-
-def test_the_parked_booking_error_type_matches_the_workflow() -> None:
-    from workflows.follow_up import BOOKING_NOT_DONE_ERROR as WORKFLOW_ERROR
-
-    assert BOOKING_NOT_DONE_ERROR == WORKFLOW_ERROR
 
 
 def test_the_outbox_lives_under_the_data_dir(tmp_path: Path) -> None:
