@@ -65,7 +65,7 @@ NOOP_TIMEOUT = timedelta(seconds=30)
 RESULT_TIMEOUT_SECONDS = 120.0
 BENCH_EMAIL_PREFIX = "bench.trialist"
 WORKER, SERVER, SANDBOX = "worker process", "Temporal server", "sandbox"
-# A worker process this busy (share of one core) is the bottleneck: Python holds one core.
+# Above this share of one core (worker) or of the machine, throughput is bound by CPU.
 CPU_BOUND_SHARE = 0.6
 
 
@@ -610,32 +610,37 @@ def cpu_ratio(report: Report, parts: Sequence[str]) -> float:
     return bare / follow if follow else float("nan")
 
 
-def busy_share(batch: Batch) -> float:
-    """How much of one core the worker process used during the batch."""
-    return batch.used.cpu.get(WORKER, 0.0) / batch.seconds
+def busy_shares(batch: Batch) -> dict[str, float]:
+    """How much of one core each participant used during the batch."""
+    return {part: used / batch.seconds for part, used in batch.used.cpu.items()}
 
 
 def reading(report: Report) -> list[str]:
-    """What the figures mean, chosen by whether the worker process was the bottleneck."""
-    busy = busy_share(report.follow_ups)
+    """What the figures mean, chosen by whether CPU was the bottleneck."""
+    busy = busy_shares(report.follow_ups)
+    cores = os.cpu_count() or 1
+    machine = sum(busy.values()) / cores
+    use = ", ".join(f"{part} {share:.0%}" for part, share in busy.items())
     why = (
         "A no-op activity makes no HTTP request; a follow-up makes about "
         f"{report.follow_ups.used.http_requests / report.follow_ups.count:.0f} real ones (httpx "
         "in the worker, the emulated APIs in the sandbox), carries real payloads, upserts search "
         "attributes and needs more workflow tasks."
     )
-    if busy >= CPU_BOUND_SHARE:
-        return [
-            f"reading it: the worker process was busy {busy:.0%} of one core during the "
-            "follow-ups; Python runs it on one core (GIL), so it is the bottleneck and the "
-            "throughput ratio follows the worker-process CPU ratio. " + why,
+    lines = [f"CPU use during the follow-ups, as a share of one core: {use}"]
+    if busy.get(WORKER, 0.0) >= CPU_BOUND_SHARE or machine >= CPU_BOUND_SHARE:
+        lines += [
+            f"reading it: this run is bound by CPU ({machine:.0%} of the machine's {cores} cores "
+            "used by these three, and the worker's Python code runs on one core at a time), so "
+            "the throughput ratio follows the CPU ratio above. " + why,
             "Run with --concurrency 1 to compare latency instead of CPU.",
         ]
-    return [
-        f"reading it: the worker process was busy {busy:.0%} of one core during the follow-ups, "
-        "so this run is bound by latency (each vendor request is a real round trip), not CPU. "
-        + why,
-    ]
+    else:
+        lines.append(
+            "reading it: this run is bound by latency (each vendor request is a real round "
+            "trip), not CPU. " + why
+        )
+    return lines
 
 
 def describe(report: Report) -> list[str]:
