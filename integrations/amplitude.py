@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -30,7 +29,8 @@ from integrations.errors import (
     TransientError,
     VendorError,
 )
-from integrations.http import parse_retry_after, transport_error
+from integrations.http import first_header, response_body, retry_delay, send
+from integrations.validation import InputModel
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,8 @@ def insert_id_for(call_id: str, event_type: str, *, index: int | None = None) ->
     return f"{call_id}:{event_type}{suffix}"
 
 
-class AmplitudeEvent(BaseModel):
+class AmplitudeEvent(InputModel):
     """One event. `insert_id` is required: derive it with `insert_id_for`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     user_id: AmplitudeId
     event_type: Annotated[str, Field(min_length=1, max_length=1024)]
@@ -99,15 +97,11 @@ class AmplitudeEvent(BaseModel):
         return event
 
 
-class TrackRequest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class TrackRequest(InputModel):
     events: list[AmplitudeEvent]
 
 
-class UserProfileRequest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
+class UserProfileRequest(InputModel):
     user_id: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
@@ -265,7 +259,7 @@ class AmplitudeClient:
             headers=headers,
             params=params,
         )
-        body = _body(response)
+        body = response_body(response)
         user_data = body.get("userData") if isinstance(body, dict) else None
         if not isinstance(user_data, dict) or not user_data.get("user_id"):
             raise TransientError(
@@ -303,7 +297,7 @@ class AmplitudeClient:
         response = await self._send(
             "track", "POST", f"{self._base_url}{HTTP_API_PATH}", json=payload, offset=offset
         )
-        body = _body(response)
+        body = response_body(response)
         if not isinstance(body, dict) or not isinstance(body.get("events_ingested"), int):
             raise TransientError(
                 "unexpected response shape",
@@ -334,43 +328,29 @@ class AmplitudeClient:
         params: dict[str, str] | None = None,
         offset: int = 0,
     ) -> httpx.Response:
-        started = time.perf_counter()
-        try:
-            response = await self._http.request(
-                method, url, json=json, headers=headers, params=params
-            )
-        except httpx.TransportError as error:
-            logger.warning("amplitude %s: no response (%s)", operation, type(error).__name__)
-            raise transport_error(
-                error, vendor=VENDOR, operation=operation, idempotent=True
-            ) from error
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        logger.debug(
-            "amplitude %s: HTTP %s in %.0f ms", operation, response.status_code, elapsed_ms
-        )
-        if response.is_success:
-            return response
-        failure = (
-            classify_track_response(response, offset=offset)
-            if operation == "track"
-            else classify_profile_response(response)
-        )
-        logger.warning("amplitude %s failed: %s", operation, failure.kind.value)
-        raise failure
+        def classify(response: httpx.Response) -> VendorError:
+            if operation == "track":
+                return classify_track_response(response, offset=offset)
+            return classify_profile_response(response)
 
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text[:2000]
+        # Both a track (insert ids) and a profile read are safe to send again.
+        return await send(
+            self._http,
+            vendor=VENDOR,
+            operation=operation,
+            method=method,
+            url=url,
+            headers=headers,
+            json=json,
+            params=params,
+            idempotent=True,
+            classify=classify,
+            log=logger,
+        )
 
 
 def _correlation_id(response: httpx.Response) -> str | None:
-    return next(
-        (response.headers[name] for name in _CORRELATION_HEADERS if name in response.headers),
-        None,
-    )
+    return first_header(response, _CORRELATION_HEADERS)
 
 
 def _common(response: httpx.Response, operation: str, body: Any) -> dict[str, Any]:
@@ -404,7 +384,7 @@ def _named(body: Mapping[str, Any], field: str) -> bool:
 def classify_track_response(response: httpx.Response, *, offset: int = 0) -> VendorError:
     """Map an HTTP V2 error to the taxonomy, as Amplitude documents each status."""
     status = response.status_code
-    raw = _body(response)
+    raw = response_body(response)
     body: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
     kwargs = _common(response, "track", raw)
     if status == 400:
@@ -437,10 +417,9 @@ def classify_track_response(response: httpx.Response, *, offset: int = 0) -> Ven
             return PermanentError(
                 "HTTP 429: daily event quota exceeded", error_code="ExceededDailyQuota", **kwargs
             )
-        delay = parse_retry_after(response.headers.get("retry-after"))
         return RateLimitedError(
             "HTTP 429: users or devices throttled",
-            retry_after=THROTTLED_RETRY_SECONDS if delay is None else delay,
+            retry_after=retry_delay(response, default=THROTTLED_RETRY_SECONDS),
             error_code="TooManyRequestsForDeviceError",
             **kwargs,
         )
@@ -452,7 +431,7 @@ def classify_track_response(response: httpx.Response, *, offset: int = 0) -> Ven
 def classify_profile_response(response: httpx.Response) -> VendorError:
     """Map a User Profile API error to the taxonomy."""
     status = response.status_code
-    raw = _body(response)
+    raw = response_body(response)
     body: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
     kwargs = _common(response, "user_profile", raw)
     if status in (400, 404) and body.get("error") == PROFILE_NOT_SEEN:
@@ -460,10 +439,9 @@ def classify_profile_response(response: httpx.Response) -> VendorError:
     if status in (401, 403):
         return AuthError(f"HTTP {status}: secret key refused", **kwargs)
     if status == 429:
-        delay = parse_retry_after(response.headers.get("retry-after"))
         return RateLimitedError(
             "HTTP 429: requests per minute exceeded",
-            retry_after=PROFILE_RATE_LIMIT_RETRY_SECONDS if delay is None else delay,
+            retry_after=retry_delay(response, default=PROFILE_RATE_LIMIT_RETRY_SECONDS),
             **kwargs,
         )
     if status >= 500 or status == 408:

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
     Field,
     SecretStr,
-    ValidationError,
     model_validator,
 )
 
@@ -33,7 +29,16 @@ from integrations.errors import (
     TransientError,
     VendorError,
 )
-from integrations.http import parse_retry_after, transport_error
+from integrations.http import (
+    WireModel,
+    bearer_headers,
+    first_header,
+    parse_reply,
+    response_body,
+    retry_delay,
+    send,
+)
+from integrations.validation import E164Phone, IanaTimezone, InputModel, Name, PathId
 
 logger = logging.getLogger(__name__)
 
@@ -55,47 +60,14 @@ RECONCILE_LOOKAHEAD = timedelta(days=21)
 _ROUTE_CACHE_SIZE = 512
 _CORRELATION_HEADERS = ("x-request-id", "x-correlation-id", "x-amzn-trace-id", "cf-ray")
 
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_PATH_SEGMENT = re.compile(r"^[^\s/\\?#]+$")
 
-
-def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not an IANA timezone such as 'America/New_York'") from None
-    return value
-
-
-def _check_phone(value: str) -> str:
-    if not _E164.match(value):
-        raise ValueError("is not an E.164 phone number such as '+14155550123'")
-    return value
-
-
-def _check_path_segment(value: str) -> str:
-    if not _PATH_SEGMENT.match(value):
-        raise ValueError("must be a non-empty id without spaces, '/', '?' or '#'")
-    return value
-
-
-IanaTimezone = Annotated[str, AfterValidator(_check_timezone)]
-E164Phone = Annotated[str, AfterValidator(_check_phone)]
-PathId = Annotated[str, AfterValidator(_check_path_segment)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-
-class ChiliPiperGuest(_Input):
+class ChiliPiperGuest(InputModel):
     """The person being booked. Validated on construction; never logged."""
 
     email: EmailStr
     first_name: Name
     last_name: Name
-    company: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    company: Name | None = None
     phone: E164Phone | None = None
     timezone: IanaTimezone
 
@@ -109,19 +81,19 @@ class ChiliPiperGuest(_Input):
         return data
 
 
-class FreeSlotsRequest(_Input):
+class FreeSlotsRequest(InputModel):
     guest: ChiliPiperGuest
     timezone: IanaTimezone
     days: int = Field(default=SLOT_SEARCH_DAYS, ge=1, le=31)
 
 
-class BookSlotRequest(_Input):
+class BookSlotRequest(InputModel):
     route_id: PathId
     slot_start: AwareDatetime
     guest: ChiliPiperGuest
 
 
-class GuestMeetingsRequest(_Input):
+class GuestMeetingsRequest(InputModel):
     email: EmailStr
     since: AwareDatetime
     until: AwareDatetime
@@ -133,7 +105,7 @@ class GuestMeetingsRequest(_Input):
         return self
 
 
-class CancelMeetingRequest(_Input):
+class CancelMeetingRequest(InputModel):
     meeting_id: PathId
 
 
@@ -167,32 +139,28 @@ class ChiliPiperMeeting(BaseModel):
 # --- wire models (the vendor's field names) ---------------------------------------------------
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _MeetingType(_Wire):
+class _MeetingType(WireModel):
     duration: str | None = None
 
 
-class _InitResponse(_Wire):
+class _InitResponse(WireModel):
     routeId: str = Field(min_length=1)
     startTimes: list[AwareDatetime]
     meetingType: _MeetingType | None = None
 
 
-class _ScheduleResponse(_Wire):
+class _ScheduleResponse(WireModel):
     type: Literal["Success", "Failure"]
     meetingId: str | None = None
     reason: str | None = None
 
 
-class _Attendee(_Wire):
+class _Attendee(WireModel):
     type: str | None = None
     email: str | None = None
 
 
-class _MeetingItem(_Wire):
+class _MeetingItem(WireModel):
     meetingId: str
     status: MeetingStatus
     start: AwareDatetime
@@ -203,16 +171,16 @@ class _MeetingItem(_Wire):
         return next((a.email for a in self.attendees if a.type == "Guest" and a.email), "")
 
 
-class _MeetingsPage(_Wire):
+class _MeetingsPage(WireModel):
     data: list[_MeetingItem]
     hasMoreItems: bool = False
 
 
-class _CancelResponse(_Wire):
+class _CancelResponse(WireModel):
     type: Literal["Success", "Failure"]
 
 
-_W = TypeVar("_W", bound=_Wire)
+_W = TypeVar("_W", bound=WireModel)
 
 
 def wire_time(moment: datetime) -> str:
@@ -299,7 +267,7 @@ class ChiliPiperClient:
                 operation="schedule_simple",
                 status_code=response.status_code,
                 error_code=parsed.reason or "Failure",
-                body=_body(response),
+                body=response_body(response),
             )
         minutes = self._route_minutes.get(request.route_id, DEFAULT_MEETING_MINUTES)
         start = request.slot_start.astimezone(UTC)
@@ -343,7 +311,7 @@ class ChiliPiperClient:
                 operation="cancel_meeting",
                 status_code=response.status_code,
                 error_code="Failure",
-                body=_body(response),
+                body=response_body(response),
             )
 
     # --- internals ------------------------------------------------------------------------
@@ -389,63 +357,40 @@ class ChiliPiperClient:
         payload: dict[str, Any] | None,
         idempotent: bool,
     ) -> httpx.Response:
-        headers = {
-            "Authorization": f"Bearer {self._api_token.get_secret_value()}",
-            "Accept": "application/json",
-        }
-        started = time.perf_counter()
-        try:
-            response = await self._http.request(
-                method, f"{self._base_url}{path}", json=payload, headers=headers
-            )
-        except httpx.TransportError as error:
-            logger.warning("chilipiper %s: no response (%s)", operation, type(error).__name__)
-            raise transport_error(
-                error, vendor=VENDOR, operation=operation, idempotent=idempotent
-            ) from error
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        logger.debug(
-            "chilipiper %s: HTTP %s in %.0f ms", operation, response.status_code, elapsed_ms
+        return await send(
+            self._http,
+            vendor=VENDOR,
+            operation=operation,
+            method=method,
+            url=f"{self._base_url}{path}",
+            headers=bearer_headers(self._api_token),
+            json=payload,
+            idempotent=idempotent,
+            classify=lambda response: classify_response(response, operation),
+            log=logger,
         )
-        if response.is_success:
-            return response
-        failure = classify_response(response, operation)
-        logger.warning("chilipiper %s failed: %s", operation, failure.kind.value)
-        raise failure
 
     def _parse(self, response: httpx.Response, model: type[_W], operation: str) -> _W:
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError:
-            kind = AmbiguousOutcomeError if operation == "schedule_simple" else TransientError
-            raise kind(
-                "unexpected response shape",
-                vendor=VENDOR,
-                operation=operation,
-                status_code=response.status_code,
-                correlation_id=_correlation_id(response),
-                body=_body(response),
-            ) from None
-
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text[:2000]
+        # A booking answered with an unreadable body may or may not have been made.
+        kind = AmbiguousOutcomeError if operation == "schedule_simple" else TransientError
+        return parse_reply(
+            response,
+            model,
+            vendor=VENDOR,
+            operation=operation,
+            correlation_id=_correlation_id(response),
+            failure=kind,
+        )
 
 
 def _correlation_id(response: httpx.Response) -> str | None:
-    return next(
-        (response.headers[name] for name in _CORRELATION_HEADERS if name in response.headers),
-        None,
-    )
+    return first_header(response, _CORRELATION_HEADERS)
 
 
 def classify_response(response: httpx.Response, operation: str) -> VendorError:
     """Map an Edge API error response to the taxonomy (bodies: {errorCode, errorMessage})."""
     status = response.status_code
-    body = _body(response)
+    body = response_body(response)
     error_code = body.get("errorCode") if isinstance(body, dict) else None
     kwargs: dict[str, Any] = {
         "vendor": VENDOR,
@@ -462,10 +407,9 @@ def classify_response(response: httpx.Response, operation: str) -> VendorError:
     if status == 404:
         return NotFoundError(message, **kwargs)
     if status == 429:
-        delay = parse_retry_after(response.headers.get("retry-after"))
         return RateLimitedError(
             message,
-            retry_after=DEFAULT_RATE_LIMIT_DELAY_SECONDS if delay is None else delay,
+            retry_after=retry_delay(response, default=DEFAULT_RATE_LIMIT_DELAY_SECONDS),
             **kwargs,
         )
     if status == 504 and operation == "schedule_simple":

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import email.utils
+import logging
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from integrations.errors import AmbiguousOutcomeError, TransientError, VendorError
 
@@ -67,3 +72,107 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+# --- sending one request and reading its reply, the same way for every vendor -----------------
+
+_logger = logging.getLogger(__name__)
+# How much of a non-JSON error body an error keeps (for diagnosis, not for display).
+BODY_TEXT_MAX = 2000
+
+
+def bearer_headers(token: SecretStr) -> dict[str, str]:
+    """Bearer-token auth with a JSON Accept header."""
+    return {"Authorization": f"Bearer {token.get_secret_value()}", "Accept": "application/json"}
+
+
+async def send(
+    http: httpx.AsyncClient,
+    *,
+    vendor: str,
+    operation: str,
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    params: Mapping[str, str] | None = None,
+    data: Mapping[str, str] | None = None,
+    content: bytes | None = None,
+    idempotent: bool,
+    classify: Callable[[httpx.Response], VendorError] | None = None,
+    log: logging.Logger = _logger,
+) -> httpx.Response:
+    """Send one request, once; no response at all raises `transport_error(...)` of it.
+
+    With `classify`, a non-2xx response is mapped by it, logged by kind and raised; without it
+    every response is returned. Logs carry vendor, operation, status and time only (no URLs,
+    headers or bodies: they hold secrets and personal data). `log` keeps the caller's logger name.
+    """
+    started = time.perf_counter()
+    try:
+        response = await http.request(
+            method, url, headers=headers, json=json, params=params, data=data, content=content
+        )
+    except httpx.TransportError as error:
+        log.warning("%s %s: no response (%s)", vendor, operation, type(error).__name__)
+        raise transport_error(
+            error, vendor=vendor, operation=operation, idempotent=idempotent
+        ) from error
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    log.debug("%s %s: HTTP %s in %.0f ms", vendor, operation, response.status_code, elapsed_ms)
+    if classify is None or response.is_success:
+        return response
+    failure = classify(response)
+    log.warning("%s %s failed: %s", vendor, operation, failure.kind.value)
+    raise failure
+
+
+def response_body(response: httpx.Response) -> Any:
+    """The decoded JSON body, else the start of the text: what an error keeps as `body`."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:BODY_TEXT_MAX]
+
+
+def retry_delay(response: httpx.Response, *, default: float) -> float:
+    """The response's Retry-After in seconds, or `default` when it sends none (or a bad one)."""
+    delay = parse_retry_after(response.headers.get("retry-after"))
+    return default if delay is None else delay
+
+
+def first_header(response: httpx.Response, names: tuple[str, ...]) -> str | None:
+    """The value of the first of `names` the response carries (e.g. a request-id header)."""
+    return next((response.headers[name] for name in names if name in response.headers), None)
+
+
+class WireModel(BaseModel):
+    """A vendor's reply as this code reads it; fields it does not read are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+_W = TypeVar("_W", bound=WireModel)
+
+
+def parse_reply(
+    response: httpx.Response,
+    model: type[_W],
+    *,
+    vendor: str,
+    operation: str,
+    correlation_id: str | None = None,
+    failure: type[VendorError] = TransientError,
+) -> _W:
+    """The reply as `model`; a body of another shape raises `failure` (transient by default)."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError:
+        raise failure(
+            "unexpected response shape",
+            vendor=vendor,
+            operation=operation,
+            status_code=response.status_code,
+            correlation_id=correlation_id,
+            body=response_body(response),
+        ) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -17,7 +16,6 @@ from pydantic import (
     EmailStr,
     Field,
     SecretStr,
-    ValidationError,
     model_validator,
 )
 
@@ -29,7 +27,15 @@ from integrations.errors import (
     TransientError,
     VendorError,
 )
-from integrations.http import parse_retry_after, transport_error
+from integrations.http import (
+    WireModel,
+    bearer_headers,
+    parse_reply,
+    parse_retry_after,
+    response_body,
+    send,
+)
+from integrations.validation import E164Phone, InputModel, Text
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +55,8 @@ NOTE_BODY_MAX: Final = 65_536
 EngagementType = Literal["calls", "notes", "meetings"]
 CallStatus = Literal["COMPLETED", "NO_ANSWER", "BUSY", "FAILED", "CANCELED"]
 
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-
-
-def _check_phone(value: str) -> str:
-    if not _E164.match(value):
-        # The value is personal data: never quote it in an error that may be logged.
-        raise ValueError("is not an E.164 phone number such as '+14155550123'")
-    return value
 
 
 def _check_object_id(value: str) -> str:
@@ -73,10 +71,8 @@ def _check_key_part(value: str) -> str:
     return value
 
 
-E164Phone = Annotated[str, AfterValidator(_check_phone)]
 HubSpotId = Annotated[str, AfterValidator(_check_object_id)]
 CallKey = Annotated[str, AfterValidator(_check_key_part)]
-Text = Annotated[str, Field(min_length=1, max_length=255)]
 LongText = Annotated[str, Field(min_length=1, max_length=NOTE_BODY_MAX)]
 
 
@@ -89,11 +85,7 @@ def _signals_text(signals: dict[str, str]) -> str | None:
     return "; ".join(f"{name}: {value}" for name, value in signals.items()) or None
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-
-class HubSpotContact(_Input):
+class HubSpotContact(InputModel):
     """A trialist as a contact, keyed by email. Unset fields are left as the CRM has them."""
 
     email: EmailStr
@@ -117,7 +109,7 @@ class HubSpotContact(_Input):
         return {name: value for name, value in values.items() if value is not None}
 
 
-class HubSpotCall(_Input):
+class HubSpotCall(InputModel):
     """A call engagement; at most one per call id."""
 
     call_id: CallKey
@@ -146,7 +138,7 @@ class HubSpotCall(_Input):
         return {name: value for name, value in values.items() if value is not None}
 
 
-class HubSpotNote(_Input):
+class HubSpotNote(InputModel):
     """A note on the contact; at most one per call id."""
 
     call_id: CallKey
@@ -165,7 +157,7 @@ class HubSpotNote(_Input):
         }
 
 
-class HubSpotMeeting(_Input):
+class HubSpotMeeting(InputModel):
     """A booked meeting on the contact; at most one per call id."""
 
     call_id: CallKey
@@ -201,7 +193,7 @@ class HubSpotMeeting(_Input):
         return {name: value for name, value in values.items() if value is not None}
 
 
-class _ContactBatch(_Input):
+class _ContactBatch(InputModel):
     contacts: list[HubSpotContact] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -212,7 +204,7 @@ class _ContactBatch(_Input):
         return self
 
 
-class _EngagementTarget(_Input):
+class _EngagementTarget(InputModel):
     contact_id: HubSpotId
 
 
@@ -236,29 +228,25 @@ class HubSpotEngagementRef(BaseModel):
 # --- wire models --------------------------------------------------------------------------------
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _Object(_Wire):
+class _Object(WireModel):
     id: str = Field(min_length=1)
     properties: dict[str, str | None] = Field(default_factory=dict)
     new: bool | None = None
 
 
-class _BatchResponse(_Wire):
+class _BatchResponse(WireModel):
     status: str
     results: list[_Object] = Field(default_factory=list)
     numErrors: int = 0
     errors: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class _SearchResponse(_Wire):
+class _SearchResponse(WireModel):
     total: int
     results: list[_Object]
 
 
-_W = TypeVar("_W", bound=_Wire)
+_W = TypeVar("_W", bound=WireModel)
 
 
 class HubSpotClient:
@@ -358,7 +346,7 @@ class HubSpotClient:
                 status_code=response.status_code,
                 error_code=first.get("category"),
                 correlation_id=_correlation_id(response, first),
-                body=_body(response),
+                body=response_body(response),
             )
         by_email = {
             (result.properties.get("email") or "").lower(): result for result in parsed.results
@@ -434,49 +422,29 @@ class HubSpotClient:
     async def _send(
         self, operation: str, method: str, path: str, payload: dict[str, Any]
     ) -> httpx.Response:
-        headers = {
-            "Authorization": f"Bearer {self._access_token.get_secret_value()}",
-            "Accept": "application/json",
-        }
-        started = time.perf_counter()
-        try:
-            response = await self._http.request(
-                method, f"{self._base_url}{path}", json=payload, headers=headers
-            )
-        except httpx.TransportError as error:
-            logger.warning("hubspot %s: no response (%s)", operation, type(error).__name__)
+        return await send(
+            self._http,
+            vendor=VENDOR,
+            operation=operation,
+            method=method,
+            url=f"{self._base_url}{path}",
+            headers=bearer_headers(self._access_token),
+            json=payload,
             # Upserts by email, searches, and creates guarded by the unique voice_call_id are
             # all safe to send again, so a lost response is transient, not ambiguous.
-            raise transport_error(
-                error, vendor=VENDOR, operation=operation, idempotent=True
-            ) from error
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        logger.debug("hubspot %s: HTTP %s in %.0f ms", operation, response.status_code, elapsed_ms)
-        if response.is_success:
-            return response
-        failure = classify_response(response, operation)
-        logger.warning("hubspot %s failed: %s", operation, failure.kind.value)
-        raise failure
+            idempotent=True,
+            classify=lambda response: classify_response(response, operation),
+            log=logger,
+        )
 
     def _parse(self, response: httpx.Response, model: type[_W], operation: str) -> _W:
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError:
-            raise TransientError(
-                "unexpected response shape",
-                vendor=VENDOR,
-                operation=operation,
-                status_code=response.status_code,
-                correlation_id=_correlation_id(response, None),
-                body=_body(response),
-            ) from None
-
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text[:2000]
+        return parse_reply(
+            response,
+            model,
+            vendor=VENDOR,
+            operation=operation,
+            correlation_id=_correlation_id(response, None),
+        )
 
 
 def _correlation_id(response: httpx.Response, body: Any) -> str | None:
@@ -509,7 +477,7 @@ def _rate_limit_delay(response: httpx.Response, policy: str | None) -> float:
 def classify_response(response: httpx.Response, operation: str) -> VendorError:
     """Map a HubSpot error ({status, message, correlationId, category, policyName?})."""
     status = response.status_code
-    body = _body(response)
+    body = response_body(response)
     details = body if isinstance(body, dict) else {}
     policy = details.get("policyName")
     error_code = policy or details.get("category")

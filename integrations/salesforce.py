@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, TypeVar
@@ -20,7 +19,6 @@ from pydantic import (
     EmailStr,
     Field,
     SecretStr,
-    ValidationError,
     model_validator,
 )
 
@@ -32,7 +30,15 @@ from integrations.errors import (
     TransientError,
     VendorError,
 )
-from integrations.http import parse_retry_after, transport_error
+from integrations.http import (
+    WireModel,
+    bearer_headers,
+    parse_reply,
+    response_body,
+    retry_delay,
+    send,
+)
+from integrations.validation import E164Phone, InputModel, Text
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +61,6 @@ _LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
 _RECORD_ID = re.compile(r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$")
 _EXTERNAL_ID = re.compile(r"^[^\s/\\?#%]{1,255}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 def _check_external_id(value: str) -> str:
@@ -70,13 +75,6 @@ def _check_record_id(value: str) -> str:
     return value
 
 
-def _check_phone(value: str) -> str:
-    if not _E164.match(value):
-        # The value is personal data: never quote it in an error that may be logged.
-        raise ValueError("is not an E.164 phone number such as '+14155550123'")
-    return value
-
-
 def _check_email_length(value: str) -> str:
     if len(value) > LEAD_EMAIL_MAX:
         raise ValueError(f"is longer than Salesforce's {LEAD_EMAIL_MAX} characters")
@@ -85,13 +83,8 @@ def _check_email_length(value: str) -> str:
 
 ExternalIdValue = Annotated[str, AfterValidator(_check_external_id)]
 SalesforceId = Annotated[str, AfterValidator(_check_record_id)]
-E164Phone = Annotated[str, AfterValidator(_check_phone)]
 LeadEmail = Annotated[EmailStr, AfterValidator(_check_email_length)]
 TextArea = Annotated[str, Field(max_length=TEXT_AREA_MAX)]
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
 
 def _with_signals(description: str | None, signals: dict[str, str]) -> str | None:
@@ -102,14 +95,14 @@ def _with_signals(description: str | None, signals: dict[str, str]) -> str | Non
     return f"{description}\n\n{block}" if description else block
 
 
-class SalesforceLead(_Input):
+class SalesforceLead(InputModel):
     """A trialist as a Lead, keyed by the trial account id (an external-id field)."""
 
     trial_account_id: ExternalIdValue
     first_name: Annotated[str, Field(min_length=1, max_length=40)] | None = None
     last_name: Annotated[str, Field(min_length=1, max_length=80)]
     email: LeadEmail
-    company: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    company: Text | None = None
     title: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     phone: E164Phone | None = None
     lead_source: Annotated[str, Field(min_length=1, max_length=40)] = "Free Trial"
@@ -138,16 +131,16 @@ class SalesforceLead(_Input):
         return {name: value for name, value in values.items() if value is not None}
 
 
-class SalesforceCallTask(_Input):
+class SalesforceCallTask(InputModel):
     """A completed call Task, keyed by the voice call id (an external-id field)."""
 
     call_id: ExternalIdValue
     lead_id: SalesforceId | None = None
-    subject: Annotated[str, Field(min_length=1, max_length=255)] = "Voice agent call"
+    subject: Text = "Voice agent call"
     description: TextArea | None = None
     started_at: AwareDatetime
     duration_seconds: int = Field(ge=0, le=86_400)
-    disposition: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    disposition: Text | None = None
 
     def fields(self) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -167,16 +160,16 @@ class SalesforceCallTask(_Input):
         return {name: value for name, value in values.items() if value is not None}
 
 
-class SalesforceMeetingEvent(_Input):
+class SalesforceMeetingEvent(InputModel):
     """A booked meeting as an Event, keyed by the meeting id (an external-id field)."""
 
     meeting_id: ExternalIdValue
     lead_id: SalesforceId | None = None
-    subject: Annotated[str, Field(min_length=1, max_length=255)] = "PandaDoc trial walkthrough"
+    subject: Text = "PandaDoc trial walkthrough"
     start: AwareDatetime
     end: AwareDatetime
     description: TextArea | None = None
-    location: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    location: Text | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> SalesforceMeetingEvent:
@@ -234,27 +227,23 @@ def parse_limit_info(value: str | None) -> SalesforceLimitInfo | None:
 # --- wire models --------------------------------------------------------------------------------
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _TokenResponse(_Wire):
+class _TokenResponse(WireModel):
     access_token: str = Field(min_length=1)
     instance_url: str = Field(pattern=r"^https?://")
     token_type: str = "Bearer"
 
 
-class _UpsertResponse(_Wire):
+class _UpsertResponse(WireModel):
     id: str = Field(min_length=15)
     success: bool
     created: bool = False
 
 
-class _Record(_Wire):
+class _Record(WireModel):
     Id: str = Field(min_length=15)
 
 
-_W = TypeVar("_W", bound=_Wire)
+_W = TypeVar("_W", bound=WireModel)
 
 
 @dataclass(frozen=True)
@@ -367,7 +356,7 @@ class SalesforceClient:
         """One REST call; a 401 INVALID_SESSION_ID refreshes the session and retries once."""
         session = await self._current_session()
         response = await self._send(operation, method, session, path, payload)
-        if response.status_code == 401 and _error_code(_body(response)) == _INVALID_SESSION:
+        if response.status_code == 401 and _error_code(response_body(response)) == _INVALID_SESSION:
             logger.info("salesforce %s: session expired or revoked; refreshing once", operation)
             session = await self._refresh_session(stale=session)
             response = await self._send(operation, method, session, path, payload)
@@ -388,26 +377,18 @@ class SalesforceClient:
         path: str,
         payload: dict[str, Any] | None,
     ) -> httpx.Response:
-        headers = {
-            "Authorization": f"Bearer {session.access_token.get_secret_value()}",
-            "Accept": "application/json",
-        }
-        started = time.perf_counter()
-        try:
-            response = await self._http.request(
-                method, f"{session.instance_url}{path}", json=payload, headers=headers
-            )
-        except httpx.TransportError as error:
-            logger.warning("salesforce %s: no response (%s)", operation, type(error).__name__)
+        return await send(
+            self._http,
+            vendor=VENDOR,
+            operation=operation,
+            method=method,
+            url=f"{session.instance_url}{path}",
+            headers=bearer_headers(session.access_token),
+            json=payload,
             # An upsert by external id converges on one record however often it is sent.
-            raise transport_error(
-                error, vendor=VENDOR, operation=operation, idempotent=True
-            ) from error
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        logger.debug(
-            "salesforce %s: HTTP %s in %.0f ms", operation, response.status_code, elapsed_ms
+            idempotent=True,
+            log=logger,
         )
-        return response
 
     async def _current_session(self) -> _Session:
         if self._session is not None:
@@ -431,15 +412,17 @@ class SalesforceClient:
             "client_id": self._client_id,
             "client_secret": self._client_secret.get_secret_value(),
         }
-        try:
-            response = await self._http.post(
-                f"{self._base_url}{TOKEN_PATH}", data=form, headers={"Accept": "application/json"}
-            )
-        except httpx.TransportError as error:
-            logger.warning("salesforce token: no response (%s)", type(error).__name__)
-            raise transport_error(
-                error, vendor=VENDOR, operation=operation, idempotent=True
-            ) from error
+        response = await send(
+            self._http,
+            vendor=VENDOR,
+            operation=operation,
+            method="POST",
+            url=f"{self._base_url}{TOKEN_PATH}",
+            headers={"Accept": "application/json"},
+            data=form,
+            idempotent=True,
+            log=logger,
+        )
         if response.status_code != 200:
             failure = classify_token_response(response)
             logger.warning("salesforce token failed: %s", failure.kind.value)
@@ -452,23 +435,7 @@ class SalesforceClient:
         )
 
     def _parse(self, response: httpx.Response, model: type[_W], operation: str) -> _W:
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError:
-            raise TransientError(
-                "unexpected response shape",
-                vendor=VENDOR,
-                operation=operation,
-                status_code=response.status_code,
-                body=_body(response),
-            ) from None
-
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text[:2000]
+        return parse_reply(response, model, vendor=VENDOR, operation=operation)
 
 
 def _error_code(body: Any) -> str | None:
@@ -497,58 +464,59 @@ def classify_response(
 ) -> VendorError:
     """Map a REST API error response to the taxonomy (bodies: [{message, errorCode, fields}])."""
     status = response.status_code
-    body = _body(response)
+    body = response_body(response)
     error_code = "MULTIPLE_CHOICES" if status == 300 else _error_code(body)
-    kwargs: dict[str, Any] = {
-        "vendor": VENDOR,
-        "operation": operation,
-        "status_code": status,
-        "error_code": error_code,
-        "body": body,
-    }
-    # The message carries no vendor text: Salesforce quotes field values (emails) in it.
-    message = f"HTTP {status} {error_code or response.reason_phrase}".strip()
+    message, kwargs = _failure_fields(response, operation, error_code, body)
     if status == 300:
         return PermanentError(f"{message}: the external id matches several records", **kwargs)
     if status == 403 and error_code == "REQUEST_LIMIT_EXCEEDED":
-        delay = parse_retry_after(response.headers.get("retry-after"))
-        if delay is None:
-            exhausted = limit_info is not None and limit_info.used >= limit_info.max
-            delay = ALLOCATION_EXHAUSTED_RETRY_SECONDS if exhausted else REQUEST_LIMIT_RETRY_SECONDS
-        return RateLimitedError(message, retry_after=delay, **kwargs)
+        exhausted = limit_info is not None and limit_info.used >= limit_info.max
+        default = ALLOCATION_EXHAUSTED_RETRY_SECONDS if exhausted else REQUEST_LIMIT_RETRY_SECONDS
+        return RateLimitedError(
+            message, retry_after=retry_delay(response, default=default), **kwargs
+        )
     if status in (401, 403):
         return AuthError(message, **kwargs)
     if status == 404:
         return NotFoundError(message, **kwargs)
-    if status == 429:
-        delay = parse_retry_after(response.headers.get("retry-after"))
-        return RateLimitedError(
-            message, retry_after=REQUEST_LIMIT_RETRY_SECONDS if delay is None else delay, **kwargs
-        )
-    if status >= 500 or status == 408:
-        return TransientError(message, **kwargs)
-    return PermanentError(message, **kwargs)
+    return _throttled_retryable_or_permanent(response, message, kwargs)
 
 
 def classify_token_response(response: httpx.Response) -> VendorError:
     """Token endpoint errors ({error, error_description}): refused credentials are AuthError."""
-    status = response.status_code
-    body = _body(response)
-    error_code = _error_code(body)
+    body = response_body(response)
+    message, kwargs = _failure_fields(response, "token", _error_code(body), body)
+    if response.status_code in (400, 401, 403):
+        return AuthError(message, **kwargs)
+    return _throttled_retryable_or_permanent(response, message, kwargs)
+
+
+def _failure_fields(
+    response: httpx.Response, operation: str, error_code: str | None, body: Any
+) -> tuple[str, dict[str, Any]]:
+    """An error's message and its VendorError keyword arguments."""
     kwargs: dict[str, Any] = {
         "vendor": VENDOR,
-        "operation": "token",
-        "status_code": status,
+        "operation": operation,
+        "status_code": response.status_code,
         "error_code": error_code,
         "body": body,
     }
-    message = f"HTTP {status} {error_code or response.reason_phrase}".strip()
-    if status in (400, 401, 403):
-        return AuthError(message, **kwargs)
+    # The message carries no vendor text: Salesforce quotes field values (emails) in it.
+    message = f"HTTP {response.status_code} {error_code or response.reason_phrase}".strip()
+    return message, kwargs
+
+
+def _throttled_retryable_or_permanent(
+    response: httpx.Response, message: str, kwargs: dict[str, Any]
+) -> VendorError:
+    """The statuses both endpoints map alike: 429 waits, 408 and 5xx retry, the rest is final."""
+    status = response.status_code
     if status == 429:
-        delay = parse_retry_after(response.headers.get("retry-after"))
         return RateLimitedError(
-            message, retry_after=REQUEST_LIMIT_RETRY_SECONDS if delay is None else delay, **kwargs
+            message,
+            retry_after=retry_delay(response, default=REQUEST_LIMIT_RETRY_SECONDS),
+            **kwargs,
         )
     if status >= 500 or status == 408:
         return TransientError(message, **kwargs)

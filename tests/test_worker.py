@@ -218,6 +218,27 @@ async def wait_until_started(handle: WorkflowHandle[Any, Any], activity_type: st
             await asyncio.sleep(0.05)
 
 
+async def wait_until_only_running(handle: WorkflowHandle[Any, Any], activity_type: str) -> None:
+    """Until `activity_type` runs on a worker and is all the workflow waits for.
+
+    No other activity and no workflow task may be in flight: a workflow task that a stopping worker
+    abandons holds back (buffers) every later event until that task times out, so the activity's
+    completion would only reach the history ~10s later.
+    """
+    async with asyncio.timeout(20):
+        while True:
+            description = (await handle.describe()).raw_description
+            pending = description.pending_activities
+            if (
+                len(pending) == 1
+                and pending[0].activity_type.name == activity_type
+                and pending[0].state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                and not description.HasField("pending_workflow_task")
+            ):
+                return
+            await asyncio.sleep(0.02)
+
+
 async def completed_activity_types(handle: WorkflowHandle[Any, Any]) -> list[str]:
     events = list((await handle.fetch_history()).events)
     scheduled = {
@@ -274,7 +295,7 @@ async def test_worker_runs_follow_ups_serves_metrics_and_stops_gracefully(
         # A slow Amplitude: SIGTERM arrives while its activity runs; the grace period lets it end.
         sandbox.add_fault(vendor="amplitude", operation="track", latency_ms=SLOW_MS)
         slow = await call_ended(client, task_queue, outcome_for(new_call_id(), slot=None))
-        await wait_until_started(slow, TRACK_ANALYTICS)
+        await wait_until_only_running(slow, TRACK_ANALYTICS)
         signalled = time.monotonic()
         code = worker.stop(timeout=GRACE_SECONDS + 10)
         took = time.monotonic() - signalled

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -45,12 +44,6 @@ def make_client(
         api_key=SecretStr(api_key),
         secret_key=SecretStr(secret_key),
     )
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with build_http_client(read_timeout=5.0) as client:
-        yield client
 
 
 def call_events(count: int, *, user_id: str = "trial-1002") -> list[AmplitudeEvent]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -35,12 +34,6 @@ def make_client(
         api_token=SecretStr(token),
         scheduling_link=LINK,
     )
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with build_http_client(read_timeout=5.0) as client:
-        yield client
 
 
 @pytest.fixture

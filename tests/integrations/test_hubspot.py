@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,12 +41,6 @@ def make_client(
     return HubSpotClient(
         http=http, base_url=f"{sandbox.url}/hubspot", access_token=SecretStr(token)
     )
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with build_http_client(read_timeout=5.0) as client:
-        yield client
 
 
 def contact(email: str = "sam.oduya@quarry-labs.example", **changes: Any) -> HubSpotContact:

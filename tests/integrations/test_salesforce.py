@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -50,12 +49,6 @@ def make_client(
         client_secret=SecretStr(secret),
         **options,
     )
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with build_http_client(read_timeout=5.0) as client:
-        yield client
 
 
 def lead(trial_account_id: str = "trial-5001", **changes: Any) -> SalesforceLead:
