@@ -12,13 +12,13 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         default = field.default
         if field.annotation is not None and "SecretStr" in str(field.annotation):
-            shown = "secret" if default is None else "set"
+            shown = "unset (secret)" if default is None else "set (secret)"
         elif default is None:
             shown = "unset"
         else:
             shown = f"`{default}`"
         if isinstance(default, SecretStr):
-            shown = "secret"
+            shown = "set (secret)"
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{name.upper()}` | {shown} | {description} |")
     return "\n".join(rows)

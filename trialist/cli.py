@@ -38,7 +38,9 @@ followups_app = typer.Typer(
 )
 app.add_typer(followups_app, name="followups")
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output has no terminal width; rich would squeeze tables into 80 columns and hide ids.
+PIPED_WIDTH = 220
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATE_STYLES = {
@@ -198,10 +200,10 @@ def _operate(work: Callable[[FollowUps], Awaitable[T]]) -> T:
 
 def _rows_table(rows: list[FollowUpRow]) -> Table:
     table = Table(show_lines=False, expand=False)
-    table.add_column("call id", no_wrap=True)
+    table.add_column("call id", overflow="fold")
     table.add_column("who")
     table.add_column("status", no_wrap=True)
-    table.add_column("failed step", no_wrap=True)
+    table.add_column("failed step", overflow="fold")
     table.add_column("last error", overflow="fold")
     table.add_column("age", no_wrap=True, justify="right")
     table.add_column("UI link", no_wrap=True, overflow="fold")

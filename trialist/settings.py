@@ -35,41 +35,69 @@ class Settings(BaseSettings):
     )
 
     # --- local data -------------------------------------------------------------------------
-    data_dir: Path = Field(default=Path(".data"), description="Where SQLite files live.")
+    data_dir: Path = Field(
+        default=Path(".data"),
+        description="Where SQLite files (Temporal dev, sandbox, outbox) and logs live.",
+    )
 
     # --- Temporal -----------------------------------------------------------------------------
     temporal_address: str | None = Field(
         default=None,
         description="host:port of an existing Temporal server. Unset: `trialist dev` starts one.",
     )
-    temporal_namespace: str = "default"
-    temporal_task_queue: str = "trialist-follow-ups"
-    temporal_dev_port: int = Field(default=7233, ge=1, le=65535)
-    temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+    temporal_namespace: str = Field(
+        default="default", description="Temporal namespace; must exist."
+    )
+    temporal_task_queue: str = Field(
+        default="trialist-follow-ups",
+        description="Task queue of the follow-ups; the worker, agent and CLI must agree.",
+    )
+    temporal_dev_port: int = Field(
+        default=7233,
+        ge=1,
+        le=65535,
+        description="gRPC port of the dev server; the target when TEMPORAL_ADDRESS is unset.",
+    )
+    temporal_ui_port: int = Field(
+        default=8233, ge=1, le=65535, description="Port of the dev server's web UI."
+    )
     temporal_ui_url: str | None = Field(
         default=None, description="Base URL of the Temporal UI for links. Unset: local dev UI."
     )
-    temporal_api_key: SecretStr | None = None
-    temporal_tls: bool = False
+    temporal_api_key: SecretStr | None = Field(
+        default=None, description="Temporal Cloud API key; turns TLS on."
+    )
+    temporal_tls: bool = Field(default=False, description="Use TLS to reach Temporal.")
 
     # --- sandbox ------------------------------------------------------------------------------
-    sandbox_host: str = "127.0.0.1"
-    sandbox_port: int = Field(default=8900, ge=1, le=65535)
+    sandbox_host: str = Field(default="127.0.0.1", description="Interface the sandbox binds.")
+    sandbox_port: int = Field(
+        default=8900, ge=1, le=65535, description="Port the sandbox listens on."
+    )
     sandbox_url: str | None = Field(
         default=None, description="Base URL of a sandbox run elsewhere (docker compose)."
     )
-    sandbox_seed: int = 7
+    sandbox_seed: int = Field(default=7, description="Seed of the sandbox's fault draws.")
 
     # --- vendors: a base URL set means the real API, unset means the sandbox --------------------
-    http_connect_timeout_seconds: float = Field(default=2.0, gt=0)
-    http_read_timeout_seconds: float = Field(default=5.0, gt=0)
+    http_connect_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Connect timeout of vendor HTTP calls."
+    )
+    http_read_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Read timeout of vendor HTTP calls."
+    )
 
     salesforce_base_url: str | None = Field(
-        default=None, description="My Domain URL, e.g. https://acme.my.salesforce.com"
+        default=None,
+        description="Real API: My Domain URL, e.g. https://acme.my.salesforce.com. Unset: sandbox.",
     )
-    salesforce_client_id: str | None = None
-    salesforce_client_secret: SecretStr | None = None
-    salesforce_api_version: str = "v62.0"
+    salesforce_client_id: str | None = Field(
+        default=None, description="Connected app consumer key (client-credentials flow)."
+    )
+    salesforce_client_secret: SecretStr | None = Field(
+        default=None, description="Connected app consumer secret."
+    )
+    salesforce_api_version: str = Field(default="v62.0", description="Salesforce REST API version.")
     salesforce_lead_external_id_field: str = Field(
         default="Trial_Account_Id__c", description="External-id field that Lead upserts match on."
     )
@@ -80,54 +108,108 @@ class Settings(BaseSettings):
         default="Voice_Meeting_Id__c", description="External-id field of the meeting Event."
     )
 
-    hubspot_base_url: str | None = Field(default=None, description="https://api.hubapi.com")
-    hubspot_access_token: SecretStr | None = None
+    hubspot_base_url: str | None = Field(
+        default=None, description="Real API: https://api.hubapi.com. Unset: sandbox."
+    )
+    hubspot_access_token: SecretStr | None = Field(
+        default=None, description="Private-app access token."
+    )
 
-    chilipiper_base_url: str | None = Field(default=None, description="https://fire.chilipiper.com")
-    chilipiper_api_token: SecretStr | None = None
+    chilipiper_base_url: str | None = Field(
+        default=None, description="Real API: https://fire.chilipiper.com. Unset: sandbox."
+    )
+    chilipiper_api_token: SecretStr | None = Field(default=None, description="Edge API token.")
     chilipiper_scheduling_link: str = Field(
         default="pandadoc-trial-demo", description="Slug of the scheduling link used for booking."
     )
 
-    amplitude_base_url: str | None = Field(default=None, description="https://api2.amplitude.com")
-    amplitude_profile_base_url: str | None = Field(
-        default=None, description="https://profile-api.amplitude.com"
+    amplitude_base_url: str | None = Field(
+        default=None, description="Real API: https://api2.amplitude.com. Unset: sandbox."
     )
-    amplitude_api_key: SecretStr | None = None
-    amplitude_secret_key: SecretStr | None = None
+    amplitude_profile_base_url: str | None = Field(
+        default=None,
+        description="Real User Profile API: https://profile-api.amplitude.com. Unset: sandbox.",
+    )
+    amplitude_api_key: SecretStr | None = Field(
+        default=None, description="Project API key (HTTP V2 ingestion)."
+    )
+    amplitude_secret_key: SecretStr | None = Field(
+        default=None, description="Project secret key (User Profile API)."
+    )
 
     # --- worker -------------------------------------------------------------------------------
-    worker_metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 disables.")
+    worker_metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus metrics; 0 disables.",
+    )
     worker_metrics_host: str = Field(
         default="127.0.0.1",
         description="Interface for the metrics endpoint; 0.0.0.0 in a container.",
     )
-    worker_shutdown_grace_seconds: float = Field(default=10.0, ge=0)
-    worker_connect_attempts: int = Field(default=10, ge=1)
+    worker_shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, description="On SIGTERM/SIGINT, how long running activities may finish."
+    )
+    worker_connect_attempts: int = Field(
+        default=10, ge=1, description="Attempts to reach Temporal at start-up."
+    )
 
     # --- follow-up workflow (passed into the workflow input; workflows never read settings) ----
-    follow_up_call_ended_timeout_seconds: float = Field(default=4 * 3600, gt=0)
-    follow_up_step_schedule_to_close_seconds: float = Field(default=3600, gt=0)
+    follow_up_call_ended_timeout_seconds: float = Field(
+        default=4 * 3600,
+        gt=0,
+        description="How long a follow-up waits for call_ended before going on without it.",
+    )
+    follow_up_step_schedule_to_close_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="Total retry time of one step before it parks in needs_attention.",
+    )
 
     # --- real-time agent ----------------------------------------------------------------------
-    breaker_failure_threshold: int = Field(default=3, ge=1)
-    breaker_reset_seconds: float = Field(default=30.0, gt=0)
-    tool_deadline_seconds: float = Field(default=2.5, gt=0)
-    filler_after_seconds: float = Field(default=1.0, gt=0)
-    booking_wait_seconds: float = Field(default=2.0, gt=0)
-    handoff_timeout_seconds: float = Field(default=1.0, gt=0)
-    outbox_relay_interval_seconds: float = Field(default=5.0, gt=0)
-
-    livekit_url: str | None = None
-    livekit_api_key: SecretStr | None = None
-    livekit_api_secret: SecretStr | None = None
-    llm_model: str | None = Field(
-        default=None, description="e.g. openai/gpt-4.1-mini (LiveKit Inference) or openai:gpt-4.1"
+    breaker_failure_threshold: int = Field(
+        default=3, ge=1, description="Consecutive failures that open a service's breaker."
     )
-    llm_fallback_model: str | None = None
-    stt_model: str = "deepgram/nova-3"
-    tts_model: str = "cartesia/sonic-2"
-    openai_api_key: SecretStr | None = None
+    breaker_reset_seconds: float = Field(
+        default=30.0, gt=0, description="Time before an open breaker admits one probe."
+    )
+    tool_deadline_seconds: float = Field(
+        default=2.5, gt=0, description="A vendor-calling tool answers or speaks a fallback by then."
+    )
+    filler_after_seconds: float = Field(
+        default=1.0, gt=0, description="A tool still running after this says one filler line."
+    )
+    booking_wait_seconds: float = Field(
+        default=2.0, gt=0, description="How long book_meeting waits for the confirmation."
+    )
+    handoff_timeout_seconds: float = Field(
+        default=1.0, gt=0, description="Temporal slower than this: the handoff goes to the outbox."
+    )
+    outbox_relay_interval_seconds: float = Field(
+        default=5.0, gt=0, description="Time between outbox relay passes."
+    )
+
+    livekit_url: str | None = Field(
+        default=None, description="LiveKit server for `python -m agent dev|start`."
+    )
+    livekit_api_key: SecretStr | None = Field(
+        default=None, description="LiveKit API key (also LiveKit Inference)."
+    )
+    livekit_api_secret: SecretStr | None = Field(default=None, description="LiveKit API secret.")
+    llm_model: str | None = Field(
+        default=None,
+        description="e.g. openai/gpt-4.1-mini (LiveKit Inference) or openai:gpt-4.1 (plugin). "
+        "Set: `make dev` opens the console instead of the demo.",
+    )
+    llm_fallback_model: str | None = Field(
+        default=None, description="Second LLM; with LLM_MODEL, used through a FallbackAdapter."
+    )
+    stt_model: str = Field(default="deepgram/nova-3", description="Speech-to-text model.")
+    tts_model: str = Field(default="cartesia/sonic-2", description="Text-to-speech model.")
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="For `openai:` plugin models."
+    )
 
     @model_validator(mode="after")
     def _real_vendors_need_credentials(self) -> Settings:
