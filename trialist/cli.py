@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
@@ -40,7 +41,8 @@ app.add_typer(followups_app, name="followups")
 
 # Piped output has no terminal width; rich would squeeze tables into 80 columns and hide ids.
 PIPED_WIDTH = 220
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+_piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+out = Console(highlight=False, soft_wrap=True, width=PIPED_WIDTH if _piped else None)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATE_STYLES = {
