@@ -200,7 +200,7 @@ class Settings(BaseSettings):
     llm_model: str | None = Field(
         default=None,
         description="e.g. openai/gpt-4.1-mini (LiveKit Inference) or openai:gpt-4.1 (plugin). "
-        "Set: `make dev` opens the console instead of the demo.",
+        "Set: `make dev` offers the text console instead of the demo calls.",
     )
     llm_fallback_model: str | None = Field(
         default=None, description="Second LLM; with LLM_MODEL, used through a FallbackAdapter."
