@@ -84,7 +84,7 @@ class PortClaim:
 def sandbox_needed(settings: Settings) -> bool:
     """True when any vendor endpoint (including Amplitude's profile API) points at the sandbox."""
     uses_sandbox = any(settings.vendor_mode(v) is VendorMode.SANDBOX for v in VENDORS)
-    return uses_sandbox or settings.amplitude_profile_base_url is None
+    return uses_sandbox or settings.amplitude_profile_url().startswith(settings.sandbox_base_url)
 
 
 def plan_stack(settings: Settings, *, run_agent: bool, interactive: bool) -> StackPlan:

@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Vendor = Literal["salesforce", "hubspot", "chilipiper", "amplitude"]
 VENDORS: tuple[Vendor, ...] = ("salesforce", "hubspot", "chilipiper", "amplitude")
 
+# Amplitude serves profiles from another host than tracking.
+AMPLITUDE_PROFILE_API_URL = "https://profile-api.amplitude.com"
+
 # Credentials the sandbox accepts; used only when a vendor points at the sandbox.
 SANDBOX_CREDENTIAL = "sandbox-secret"
 
@@ -128,7 +131,10 @@ class Settings(BaseSettings):
     )
     amplitude_profile_base_url: str | None = Field(
         default=None,
-        description="Real User Profile API: https://profile-api.amplitude.com. Unset: sandbox.",
+        description=(
+            "User Profile API base. Unset: https://profile-api.amplitude.com when"
+            " AMPLITUDE_BASE_URL is set, else the sandbox."
+        ),
     )
     amplitude_api_key: SecretStr | None = Field(
         default=None, description="Project API key (HTTP V2 ingestion)."
@@ -217,7 +223,7 @@ class Settings(BaseSettings):
             "salesforce_base_url": ("salesforce_client_id", "salesforce_client_secret"),
             "hubspot_base_url": ("hubspot_access_token",),
             "chilipiper_base_url": ("chilipiper_api_token",),
-            "amplitude_base_url": ("amplitude_api_key",),
+            "amplitude_base_url": ("amplitude_api_key", "amplitude_secret_key"),
             "amplitude_profile_base_url": ("amplitude_secret_key",),
         }
         for url_field, needed in required.items():
@@ -244,8 +250,11 @@ class Settings(BaseSettings):
         return (self._real_url(vendor) or f"{self.sandbox_base_url}/{vendor}").rstrip("/")
 
     def amplitude_profile_url(self) -> str:
+        """The User Profile API: its own setting, else Amplitude's host when tracking is real."""
         if self.amplitude_profile_base_url:
             return self.amplitude_profile_base_url.rstrip("/")
+        if self.amplitude_base_url:
+            return AMPLITUDE_PROFILE_API_URL
         return f"{self.sandbox_base_url}/amplitude"
 
     def secret(self, name: str) -> str:
