@@ -19,6 +19,7 @@ from typing import Any
 from livekit.agents import AgentSession, ConversationItemAddedEvent, FunctionToolsExecutedEvent, llm
 from temporalio.testing import WorkflowEnvironment
 
+from agent.demo import DANA
 from agent.entrypoint import agent_for, build_runtime, new_call_session
 from agent.scripted_llm import ScriptedLLM, ScriptedTurn
 from agent.services import AgentRuntime, CallServices
@@ -27,21 +28,6 @@ from contracts.models import Trialist
 from tests.servers import SandboxServer
 from trialist.settings import Settings
 from worker import run_worker
-
-DANA = Trialist(
-    email="dana.whitfield@northwind-legal.example",
-    name="Dana Whitfield",
-    company="Northwind Legal",
-    trial_account_id="trial-1001",
-    timezone="America/New_York",
-)
-MARCO = Trialist(
-    email="marco.ruiz@brightpath.example",
-    name="Marco Ruiz",
-    company="Brightpath",
-    trial_account_id="trial-1002",
-    timezone="America/Chicago",
-)
 
 
 def temporal_target(env: WorkflowEnvironment) -> str:

@@ -15,6 +15,7 @@ from livekit.agents import CloseReason
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from agent.demo import DANA, MARCO
 from agent.outbox import Outbox
 from agent.resilience import FALLBACK_LINES, FILLER_LINES, BreakerState, FallbackKind, Stage
 from agent.scripted_llm import (
@@ -29,8 +30,6 @@ from agent.trialist_agent import offered_start_times, pick_slots, spoken_time
 from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus
 from contracts.names import PROGRESS_QUERY, workflow_id_for
 from tests.agent.call_harness import (
-    DANA,
-    MARCO,
     agent_runtime,
     agent_settings,
     call_on,
