@@ -1,4 +1,4 @@
-"""`python -m agent dev|start|console|download-files` (LiveKit's CLI) and `python -m agent demo`."""
+"""`python -m agent dev|start|console|download-files` (LiveKit's CLI), `demo` and `drain-outbox`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,34 @@ def _run_demo(argv: list[str]) -> None:
     demo_main(argv)
 
 
+def _drain_outbox() -> None:
+    """Deliver what the outbox holds now, for an operator, without starting an agent."""
+    import asyncio
+
+    from agent.handoff import drain_outbox
+    from agent.outbox import Outbox
+
+    settings = _settings_or_exit()
+    path = settings.data_dir / "outbox.db"
+    before = Outbox.in_dir(settings.data_dir)
+    pending = before.pending_count()
+    before.close()
+    print(f"outbox {path}: {pending} pending")
+    if pending == 0:
+        return
+    result = asyncio.run(drain_outbox(settings))
+    after = Outbox.in_dir(settings.data_dir)
+    left = after.pending_count()
+    after.close()
+    print(
+        f"delivered {result.delivered}, refused for good {result.rejected}, "
+        f"failed {result.failed}; {left} still pending"
+    )
+    if left:
+        print("Temporal may still be unreachable: run it again later.", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def _run_livekit(command: str) -> None:
     if command in NEEDS_LLM:
         from agent.models import llm_problem
@@ -51,6 +79,9 @@ def main() -> None:
     command = argv[0] if argv else ""
     if command == "demo":
         _run_demo(argv[1:])
+        return
+    if command == "drain-outbox":
+        _drain_outbox()
         return
     _run_livekit(command)
 
