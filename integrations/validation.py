@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# The same timezone and phone rules as the models that cross process boundaries.
+from contracts.models import E164Phone, IanaTimezone
+
+__all__ = ["E164Phone", "IanaTimezone", "InputModel", "Name", "PathId", "Text"]
+
 _PATH_SEGMENT = re.compile(r"^[^\s/\\?#]+$")
-
-
-def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not an IANA timezone such as 'America/New_York'") from None
-    return value
-
-
-def _check_phone(value: str) -> str:
-    if not _E164.match(value):
-        # The value is personal data: never quote it in an error that may be logged.
-        raise ValueError("is not an E.164 phone number such as '+14155550123'")
-    return value
 
 
 def _check_path_segment(value: str) -> str:
@@ -33,8 +21,6 @@ def _check_path_segment(value: str) -> str:
     return value
 
 
-IanaTimezone = Annotated[str, AfterValidator(_check_timezone)]
-E164Phone = Annotated[str, AfterValidator(_check_phone)]
 # An id placed in a URL path: it must not be able to leave its segment.
 PathId = Annotated[str, AfterValidator(_check_path_segment)]
 # A person's or company's name.
