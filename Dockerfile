@@ -42,6 +42,10 @@ COPY --chown=app:app sandbox ./sandbox
 COPY --chown=app:app trialist ./trialist
 COPY --chown=app:app worker.py ./
 USER app
+# Bytecode now, as PYTHONDONTWRITEBYTECODE stops imports writing it: Temporal's workflow sandbox
+# re-imports the workflow module on every run and would otherwise compile it each time.
+RUN python -m compileall -q contracts integrations activities workflows agent sandbox trialist \
+        worker.py
 # Models (VAD, turn detection) are fetched now, so nothing downloads when a call starts.
 RUN python -m agent download-files
 VOLUME ["/data"]

@@ -24,6 +24,7 @@ from trialist.temporal import (
     MetricsPortError,
     TemporalConnectError,
     TemporalSetupError,
+    cache_workflow_bytecode,
     check_namespace,
     check_search_attributes,
     connect,
@@ -47,6 +48,7 @@ def build_worker(
     client: Client, settings: Settings, *, clients: VendorClients, task_queue: str | None = None
 ) -> Worker:
     """The production worker: the follow-up workflow and its activities on the follow-up queue."""
+    cache_workflow_bytecode([CallFollowUpWorkflow])
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,

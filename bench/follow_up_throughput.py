@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from integrations.http import build_http_client
     from trialist.process_exit import exits_cleanly
     from trialist.settings import Settings
+    from trialist.temporal import cache_workflow_bytecode
 
 TARGET_RATIO = 0.8
 WARM_UP_RUNS = 3
@@ -536,6 +537,7 @@ async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> R
             clients = build_vendor_clients(bench.settings, http=http)
             # The production worker, and a bare one with the same options on its own queue.
             follow_worker = build_worker(client, bench.settings, clients=clients)
+            cache_workflow_bytecode([BareWorkflow])  # as build_worker does for the follow-up
             bare_worker = Worker(
                 client,
                 task_queue=bench.bare_queue,
