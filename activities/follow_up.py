@@ -158,9 +158,11 @@ class FollowUpActivities:
                 body=call_log_text(outcome, limit=HUBSPOT_NOTE_MAX),
                 timestamp=outcome.ended_at,
             )
-            call_ref = await hubspot.create_call(call, contact_id=input.contact_id)
+            # Only a retry can find its own earlier write; a first attempt skips the searches.
+            retry = current_attempt() > 1
+            call_ref = await hubspot.create_call(call, contact_id=input.contact_id, may_exist=retry)
             activity.heartbeat("call logged")
-            note_ref = await hubspot.create_note(note, contact_id=input.contact_id)
+            note_ref = await hubspot.create_note(note, contact_id=input.contact_id, may_exist=retry)
         logger.info("call %s: hubspot call and note written", input.call_id)
         return LogCallHubSpotOutput(
             call_engagement_id=call_ref.id, note_id=note_ref.id, attempt=current_attempt()
@@ -199,7 +201,7 @@ class FollowUpActivities:
                 end=meeting.end,
             )
             ref = await self._clients.hubspot.create_meeting(
-                engagement, contact_id=input.contact_id
+                engagement, contact_id=input.contact_id, may_exist=current_attempt() > 1
             )
         logger.info("call %s: hubspot meeting written", input.call_id)
         return RecordMeetingHubSpotOutput(meeting_engagement_id=ref.id, attempt=current_attempt())

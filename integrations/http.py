@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -101,12 +101,14 @@ async def send(
     idempotent: bool,
     classify: Callable[[httpx.Response], VendorError] | None = None,
     log: logging.Logger = _logger,
+    expected_statuses: Collection[int] = (),
 ) -> httpx.Response:
     """Send one request, once; no response at all raises `transport_error(...)` of it.
 
     With `classify`, a non-2xx response is mapped by it, logged by kind and raised; without it
     every response is returned. Logs carry vendor, operation, status and time only (no URLs,
     headers or bodies: they hold secrets and personal data). `log` keeps the caller's logger name.
+    `expected_statuses` are raised the same way but logged at debug: the caller handles them.
     """
     started = time.perf_counter()
     try:
@@ -123,7 +125,8 @@ async def send(
     if classify is None or response.is_success:
         return response
     failure = classify(response)
-    log.warning("%s %s failed: %s", vendor, operation, failure.kind.value)
+    level = logging.DEBUG if response.status_code in expected_statuses else logging.WARNING
+    log.log(level, "%s %s failed: %s", vendor, operation, failure.kind.value)
     raise failure
 
 

@@ -44,6 +44,8 @@ OBJECTS_PATH: Final = "/crm/v3/objects"
 BATCH_UPSERT_MAX: Final = 100  # inputs per batch request
 # The custom unique-value property on calls, notes and meetings that makes creation idempotent.
 IDEMPOTENCY_PROPERTY: Final = "voice_call_id"
+# A create whose unique voice_call_id exists already: the record is there, and the reply names it.
+CONFLICT_STATUS: Final = 409
 # HUBSPOT_DEFINED association type ids from each engagement to a contact.
 ASSOCIATION_TYPE_TO_CONTACT: Final = {"calls": 194, "notes": 202, "meetings": 200}
 
@@ -271,24 +273,28 @@ class HubSpotClient:
             refs.extend(await self._upsert_chunk(batch.contacts[start : start + BATCH_UPSERT_MAX]))
         return refs
 
-    async def create_call(self, call: HubSpotCall, *, contact_id: str) -> HubSpotEngagementRef:
+    async def create_call(
+        self, call: HubSpotCall, *, contact_id: str, may_exist: bool = True
+    ) -> HubSpotEngagementRef:
         """The call engagement on the contact, created once per call id."""
         return await self._create_engagement(
-            "calls", call.voice_call_id, call.properties(), contact_id
+            "calls", call.voice_call_id, call.properties(), contact_id, may_exist=may_exist
         )
 
-    async def create_note(self, note: HubSpotNote, *, contact_id: str) -> HubSpotEngagementRef:
+    async def create_note(
+        self, note: HubSpotNote, *, contact_id: str, may_exist: bool = True
+    ) -> HubSpotEngagementRef:
         """The note on the contact, created once per call id."""
         return await self._create_engagement(
-            "notes", note.voice_call_id, note.properties(), contact_id
+            "notes", note.voice_call_id, note.properties(), contact_id, may_exist=may_exist
         )
 
     async def create_meeting(
-        self, meeting: HubSpotMeeting, *, contact_id: str
+        self, meeting: HubSpotMeeting, *, contact_id: str, may_exist: bool = True
     ) -> HubSpotEngagementRef:
         """The meeting engagement on the contact, created once per call id."""
         return await self._create_engagement(
-            "meetings", meeting.voice_call_id, meeting.properties(), contact_id
+            "meetings", meeting.voice_call_id, meeting.properties(), contact_id, may_exist=may_exist
         )
 
     async def find_engagement(
@@ -374,13 +380,22 @@ class HubSpotClient:
         voice_call_id: str,
         properties: dict[str, str],
         contact_id: str,
+        *,
+        may_exist: bool,
     ) -> HubSpotEngagementRef:
-        """Search first and create only when absent; a 409 on the unique key means it exists."""
+        """Create it once; a 409 on the unique key means it exists, and names it.
+
+        `may_exist`: an earlier attempt may have created it, so search first and spare the create.
+        Without it (a first attempt) the search is skipped: the unique property still turns a
+        create that finds the record into a 409, so correctness never rests on the search, which
+        lags writes anyway.
+        """
         target = _EngagementTarget(contact_id=contact_id)
-        existing = await self.find_engagement(object_type, voice_call_id)
-        if existing is not None:
-            logger.info("hubspot %s: already created by an earlier attempt", object_type)
-            return existing
+        if may_exist:
+            existing = await self.find_engagement(object_type, voice_call_id)
+            if existing is not None:
+                logger.info("hubspot %s: already created by an earlier attempt", object_type)
+                return existing
         operation = f"create_{object_type[:-1]}"
         payload = {
             "properties": properties,
@@ -397,10 +412,16 @@ class HubSpotClient:
             ],
         }
         try:
-            response = await self._send(operation, "POST", f"{OBJECTS_PATH}/{object_type}", payload)
+            response = await self._send(
+                operation,
+                "POST",
+                f"{OBJECTS_PATH}/{object_type}",
+                payload,
+                expected_statuses=(CONFLICT_STATUS,),  # already created: handled below
+            )
         except PermanentError as error:
             # Search lags writes by a few seconds: a concurrent or recent create shows up as 409.
-            if error.status_code != 409:
+            if error.status_code != CONFLICT_STATUS:
                 raise
             existing_id = _existing_id(error.body)
             if existing_id is not None:
@@ -420,7 +441,13 @@ class HubSpotClient:
         )
 
     async def _send(
-        self, operation: str, method: str, path: str, payload: dict[str, Any]
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        expected_statuses: tuple[int, ...] = (),
     ) -> httpx.Response:
         return await send(
             self._http,
@@ -435,6 +462,7 @@ class HubSpotClient:
             idempotent=True,
             classify=lambda response: classify_response(response, operation),
             log=logger,
+            expected_statuses=expected_statuses,
         )
 
     def _parse(self, response: httpx.Response, model: type[_W], operation: str) -> _W:

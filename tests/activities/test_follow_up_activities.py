@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -235,3 +236,47 @@ async def test_crm_writes_are_idempotent_by_external_ids(
     records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
     assert records.counts() == records.expected_for_one_call(meeting=True)
     assert records.hubspot_note_mentions(outcome.summary)
+
+
+def _hubspot_paths(sandbox: SandboxServer, since: int) -> list[tuple[str, int]]:
+    rows = sandbox_rows(sandbox.url, "hubspot_requests")[since:]
+    return [(str(row["path"]).rsplit("/objects/", 1)[-1], int(str(row["status"]))) for row in rows]
+
+
+async def test_a_first_attempt_creates_engagements_without_searching_and_a_retry_searches(
+    sandbox: SandboxServer, activities: FollowUpActivities, caplog: pytest.LogCaptureFixture
+) -> None:
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    outcome = call_outcome(call_id, trialist)
+    person = UpsertPersonInput(call_id=call_id, trialist=trialist, signals=outcome.signals)
+    contact = await ActivityEnvironment().run(activities.upsert_hubspot_contact, person)
+    arg = LogCallHubSpotInput(call_id=call_id, contact_id=contact.contact_id, outcome=outcome)
+    before = len(sandbox_rows(sandbox.url, "hubspot_requests"))
+
+    first = await ActivityEnvironment().run(activities.log_call_hubspot, arg)
+    after_first = len(sandbox_rows(sandbox.url, "hubspot_requests"))
+    # An operator's retry_step schedules the activity afresh: attempt 1 again, record exists.
+    with caplog.at_level(logging.INFO):
+        again = await ActivityEnvironment().run(activities.log_call_hubspot, arg)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # a 409 is expected
+    after_again = len(sandbox_rows(sandbox.url, "hubspot_requests"))
+    retry_env = ActivityEnvironment()
+    retry_env.info = dataclasses.replace(retry_env.info, attempt=2)
+    retried = await retry_env.run(activities.log_call_hubspot, arg)
+
+    assert _hubspot_paths(sandbox, before)[: after_first - before] == [
+        ("calls", 201),
+        ("notes", 201),
+    ]
+    # The unique voice_call_id answers the repeated create with 409 naming the record: no copy.
+    assert _hubspot_paths(sandbox, after_first)[: after_again - after_first] == [
+        ("calls", 409),
+        ("notes", 409),
+    ]
+    assert _hubspot_paths(sandbox, after_again) == [("calls/search", 200), ("notes/search", 200)]
+    assert {first.call_engagement_id} == {again.call_engagement_id, retried.call_engagement_id}
+    assert {first.note_id} == {again.note_id, retried.note_id}
+    records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
+    counts = records.counts()
+    assert counts["hubspot_calls"] == 1 and counts["hubspot_notes"] == 1
