@@ -46,12 +46,32 @@ with workflow.unsafe.imports_passed_through():
         SEARCH_ATTRIBUTES,
         WORKFLOW_TYPE,
         BookingRequest,
+        BookingResult,
+        BookingStatus,
         CallOutcome,
         EndedReason,
         FollowUpInput,
+        FollowUpStep,
         QualificationSignals,
         Trialist,
         workflow_id_for,
+    )
+    from contracts.activities import (
+        BookMeetingInput,
+        BookMeetingOutput,
+        LogCallHubSpotInput,
+        LogCallHubSpotOutput,
+        LogCallSalesforceInput,
+        LogCallSalesforceOutput,
+        RecordMeetingHubSpotInput,
+        RecordMeetingHubSpotOutput,
+        RecordMeetingSalesforceInput,
+        RecordMeetingSalesforceOutput,
+        TrackAnalyticsInput,
+        TrackAnalyticsOutput,
+        UpsertHubSpotContactOutput,
+        UpsertPersonInput,
+        UpsertSalesforceLeadOutput,
     )
     from integrations.chilipiper import ChiliPiperGuest
     from integrations.clients import build_vendor_clients
@@ -140,6 +160,74 @@ def shape_of(events: Sequence[HistoryEvent]) -> BareShape:
     return BareShape(
         group_sizes=[groups[task] for task in order], waits_for=[done_before[t] for t in order]
     )
+
+
+# --- the follow-up's orchestration alone: stand-in activities that make no vendor call -------
+
+
+class VendorFreeActivities:
+    """STAND-INS, for this benchmark only: the follow-up's activities without their vendor calls.
+
+    Same activity names, inputs and outputs as activities.FollowUpActivities, answering at once
+    with a plausible result. Run under the real CallFollowUpWorkflow they measure what our
+    orchestration (the workflow, its payloads, search attributes and steps) costs beyond the bare
+    workflow, apart from the vendor I/O that the real follow-up adds.
+    """
+
+    @activity.defn(name=FollowUpStep.UPSERT_SALESFORCE_LEAD.value)
+    async def upsert_salesforce_lead(self, input: UpsertPersonInput) -> UpsertSalesforceLeadOutput:
+        return UpsertSalesforceLeadOutput(lead_id=f"lead-{input.call_id}")
+
+    @activity.defn(name=FollowUpStep.UPSERT_HUBSPOT_CONTACT.value)
+    async def upsert_hubspot_contact(self, input: UpsertPersonInput) -> UpsertHubSpotContactOutput:
+        return UpsertHubSpotContactOutput(contact_id=f"contact-{input.call_id}")
+
+    @activity.defn(name=FollowUpStep.LOG_CALL_SALESFORCE.value)
+    async def log_call_salesforce(self, input: LogCallSalesforceInput) -> LogCallSalesforceOutput:
+        return LogCallSalesforceOutput(task_id=f"task-{input.call_id}")
+
+    @activity.defn(name=FollowUpStep.LOG_CALL_HUBSPOT.value)
+    async def log_call_hubspot(self, input: LogCallHubSpotInput) -> LogCallHubSpotOutput:
+        return LogCallHubSpotOutput(
+            call_engagement_id=f"call-{input.call_id}", note_id=f"note-{input.call_id}"
+        )
+
+    @activity.defn(name=FollowUpStep.BOOK_MEETING.value)
+    async def book_meeting(self, input: BookMeetingInput) -> BookMeetingOutput:
+        result = BookingResult(
+            status=BookingStatus.BOOKED,
+            meeting_id=f"meeting-{input.call_id}",
+            slot_start=input.request.slot_start,
+        )
+        return BookMeetingOutput(result=result)
+
+    @activity.defn(name=FollowUpStep.RECORD_MEETING_SALESFORCE.value)
+    async def record_meeting_salesforce(
+        self, input: RecordMeetingSalesforceInput
+    ) -> RecordMeetingSalesforceOutput:
+        return RecordMeetingSalesforceOutput(event_id=f"event-{input.call_id}")
+
+    @activity.defn(name=FollowUpStep.RECORD_MEETING_HUBSPOT.value)
+    async def record_meeting_hubspot(
+        self, input: RecordMeetingHubSpotInput
+    ) -> RecordMeetingHubSpotOutput:
+        return RecordMeetingHubSpotOutput(meeting_engagement_id=f"meeting-{input.call_id}")
+
+    @activity.defn(name=FollowUpStep.TRACK_ANALYTICS.value)
+    async def track_analytics(self, input: TrackAnalyticsInput) -> TrackAnalyticsOutput:
+        return TrackAnalyticsOutput(events_sent=2, events_ingested=2)
+
+    def activity_methods(self) -> list[Callable[..., Any]]:
+        return [
+            self.upsert_salesforce_lead,
+            self.upsert_hubspot_contact,
+            self.log_call_salesforce,
+            self.log_call_hubspot,
+            self.book_meeting,
+            self.record_meeting_salesforce,
+            self.record_meeting_hubspot,
+            self.track_analytics,
+        ]
 
 
 # --- one realistic call outcome per follow-up -------------------------------------------------
@@ -423,10 +511,14 @@ class Bench:
     sandbox: Any
     settings: Settings
     bare_queue: str
+    orchestration_queue: str  # the follow-up workflow with VendorFreeActivities
     meter: Meter
 
 
-async def follow_up_batch(bench: Bench, *, n: int, concurrency: int, label: str) -> Batch:
+async def follow_up_batch(
+    bench: Bench, *, n: int, concurrency: int, label: str, task_queue: str | None = None
+) -> Batch:
+    """N follow-ups on the production worker, or on `task_queue` (the vendor-free stand-ins)."""
     settings = bench.settings
     slots = await free_slots(settings, n)
     run = uuid.uuid4().hex[:8]
@@ -441,7 +533,7 @@ async def follow_up_batch(bench: Bench, *, n: int, concurrency: int, label: str)
                 step_schedule_to_close_seconds=settings.follow_up_step_schedule_to_close_seconds,
             ),
             id=workflow_id_for(call_id),
-            task_queue=settings.temporal_task_queue,
+            task_queue=task_queue or settings.temporal_task_queue,
             start_signal=CALL_ENDED_SIGNAL,
             start_signal_args=[call_outcome(call_id, slots[index], index)],
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -479,13 +571,18 @@ def count_events(events: Sequence[HistoryEvent], kind: EventType.ValueType) -> i
     return sum(event.event_type == kind for event in events)
 
 
-async def check_follow_ups(bench: Bench, ids: Sequence[str]) -> None:
-    """Fail loudly unless every follow-up completed and booked its meeting: no silent failures."""
+async def check_completed(bench: Bench, ids: Sequence[str]) -> None:
+    """Fail loudly unless every follow-up ended with FollowUpStatus=completed."""
     for workflow_id in ids:
         description = await bench.client.get_workflow_handle(workflow_id).describe()
         status = description.typed_search_attributes.get(FOLLOW_UP_STATUS)
         if status != "completed":
             raise RuntimeError(f"{workflow_id} ended with FollowUpStatus={status!r}")
+
+
+async def check_follow_ups(bench: Bench, ids: Sequence[str]) -> None:
+    """Fail loudly unless every follow-up completed and booked its meeting: no silent failures."""
+    await check_completed(bench, ids)
     meetings = bench.sandbox.state().get("chilipiper_meetings", [])
     booked = [m for m in meetings if str(m["guest_email"]).startswith(BENCH_EMAIL_PREFIX)]
     if len(booked) != len(ids):
@@ -500,17 +597,24 @@ class Report:
     shape: BareShape
     follow_ups: Batch
     bare: Batch
+    orchestration: Batch  # the follow-up workflow on VendorFreeActivities
     follow_up_workflow_tasks: float  # per workflow
     bare_workflow_tasks: float
+    orchestration_workflow_tasks: float
 
     @property
     def ratio(self) -> float:
         return self.follow_ups.per_second / self.bare.per_second
 
+    @property
+    def orchestration_ratio(self) -> float:
+        return self.orchestration.per_second / self.bare.per_second
+
 
 async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> Report:
     from tests.servers import binary
     from worker import build_worker
+    from workflows.follow_up import CallFollowUpWorkflow
 
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
@@ -526,6 +630,7 @@ async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> R
                 sandbox=sandbox,
                 settings=bench_settings(client, sandbox.url, f"bench-follow-ups-{uuid.uuid4()}"),
                 bare_queue=f"bench-bare-{uuid.uuid4()}",
+                orchestration_queue=f"bench-orchestration-{uuid.uuid4()}",
                 meter=Meter(
                     server_pids=child_pids("start-dev"),
                     sandbox_pid=sandbox_pid,
@@ -547,8 +652,18 @@ async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> R
                     seconds=bench.settings.worker_shutdown_grace_seconds
                 ),
             )
+            # The production workflow with the same worker options, on stand-in activities.
+            orchestration_worker = Worker(
+                client,
+                task_queue=bench.orchestration_queue,
+                workflows=[CallFollowUpWorkflow],
+                activities=VendorFreeActivities().activity_methods(),
+                graceful_shutdown_timeout=timedelta(
+                    seconds=bench.settings.worker_shutdown_grace_seconds
+                ),
+            )
             try:
-                async with follow_worker, bare_worker:
+                async with follow_worker, bare_worker, orchestration_worker:
                     return await measure(bench, n=n, concurrency=concurrency, mode=sandbox_mode)
             finally:
                 await clients.aclose()
@@ -562,9 +677,17 @@ async def measure(bench: Bench, *, n: int, concurrency: int, mode: SandboxMode) 
     shapes = [shape_of(await history_events(bench.client, i)) for i in warm.workflow_ids]
     shape = min(shapes, key=lambda s: len(s.group_sizes))  # the most parallel one seen
     await bare_batch(bench, shape, n=WARM_UP_RUNS, concurrency=WARM_UP_RUNS, label="warm-up")
+    queue = bench.orchestration_queue
+    await follow_up_batch(
+        bench, n=WARM_UP_RUNS, concurrency=WARM_UP_RUNS, label="warm-up", task_queue=queue
+    )
     bench.sandbox.reset()
     # Bare first: it then runs on the emptier server, which can only flatter the bare side.
     bare = await bare_batch(bench, shape, n=n, concurrency=concurrency, label="bare workflows")
+    orchestration = await follow_up_batch(
+        bench, n=n, concurrency=concurrency, label="no vendor I/O", task_queue=queue
+    )
+    await check_completed(bench, orchestration.workflow_ids)
     follow_ups = await follow_up_batch(bench, n=n, concurrency=concurrency, label="follow-ups")
     await check_follow_ups(bench, follow_ups.workflow_ids)
     return Report(
@@ -574,8 +697,12 @@ async def measure(bench: Bench, *, n: int, concurrency: int, mode: SandboxMode) 
         shape=shape,
         follow_ups=follow_ups,
         bare=bare,
+        orchestration=orchestration,
         follow_up_workflow_tasks=await workflow_tasks_each(bench.client, follow_ups.workflow_ids),
         bare_workflow_tasks=await workflow_tasks_each(bench.client, bare.workflow_ids),
+        orchestration_workflow_tasks=await workflow_tasks_each(
+            bench.client, orchestration.workflow_ids
+        ),
     )
 
 
@@ -664,7 +791,7 @@ def describe(report: Report) -> list[str]:
         "the same groups and is started the same way (signal-with-start of call_ended, same "
         "payload)",
     ]
-    for batch in (report.follow_ups, report.bare):
+    for batch in (report.follow_ups, report.bare, report.orchestration):
         lines.append(
             f"  {batch.name:<15} {batch.per_second:7.2f}/s   "
             f"p50 {_ms(batch.percentile(0.5)):>8}   p99 {_ms(batch.percentile(0.99)):>8}   "
@@ -673,9 +800,15 @@ def describe(report: Report) -> list[str]:
     lines.append(
         f"ratio follow-ups/bare: {report.ratio:.2f} — {verdict} the target of {TARGET_RATIO}"
     )
+    lines.append(
+        f"ratio no vendor I/O/bare: {report.orchestration_ratio:.2f} — the follow-up workflow "
+        "with stand-in activities that make no vendor call (VendorFreeActivities): what our "
+        "orchestration costs beyond Temporal's own, apart from the vendor requests"
+    )
     lines.append("cost per workflow (CPU from /proc):")
     lines.append(_cost_line(report.follow_ups, report.follow_up_workflow_tasks))
     lines.append(_cost_line(report.bare, report.bare_workflow_tasks))
+    lines.append(_cost_line(report.orchestration, report.orchestration_workflow_tasks))
     if report.follow_ups.used.cpu:
         lines.append(
             "CPU ratio bare/follow-up: "
