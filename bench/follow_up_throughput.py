@@ -1,10 +1,11 @@
 """Benchmark: follow-ups per second against the sandbox versus a bare workflow of the same shape.
 
 Run `python bench/follow_up_throughput.py --n 50 --concurrency 10`. It starts its own Temporal dev
-server and a sandbox, runs N bare workflows and then N follow-ups end to end (signal-with-start of
-`call_ended` with a meeting to book) on the same server and worker options. The bare workflow is
-started the same way and runs no-op activities in the follow-up's count and dependency order.
-"""
+server and a sandbox and, on the same server and worker options, runs N bare workflows, N
+follow-up workflows on stand-in activities with no vendor call (our orchestration alone), and N
+follow-ups end to end (signal-with-start of `call_ended` with a meeting to book). The bare
+workflow is started the same way and runs no-op activities in the follow-up's count and
+dependency order."""
 
 from __future__ import annotations
 
