@@ -14,6 +14,12 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from integrations.errors import AmbiguousOutcomeError, TransientError, VendorError
 
+# httpx logs every request's full URL at INFO, and ours carry trial account ids, call ids and
+# profile user ids in their paths and queries. `send` logs vendor, operation, status and time
+# instead, so httpx and httpcore speak only from WARNING up, in every process that imports this.
+for _noisy in ("httpx", "httpcore"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 2.0
 DEFAULT_READ_TIMEOUT_SECONDS = 5.0
 MAX_CONNECTIONS = 100

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -431,3 +432,16 @@ async def test_client_configuration_is_checked_at_construction(http: httpx.Async
             client_secret=SecretStr("b"),
             lead_external_id_field="Bad Field",
         )
+
+
+async def test_logs_name_the_operation_never_the_url_or_its_ids(
+    sandbox: SandboxServer, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The Lead upsert's URL carries the trial account id; httpx would log it at INFO.
+    with caplog.at_level(logging.DEBUG):
+        await make_client(sandbox, http).upsert_lead(lead("trial-private-7001"))
+
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "upsert" in logged  # our own line: vendor, operation, status, time
+    assert "trial-private-7001" not in logged
+    assert sandbox.url not in logged and "/services/data/" not in logged
