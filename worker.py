@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -48,12 +48,28 @@ def build_worker(
     client: Client, settings: Settings, *, clients: VendorClients, task_queue: str | None = None
 ) -> Worker:
     """The production worker: the follow-up workflow and its activities on the follow-up queue."""
+    activities = FollowUpActivities(clients=clients).activity_methods()
+    return follow_up_worker(client, settings, activities=activities, task_queue=task_queue)
+
+
+def follow_up_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    activities: Sequence[Callable[..., Any]],
+    task_queue: str | None = None,
+) -> Worker:
+    """CallFollowUpWorkflow on `activities`, with the production worker's options.
+
+    `build_worker` passes the real activities; the throughput benchmark passes stand-ins, so both
+    share every option.
+    """
     cache_workflow_bytecode([CallFollowUpWorkflow])
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=[CallFollowUpWorkflow],
-        activities=FollowUpActivities(clients=clients).activity_methods(),
+        activities=activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
     )
 

@@ -614,8 +614,7 @@ class Report:
 
 async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> Report:
     from tests.servers import binary
-    from worker import build_worker
-    from workflows.follow_up import CallFollowUpWorkflow
+    from worker import build_worker, follow_up_worker
 
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
@@ -653,15 +652,12 @@ async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> R
                     seconds=bench.settings.worker_shutdown_grace_seconds
                 ),
             )
-            # The production workflow with the same worker options, on stand-in activities.
-            orchestration_worker = Worker(
+            # The production workflow and worker options, on stand-in activities.
+            orchestration_worker = follow_up_worker(
                 client,
-                task_queue=bench.orchestration_queue,
-                workflows=[CallFollowUpWorkflow],
+                bench.settings,
                 activities=VendorFreeActivities().activity_methods(),
-                graceful_shutdown_timeout=timedelta(
-                    seconds=bench.settings.worker_shutdown_grace_seconds
-                ),
+                task_queue=bench.orchestration_queue,
             )
             try:
                 async with follow_worker, bare_worker, orchestration_worker:
