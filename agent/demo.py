@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
+import httpx2
 from livekit.agents import ConversationItemAddedEvent, FunctionToolsExecutedEvent, llm
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -166,7 +166,7 @@ async def run_demo_calls(
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     results: list[DemoCallResult] = []
     try:
-        async with httpx.AsyncClient(base_url=settings.sandbox_base_url, timeout=5.0) as sandbox:
+        async with httpx2.AsyncClient(base_url=settings.sandbox_base_url, timeout=5.0) as sandbox:
             await _clear_demo_faults(settings, sandbox, out)
             for number in calls:
                 call_id = f"demo-{stamp}-{number}"
@@ -195,7 +195,7 @@ class _DemoContext:
     settings: Settings
     runtime: AgentRuntime
     client: Client
-    sandbox: httpx.AsyncClient
+    sandbox: httpx2.AsyncClient
     out: Out
     call_id: str
     number: int
@@ -541,7 +541,7 @@ async def _clear_chilipiper(ctx: _DemoContext) -> None:
     )
 
 
-async def _clear_demo_faults(settings: Settings, sandbox: httpx.AsyncClient, out: Out) -> None:
+async def _clear_demo_faults(settings: Settings, sandbox: httpx2.AsyncClient, out: Out) -> None:
     """Faults left by an earlier run (call 3 leaves one on purpose) would spoil calls 1 and 2."""
     for vendor in ("chilipiper", "hubspot"):
         if settings.vendor_mode(vendor) is not VendorMode.SANDBOX:
@@ -629,7 +629,7 @@ def main(argv: Sequence[str]) -> None:
     except TemporalConnectError as error:
         print(f"demo calls need Temporal: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    except httpx.HTTPError as error:
+    except httpx2.HTTPError as error:
         print(
             f"demo calls need the vendor sandbox at {settings.sandbox_base_url}: {error} — "
             "start the stack with `make dev`",

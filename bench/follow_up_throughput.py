@@ -31,7 +31,7 @@ from temporalio import activity, workflow
 with workflow.unsafe.imports_passed_through():
     # pydantic imports email_validator lazily when a CallOutcome is validated; load it here.
     import email_validator  # noqa: F401
-    import httpx
+    import httpx2
     import typer
     from temporalio.api.enums.v1 import EventType
     from temporalio.api.history.v1 import HistoryEvent
@@ -292,16 +292,16 @@ class HttpTally:
     requests: int = 0
     seconds: float = 0.0
 
-    def client(self, settings: Settings) -> httpx.AsyncClient:
+    def client(self, settings: Settings) -> httpx2.AsyncClient:
         http = build_http_client(
             connect_timeout=settings.http_connect_timeout_seconds,
             read_timeout=settings.http_read_timeout_seconds,
         )
 
-        async def on_request(request: httpx.Request) -> None:
+        async def on_request(request: httpx2.Request) -> None:
             request.extensions["bench_sent"] = time.perf_counter()
 
-        async def on_response(response: httpx.Response) -> None:
+        async def on_response(response: httpx2.Response) -> None:
             self.requests += 1
             self.seconds += time.perf_counter() - response.request.extensions["bench_sent"]
 
@@ -377,17 +377,17 @@ class SandboxProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the sandbox exited with code {self.process.returncode}")
             try:
-                httpx.get(f"{self.url}/__sandbox/health", timeout=1).raise_for_status()
+                httpx2.get(f"{self.url}/__sandbox/health", timeout=1).raise_for_status()
                 return
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.05)
         raise RuntimeError("the sandbox did not answer within 30 s")
 
     def reset(self) -> None:
-        httpx.post(f"{self.url}/__sandbox/reset", timeout=5).raise_for_status()
+        httpx2.post(f"{self.url}/__sandbox/reset", timeout=5).raise_for_status()
 
     def state(self) -> dict[str, list[dict[str, object]]]:
-        response = httpx.get(f"{self.url}/__sandbox/state", timeout=30)
+        response = httpx2.get(f"{self.url}/__sandbox/state", timeout=30)
         response.raise_for_status()
         data: dict[str, list[dict[str, object]]] = response.json()
         return data
@@ -749,7 +749,7 @@ def reading(report: Report) -> list[str]:
     use = ", ".join(f"{part} {share:.0%}" for part, share in busy.items())
     why = (
         "A no-op activity makes no HTTP request; a follow-up makes about "
-        f"{report.follow_ups.used.http_requests / report.follow_ups.count:.0f} real ones (httpx "
+        f"{report.follow_ups.used.http_requests / report.follow_ups.count:.0f} real ones (httpx2 "
         "in the worker, the emulated APIs in the sandbox), carries real payloads, upserts search "
         "attributes and needs more workflow tasks."
     )

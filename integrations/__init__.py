@@ -1,1 +1,1 @@
-"""Typed async httpx clients for the four vendors, with one error taxonomy."""
+"""Typed async httpx2 clients for the four vendors, with one error taxonomy."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
-import httpx
+import httpx2
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -216,12 +216,12 @@ def _text(value: Any) -> str | None:
 
 
 class AmplitudeClient:
-    """Amplitude over the shared pooled httpx client: ingestion host and profile host."""
+    """Amplitude over the shared pooled httpx2 client: ingestion host and profile host."""
 
     def __init__(
         self,
         *,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         base_url: str,
         profile_base_url: str,
         api_key: SecretStr,
@@ -327,8 +327,8 @@ class AmplitudeClient:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
         offset: int = 0,
-    ) -> httpx.Response:
-        def classify(response: httpx.Response) -> VendorError:
+    ) -> httpx2.Response:
+        def classify(response: httpx2.Response) -> VendorError:
             if operation == "track":
                 return classify_track_response(response, offset=offset)
             return classify_profile_response(response)
@@ -349,11 +349,11 @@ class AmplitudeClient:
         )
 
 
-def _correlation_id(response: httpx.Response) -> str | None:
+def _correlation_id(response: httpx2.Response) -> str | None:
     return first_header(response, _CORRELATION_HEADERS)
 
 
-def _common(response: httpx.Response, operation: str, body: Any) -> dict[str, Any]:
+def _common(response: httpx2.Response, operation: str, body: Any) -> dict[str, Any]:
     return {
         "vendor": VENDOR,
         "operation": operation,
@@ -381,7 +381,7 @@ def _named(body: Mapping[str, Any], field: str) -> bool:
     return isinstance(value, Mapping) and bool(value)
 
 
-def classify_track_response(response: httpx.Response, *, offset: int = 0) -> VendorError:
+def classify_track_response(response: httpx2.Response, *, offset: int = 0) -> VendorError:
     """Map an HTTP V2 error to the taxonomy, as Amplitude documents each status."""
     status = response.status_code
     raw = response_body(response)
@@ -428,7 +428,7 @@ def classify_track_response(response: httpx.Response, *, offset: int = 0) -> Ven
     return PermanentError(f"HTTP {status}: request refused", **kwargs)
 
 
-def classify_profile_response(response: httpx.Response) -> VendorError:
+def classify_profile_response(response: httpx2.Response) -> VendorError:
     """Map a User Profile API error to the taxonomy."""
     status = response.status_code
     raw = response_body(response)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
-import httpx
+import httpx2
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -205,12 +205,12 @@ def _duration_minutes(text: str | None) -> int:
 
 
 class ChiliPiperClient:
-    """Chili Piper Edge API over the shared pooled httpx client. Bearer token auth."""
+    """Chili Piper Edge API over the shared pooled httpx2 client. Bearer token auth."""
 
     def __init__(
         self,
         *,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         base_url: str,
         api_token: SecretStr,
         scheduling_link: str,
@@ -356,7 +356,7 @@ class ChiliPiperClient:
         path: str,
         payload: dict[str, Any] | None,
         idempotent: bool,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         return await send(
             self._http,
             vendor=VENDOR,
@@ -370,7 +370,7 @@ class ChiliPiperClient:
             log=logger,
         )
 
-    def _parse(self, response: httpx.Response, model: type[_W], operation: str) -> _W:
+    def _parse(self, response: httpx2.Response, model: type[_W], operation: str) -> _W:
         # A booking answered with an unreadable body may or may not have been made.
         kind = AmbiguousOutcomeError if operation == "schedule_simple" else TransientError
         return parse_reply(
@@ -383,11 +383,11 @@ class ChiliPiperClient:
         )
 
 
-def _correlation_id(response: httpx.Response) -> str | None:
+def _correlation_id(response: httpx2.Response) -> str | None:
     return first_header(response, _CORRELATION_HEADERS)
 
 
-def classify_response(response: httpx.Response, operation: str) -> VendorError:
+def classify_response(response: httpx2.Response, operation: str) -> VendorError:
     """Map an Edge API error response to the taxonomy (bodies: {errorCode, errorMessage})."""
     status = response.status_code
     body = response_body(response)

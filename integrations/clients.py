@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 from pydantic import SecretStr
 
 from integrations.amplitude import AmplitudeClient
@@ -17,7 +17,7 @@ from trialist.settings import Settings
 
 @dataclass(frozen=True, kw_only=True)
 class VendorClients:
-    http: httpx.AsyncClient
+    http: httpx2.AsyncClient
     salesforce: SalesforceClient
     hubspot: HubSpotClient
     chilipiper: ChiliPiperClient
@@ -28,7 +28,7 @@ class VendorClients:
 
 
 def build_vendor_clients(
-    settings: Settings, *, http: httpx.AsyncClient | None = None
+    settings: Settings, *, http: httpx2.AsyncClient | None = None
 ) -> VendorClients:
     """Clients for every vendor; each one talks to its real API when its base URL is set."""
     http = http or build_http_client(

@@ -1,4 +1,10 @@
-"""The pooled httpx client every vendor client shares, and the mapping of transport failures."""
+"""The pooled httpx2 client every vendor client shares, and the mapping of transport failures.
+
+httpx2 is Pydantic's maintained continuation of httpx, with the same API; livekit-agents already
+depends on it, so each process runs one HTTP stack. Its pool fixes httpcore 1.0.9's per-request
+O(connections x queued requests) assignment pass and its closing of connections already handed to
+a queued request (see docs/vendors-salesforce-hubspot.md).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,15 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import httpx
+import httpx2
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from integrations.errors import AmbiguousOutcomeError, TransientError, VendorError
 
-# httpx logs every request's full URL at INFO, and ours carry trial account ids, call ids and
+# httpx2 logs every request's full URL at INFO, and ours carry trial account ids, call ids and
 # profile user ids in their paths and queries. `send` logs vendor, operation, status and time
-# instead, so httpx and httpcore speak only from WARNING up, in every process that imports this.
-for _noisy in ("httpx", "httpcore"):
+# instead, so httpx2 and httpcore2 speak only from WARNING up, in every process that imports this.
+for _noisy in ("httpx2", "httpcore2"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 2.0
@@ -30,27 +36,27 @@ def build_http_client(
     *,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
     read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
-) -> httpx.AsyncClient:
+) -> httpx2.AsyncClient:
     """One pooled client per process. The transport never retries: Temporal and the agent do."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
-        limits=httpx.Limits(
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
+        limits=httpx2.Limits(
             max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
         ),
-        transport=httpx.AsyncHTTPTransport(retries=0),
+        transport=httpx2.AsyncHTTPTransport(retries=0),
         follow_redirects=False,
     )
 
 
 def transport_error(
-    error: httpx.TransportError, *, vendor: str, operation: str, idempotent: bool
+    error: httpx2.TransportError, *, vendor: str, operation: str, idempotent: bool
 ) -> VendorError:
     """Classify a failure that produced no HTTP response.
 
     A request that never connected was never seen by the vendor, so it is safe to retry. A read
     timeout on a non-idempotent write leaves its effect unknown: that is an ambiguous outcome.
     """
-    never_sent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    never_sent = isinstance(error, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout)
     if not idempotent and not never_sent:
         return AmbiguousOutcomeError(
             f"no response ({type(error).__name__}); the write may have happened",
@@ -93,7 +99,7 @@ def bearer_headers(token: SecretStr) -> dict[str, str]:
 
 
 async def send(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     *,
     vendor: str,
     operation: str,
@@ -105,10 +111,10 @@ async def send(
     data: Mapping[str, str] | None = None,
     content: bytes | None = None,
     idempotent: bool,
-    classify: Callable[[httpx.Response], VendorError] | None = None,
+    classify: Callable[[httpx2.Response], VendorError] | None = None,
     log: logging.Logger = _logger,
     expected_statuses: Collection[int] = (),
-) -> httpx.Response:
+) -> httpx2.Response:
     """Send one request, once; no response at all raises `transport_error(...)` of it.
 
     With `classify`, a non-2xx response is mapped by it, logged by kind and raised; without it
@@ -121,7 +127,7 @@ async def send(
         response = await http.request(
             method, url, headers=headers, json=json, params=params, data=data, content=content
         )
-    except httpx.TransportError as error:
+    except httpx2.TransportError as error:
         log.warning("%s %s: no response (%s)", vendor, operation, type(error).__name__)
         raise transport_error(
             error, vendor=vendor, operation=operation, idempotent=idempotent
@@ -136,7 +142,7 @@ async def send(
     raise failure
 
 
-def response_body(response: httpx.Response) -> Any:
+def response_body(response: httpx2.Response) -> Any:
     """The decoded JSON body, else the start of the text: what an error keeps as `body`."""
     try:
         return response.json()
@@ -144,13 +150,13 @@ def response_body(response: httpx.Response) -> Any:
         return response.text[:BODY_TEXT_MAX]
 
 
-def retry_delay(response: httpx.Response, *, default: float) -> float:
+def retry_delay(response: httpx2.Response, *, default: float) -> float:
     """The response's Retry-After in seconds, or `default` when it sends none (or a bad one)."""
     delay = parse_retry_after(response.headers.get("retry-after"))
     return default if delay is None else delay
 
 
-def first_header(response: httpx.Response, names: tuple[str, ...]) -> str | None:
+def first_header(response: httpx2.Response, names: tuple[str, ...]) -> str | None:
     """The value of the first of `names` the response carries (e.g. a request-id header)."""
     return next((response.headers[name] for name in names if name in response.headers), None)
 
@@ -165,7 +171,7 @@ _W = TypeVar("_W", bound=WireModel)
 
 
 def parse_reply(
-    response: httpx.Response,
+    response: httpx2.Response,
     model: type[_W],
     *,
     vendor: str,

@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
 
-import httpx
+import httpx2
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -252,9 +252,9 @@ _W = TypeVar("_W", bound=WireModel)
 
 
 class HubSpotClient:
-    """HubSpot CRM v3 over the shared pooled httpx client. Private-app Bearer token auth."""
+    """HubSpot CRM v3 over the shared pooled httpx2 client. Private-app Bearer token auth."""
 
-    def __init__(self, *, http: httpx.AsyncClient, base_url: str, access_token: SecretStr) -> None:
+    def __init__(self, *, http: httpx2.AsyncClient, base_url: str, access_token: SecretStr) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._access_token = access_token
@@ -448,7 +448,7 @@ class HubSpotClient:
         payload: dict[str, Any],
         *,
         expected_statuses: tuple[int, ...] = (),
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         return await send(
             self._http,
             vendor=VENDOR,
@@ -465,7 +465,7 @@ class HubSpotClient:
             expected_statuses=expected_statuses,
         )
 
-    def _parse(self, response: httpx.Response, model: type[_W], operation: str) -> _W:
+    def _parse(self, response: httpx2.Response, model: type[_W], operation: str) -> _W:
         return parse_reply(
             response,
             model,
@@ -475,7 +475,7 @@ class HubSpotClient:
         )
 
 
-def _correlation_id(response: httpx.Response, body: Any) -> str | None:
+def _correlation_id(response: httpx2.Response, body: Any) -> str | None:
     if isinstance(body, dict) and body.get("correlationId"):
         return str(body["correlationId"])
     header: str | None = response.headers.get("x-hubspot-correlation-id")
@@ -489,7 +489,7 @@ def _existing_id(body: Any) -> str | None:
     return match.group(1) if match else None
 
 
-def _rate_limit_delay(response: httpx.Response, policy: str | None) -> float:
+def _rate_limit_delay(response: httpx2.Response, policy: str | None) -> float:
     """Retry-After when sent; else the policy's window (the interval header for 10 s)."""
     delay = parse_retry_after(response.headers.get("retry-after"))
     if delay is not None:
@@ -502,7 +502,7 @@ def _rate_limit_delay(response: httpx.Response, policy: str | None) -> float:
     return TEN_SECONDLY_DELAY_SECONDS
 
 
-def classify_response(response: httpx.Response, operation: str) -> VendorError:
+def classify_response(response: httpx2.Response, operation: str) -> VendorError:
     """Map a HubSpot error ({status, message, correlationId, category, policyName?})."""
     status = response.status_code
     body = response_body(response)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import quote
 
-import httpx
+import httpx2
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -253,12 +253,12 @@ class _Session:
 
 
 class SalesforceClient:
-    """Salesforce REST over the shared pooled httpx client, with a client-credentials session."""
+    """Salesforce REST over the shared pooled httpx2 client, with a client-credentials session."""
 
     def __init__(
         self,
         *,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         base_url: str,
         client_id: str,
         client_secret: SecretStr,
@@ -352,7 +352,7 @@ class SalesforceClient:
 
     async def _data_request(
         self, operation: str, method: str, path: str, payload: dict[str, Any] | None
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         """One REST call; a 401 INVALID_SESSION_ID refreshes the session and retries once."""
         session = await self._current_session()
         response = await self._send(operation, method, session, path, payload)
@@ -376,7 +376,7 @@ class SalesforceClient:
         session: _Session,
         path: str,
         payload: dict[str, Any] | None,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         return await send(
             self._http,
             vendor=VENDOR,
@@ -434,7 +434,7 @@ class SalesforceClient:
             instance_url=parsed.instance_url.rstrip("/"),
         )
 
-    def _parse(self, response: httpx.Response, model: type[_W], operation: str) -> _W:
+    def _parse(self, response: httpx2.Response, model: type[_W], operation: str) -> _W:
         return parse_reply(response, model, vendor=VENDOR, operation=operation)
 
 
@@ -460,7 +460,7 @@ def _missing_required(error: VendorError, field: str) -> bool:
 
 
 def classify_response(
-    response: httpx.Response, operation: str, *, limit_info: SalesforceLimitInfo | None = None
+    response: httpx2.Response, operation: str, *, limit_info: SalesforceLimitInfo | None = None
 ) -> VendorError:
     """Map a REST API error response to the taxonomy (bodies: [{message, errorCode, fields}])."""
     status = response.status_code
@@ -482,7 +482,7 @@ def classify_response(
     return _throttled_retryable_or_permanent(response, message, kwargs)
 
 
-def classify_token_response(response: httpx.Response) -> VendorError:
+def classify_token_response(response: httpx2.Response) -> VendorError:
     """Token endpoint errors ({error, error_description}): refused credentials are AuthError."""
     body = response_body(response)
     message, kwargs = _failure_fields(response, "token", _error_code(body), body)
@@ -492,7 +492,7 @@ def classify_token_response(response: httpx.Response) -> VendorError:
 
 
 def _failure_fields(
-    response: httpx.Response, operation: str, error_code: str | None, body: Any
+    response: httpx2.Response, operation: str, error_code: str | None, body: Any
 ) -> tuple[str, dict[str, Any]]:
     """An error's message and its VendorError keyword arguments."""
     kwargs: dict[str, Any] = {
@@ -508,7 +508,7 @@ def _failure_fields(
 
 
 def _throttled_retryable_or_permanent(
-    response: httpx.Response, message: str, kwargs: dict[str, Any]
+    response: httpx2.Response, message: str, kwargs: dict[str, Any]
 ) -> VendorError:
     """The statuses both endpoints map alike: 429 waits, 408 and 5xx retry, the rest is final."""
     status = response.status_code

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import httpx2
 import uvicorn
 
 from sandbox.app import create_app
@@ -70,13 +70,13 @@ class SandboxServer:
         self.thread.join(timeout=5)
 
     def reset(self) -> None:
-        httpx.post(f"{self.url}/__sandbox/reset", timeout=5).raise_for_status()
+        httpx2.post(f"{self.url}/__sandbox/reset", timeout=5).raise_for_status()
 
     def add_fault(self, **spec: object) -> None:
-        httpx.post(f"{self.url}/__sandbox/faults", json=spec, timeout=5).raise_for_status()
+        httpx2.post(f"{self.url}/__sandbox/faults", json=spec, timeout=5).raise_for_status()
 
     def state(self) -> dict[str, list[dict[str, object]]]:
-        response = httpx.get(f"{self.url}/__sandbox/state", timeout=5)
+        response = httpx2.get(f"{self.url}/__sandbox/state", timeout=5)
         response.raise_for_status()
         data: dict[str, list[dict[str, object]]] = response.json()
         return data

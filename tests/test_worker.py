@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
@@ -286,7 +286,7 @@ async def test_worker_runs_follow_ups_serves_metrics_and_stops_gracefully(
         ours = [m for m in meetings if m["guest_email"] == f"{call_id}@example.com"]
         assert len(ours) == 1 and ours[0]["status"] == "Active"
 
-        async with httpx.AsyncClient() as http:
+        async with httpx2.AsyncClient() as http:
             metrics = await http.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
         assert metrics.status_code == 200
         assert "temporal_workflow_completed" in metrics.text

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any, Final, TypeVar
 from urllib.parse import quote
 
-import httpx
+import httpx2
 from rich.console import Console
 from rich.markup import escape
 
@@ -36,7 +36,7 @@ TEMPORAL_READY_SECONDS: Final = 60.0
 EXISTING_TEMPORAL_READY_SECONDS: Final = 15.0
 SANDBOX_READY_SECONDS: Final = 30.0
 WORKER_READY_SECONDS: Final = 90.0
-HTTP_PROBE_TIMEOUT: Final = httpx.Timeout(2.0)
+HTTP_PROBE_TIMEOUT: Final = httpx2.Timeout(2.0)
 # A child gets this long after SIGTERM before SIGKILL; the worker adds its own grace period.
 STOP_TIMEOUT_SECONDS: Final = 10.0
 LOG_TAIL_LINES: Final = 15
@@ -508,9 +508,9 @@ class DevStack:
 
     async def _wait_http(self, child: Child | None, url: str, seconds: float, *, what: str) -> None:
         async def answers() -> None:
-            async with httpx.AsyncClient(timeout=HTTP_PROBE_TIMEOUT) as client:
+            async with httpx2.AsyncClient(timeout=HTTP_PROBE_TIMEOUT) as client:
                 while True:
-                    with contextlib.suppress(httpx.HTTPError):
+                    with contextlib.suppress(httpx2.HTTPError):
                         if (await client.get(url)).status_code < 500:
                             return
                     await asyncio.sleep(POLL_SECONDS)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
-import httpx
+import httpx2
 
 from agent.resilience.breaker import CircuitOpenError
 from integrations.errors import NotFoundError, TransientError, VendorError
@@ -96,7 +96,7 @@ def kind_for_error(
         return FallbackKind.SERVICE_UNAVAILABLE
     if isinstance(exc, TimeoutError):
         return FallbackKind.TIMEOUT
-    if isinstance(exc, httpx.TransportError | ConnectionError):
+    if isinstance(exc, httpx2.TransportError | ConnectionError):
         return FallbackKind.CONNECTION_ISSUE
     # A transient failure with no HTTP status never got a response: the link is the problem.
     if isinstance(exc, TransientError) and exc.status_code is None:

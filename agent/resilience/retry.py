@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import httpx
+import httpx2
 
 from agent.resilience.breaker import Admission, BreakerState, CircuitBreaker
 from integrations.errors import AmbiguousOutcomeError, RateLimitedError, VendorError
@@ -72,7 +72,7 @@ def counts_against_service(exc: BaseException) -> bool:
     """
     if isinstance(exc, VendorError):
         return exc.retryable or isinstance(exc, AmbiguousOutcomeError)
-    return isinstance(exc, TimeoutError | httpx.TransportError | ConnectionError)
+    return isinstance(exc, TimeoutError | httpx2.TransportError | ConnectionError)
 
 
 async def call_with_deadline(

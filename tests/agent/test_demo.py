@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from livekit.agents import llm
 from temporalio.testing import WorkflowEnvironment
@@ -75,7 +75,7 @@ async def test_the_three_demo_calls_play_through_the_real_stack(
     # 3. HubSpot rejected the contact: parked for an operator, with the repair printed.
     assert hubspot_rejects.follow_up_status is FollowUpStatus.NEEDS_ATTENTION
     assert f"trialist followups retry {hubspot_rejects.call_id}" in printed
-    async with httpx.AsyncClient(base_url=sandbox.url, timeout=5) as http:
+    async with httpx2.AsyncClient(base_url=sandbox.url, timeout=5) as http:
         faults = (await http.get("/__sandbox/faults")).json()
     assert [f["vendor"] for f in faults] == ["hubspot"]  # left in place; ChiliPiper's cleared
 

@@ -7,7 +7,7 @@ import random
 import re
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from agent.resilience import (
@@ -81,7 +81,7 @@ def test_each_call_gets_its_own_variety() -> None:
         (CircuitOpenError("amplitude", retry_in=12.0), FallbackKind.SERVICE_UNAVAILABLE),
         (DeadlineExceededError("amplitude", deadline=2.5, attempts=1), FallbackKind.TIMEOUT),
         (TimeoutError(), FallbackKind.TIMEOUT),
-        (httpx.ConnectError("refused"), FallbackKind.CONNECTION_ISSUE),
+        (httpx2.ConnectError("refused"), FallbackKind.CONNECTION_ISSUE),
         (ConnectionResetError(), FallbackKind.CONNECTION_ISSUE),
         (TransientError("no response", **vendor()), FallbackKind.CONNECTION_ISSUE),
         (TransientError("bad gateway", status_code=502, **vendor()), FallbackKind.TOOL_FAILURE),

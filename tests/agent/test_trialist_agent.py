@@ -205,9 +205,9 @@ async def test_amplitude_down_opens_the_breaker_and_the_next_lookup_fails_fast(
 
 
 def _faults(sandbox: SandboxServer, vendor: str) -> list[dict[str, object]]:
-    import httpx
+    import httpx2
 
-    response = httpx.get(f"{sandbox.url}/__sandbox/faults", timeout=5)
+    response = httpx2.get(f"{sandbox.url}/__sandbox/faults", timeout=5)
     response.raise_for_status()
     return [fault for fault in response.json() if fault["vendor"] == vendor]
 

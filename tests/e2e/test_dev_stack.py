@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -195,7 +195,7 @@ def test_a_port_in_use_names_the_setting_and_starts_nothing(
 
 
 def sandbox_state(env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    response = httpx.get(f"http://127.0.0.1:{env['SANDBOX_PORT']}/__sandbox/state", timeout=5)
+    response = httpx2.get(f"http://127.0.0.1:{env['SANDBOX_PORT']}/__sandbox/state", timeout=5)
     response.raise_for_status()
     state: dict[str, list[dict[str, Any]]] = response.json()
     return state

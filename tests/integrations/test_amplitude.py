@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import httpx2
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -32,7 +32,7 @@ CALL_ID = "call-4821"
 
 def make_client(
     sandbox: SandboxServer,
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     *,
     api_key: str = SANDBOX_CREDENTIAL,
     secret_key: str = SANDBOX_CREDENTIAL,
@@ -65,11 +65,11 @@ def stored(sandbox: SandboxServer) -> list[dict[str, object]]:
 
 
 def set_limits(sandbox: SandboxServer, **limits: int) -> None:
-    httpx.put(f"{sandbox.url}/amplitude/__sandbox/limits", json=limits).raise_for_status()
+    httpx2.put(f"{sandbox.url}/amplitude/__sandbox/limits", json=limits).raise_for_status()
 
 
 async def test_track_stores_events_with_millisecond_times(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     events = call_events(3)
     result = await make_client(sandbox, http).track(events)
@@ -86,7 +86,7 @@ async def test_track_stores_events_with_millisecond_times(
 
 
 async def test_tracking_twice_stores_each_insert_id_once(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http)
     await client.track(call_events(2))
@@ -97,7 +97,7 @@ async def test_tracking_twice_stores_each_insert_id_once(
 
 
 async def test_payload_too_large_splits_until_every_event_is_ingested_once(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     set_limits(sandbox, max_events_per_request=2)
     events = call_events(7)
@@ -113,7 +113,7 @@ async def test_payload_too_large_splits_until_every_event_is_ingested_once(
 
 
 async def test_a_single_event_over_the_limit_is_payload_too_large(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     set_limits(sandbox, max_payload_bytes=200)
     [event] = call_events(1)
@@ -126,7 +126,7 @@ async def test_a_single_event_over_the_limit_is_payload_too_large(
 
 
 async def test_rejected_events_are_named_by_their_index_in_the_callers_batch(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     # Ids of 6 characters pass the documented minimum (5) but not this sandbox's (7),
     # and the 2-event limit forces a split, so indices must be mapped back to the whole batch.
@@ -143,7 +143,7 @@ async def test_rejected_events_are_named_by_their_index_in_the_callers_batch(
 
 
 async def test_injected_400_body_names_bad_events(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(
         vendor="amplitude",
@@ -163,7 +163,7 @@ async def test_injected_400_body_names_bad_events(
 
 
 async def test_throttled_users_are_rate_limited_for_thirty_seconds(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(vendor="amplitude", operation="track", error_rate=1.0, status=429)
 
@@ -176,7 +176,7 @@ async def test_throttled_users_are_rate_limited_for_thirty_seconds(
 
 
 async def test_retry_after_header_overrides_the_default_backoff(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(
         vendor="amplitude",
@@ -191,7 +191,7 @@ async def test_retry_after_header_overrides_the_default_backoff(
 
 
 async def test_exceeded_daily_quota_only_is_permanent(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(
         vendor="amplitude",
@@ -233,7 +233,7 @@ async def test_server_errors_and_hangs_are_transient(sandbox: SandboxServer) -> 
 
 
 async def test_wrong_api_key_is_an_auth_error(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http, api_key="wrong-key", secret_key="wrong-secret")
     with pytest.raises(AuthError):
@@ -245,7 +245,7 @@ async def test_wrong_api_key_is_an_auth_error(
 
 
 async def test_power_user_profile_has_typed_trial_activity(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     profile = await make_client(sandbox, http).get_user_profile("trial-1001")
 
@@ -259,7 +259,9 @@ async def test_power_user_profile_has_typed_trial_activity(
     assert profile.amp_props["documents_sent"] == 40
 
 
-async def test_profiles_differ_by_activity(sandbox: SandboxServer, http: httpx.AsyncClient) -> None:
+async def test_profiles_differ_by_activity(
+    sandbox: SandboxServer, http: httpx2.AsyncClient
+) -> None:
     client = make_client(sandbox, http)
     quiet = await client.get_user_profile("trial-1002")
     middle = await client.get_user_profile("trial-1003")
@@ -271,7 +273,7 @@ async def test_profiles_differ_by_activity(sandbox: SandboxServer, http: httpx.A
 
 
 async def test_user_without_profile_is_not_found_until_events_arrive(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http)
     with pytest.raises(NotFoundError) as caught:
@@ -286,7 +288,7 @@ async def test_user_without_profile_is_not_found_until_events_arrive(
 
 
 async def test_profile_rate_limit_backs_off_a_minute(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(
         vendor="amplitude",
@@ -300,12 +302,12 @@ async def test_profile_rate_limit_backs_off_a_minute(
 
 
 async def test_bad_input_is_refused_before_any_request(sandbox: SandboxServer) -> None:
-    sent: list[httpx.Request] = []
+    sent: list[httpx2.Request] = []
 
-    async def count(request: httpx.Request) -> None:
+    async def count(request: httpx2.Request) -> None:
         sent.append(request)
 
-    async with httpx.AsyncClient(event_hooks={"request": [count]}) as http:
+    async with httpx2.AsyncClient(event_hooks={"request": [count]}) as http:
         client = make_client(sandbox, http)
         with pytest.raises(ValidationError, match="user_id"):
             await client.get_user_profile("  ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import httpx2
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -26,7 +26,7 @@ LINK = "pandadoc-trial-demo"
 
 
 def make_client(
-    sandbox: SandboxServer, http: httpx.AsyncClient, *, token: str = SANDBOX_CREDENTIAL
+    sandbox: SandboxServer, http: httpx2.AsyncClient, *, token: str = SANDBOX_CREDENTIAL
 ) -> ChiliPiperClient:
     return ChiliPiperClient(
         http=http,
@@ -53,7 +53,7 @@ def meeting_rows(sandbox: SandboxServer, email: str) -> list[dict[str, object]]:
 
 
 async def test_free_slots_are_future_working_hours_of_the_rep(
-    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+    sandbox: SandboxServer, http: httpx2.AsyncClient, guest: ChiliPiperGuest
 ) -> None:
     free = await make_client(sandbox, http).find_free_slots(guest, timezone="Europe/Berlin")
 
@@ -68,7 +68,7 @@ async def test_free_slots_are_future_working_hours_of_the_rep(
 
 
 async def test_booking_takes_the_slot_off_the_free_list(
-    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+    sandbox: SandboxServer, http: httpx2.AsyncClient, guest: ChiliPiperGuest
 ) -> None:
     client = make_client(sandbox, http)
     free = await client.find_free_slots(guest, timezone=guest.timezone)
@@ -89,7 +89,7 @@ async def test_booking_takes_the_slot_off_the_free_list(
 
 
 async def test_booking_a_taken_slot_is_a_permanent_conflict(
-    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+    sandbox: SandboxServer, http: httpx2.AsyncClient, guest: ChiliPiperGuest
 ) -> None:
     client = make_client(sandbox, http)
     first = await client.find_free_slots(guest, timezone=guest.timezone)
@@ -107,7 +107,7 @@ async def test_booking_a_taken_slot_is_a_permanent_conflict(
 
 
 async def test_list_and_cancel_guest_meetings(
-    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+    sandbox: SandboxServer, http: httpx2.AsyncClient, guest: ChiliPiperGuest
 ) -> None:
     client = make_client(sandbox, http)
     assert await client.list_guest_meetings(guest.email) == []
@@ -148,7 +148,7 @@ async def test_booking_timeout_that_still_books_is_ambiguous_then_reconciles(
 
 
 async def test_gateway_timeout_on_booking_is_ambiguous(
-    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+    sandbox: SandboxServer, http: httpx2.AsyncClient, guest: ChiliPiperGuest
 ) -> None:
     sandbox.add_fault(vendor="chilipiper", operation="schedule_simple", error_rate=1.0, status=504)
     client = make_client(sandbox, http)
@@ -170,7 +170,7 @@ async def test_hang_on_a_read_is_transient(sandbox: SandboxServer, guest: ChiliP
 
 
 async def test_server_error_is_transient_and_keeps_the_vendor_body(
-    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+    sandbox: SandboxServer, http: httpx2.AsyncClient, guest: ChiliPiperGuest
 ) -> None:
     sandbox.add_fault(
         vendor="chilipiper",
@@ -190,7 +190,7 @@ async def test_server_error_is_transient_and_keeps_the_vendor_body(
 
 
 async def test_rate_limit_carries_the_retry_after_delay(
-    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+    sandbox: SandboxServer, http: httpx2.AsyncClient, guest: ChiliPiperGuest
 ) -> None:
     sandbox.add_fault(
         vendor="chilipiper",
@@ -206,7 +206,7 @@ async def test_rate_limit_carries_the_retry_after_delay(
 
 
 async def test_rate_limit_window_delay_comes_from_the_window(
-    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+    sandbox: SandboxServer, http: httpx2.AsyncClient, guest: ChiliPiperGuest
 ) -> None:
     sandbox.add_fault(
         vendor="chilipiper",
@@ -221,7 +221,7 @@ async def test_rate_limit_window_delay_comes_from_the_window(
 
 
 async def test_unknown_meeting_is_not_found(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     with pytest.raises(NotFoundError) as caught:
         await make_client(sandbox, http).cancel_meeting("00000000-0000-4000-8000-000000000000")
@@ -229,7 +229,7 @@ async def test_unknown_meeting_is_not_found(
 
 
 async def test_used_route_is_not_found(
-    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+    sandbox: SandboxServer, http: httpx2.AsyncClient, guest: ChiliPiperGuest
 ) -> None:
     client = make_client(sandbox, http)
     free = await client.find_free_slots(guest, timezone=guest.timezone)
@@ -239,7 +239,7 @@ async def test_used_route_is_not_found(
 
 
 async def test_wrong_token_is_an_auth_error(
-    sandbox: SandboxServer, http: httpx.AsyncClient, guest: ChiliPiperGuest
+    sandbox: SandboxServer, http: httpx2.AsyncClient, guest: ChiliPiperGuest
 ) -> None:
     client = make_client(sandbox, http, token="not-the-token")
     with pytest.raises(AuthError) as caught:
@@ -251,12 +251,12 @@ async def test_wrong_token_is_an_auth_error(
 async def test_bad_input_is_refused_before_any_request(
     sandbox: SandboxServer, guest: ChiliPiperGuest
 ) -> None:
-    sent: list[httpx.Request] = []
+    sent: list[httpx2.Request] = []
 
-    async def count(request: httpx.Request) -> None:
+    async def count(request: httpx2.Request) -> None:
         sent.append(request)
 
-    async with httpx.AsyncClient(event_hooks={"request": [count]}) as http:
+    async with httpx2.AsyncClient(event_hooks={"request": [count]}) as http:
         client = make_client(sandbox, http)
         with pytest.raises(ValidationError, match="timezone"):
             await client.find_free_slots(guest, timezone="Mars/Olympus_Mons")

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -36,7 +36,7 @@ CORRELATION_ID = "5d3f0c1e-8a51-4b1b-9f0e-0c2b7d9a4e11"
 
 
 def make_client(
-    sandbox: SandboxServer, http: httpx.AsyncClient, *, token: str = SANDBOX_CREDENTIAL
+    sandbox: SandboxServer, http: httpx2.AsyncClient, *, token: str = SANDBOX_CREDENTIAL
 ) -> HubSpotClient:
     return HubSpotClient(
         http=http, base_url=f"{sandbox.url}/hubspot", access_token=SecretStr(token)
@@ -85,7 +85,7 @@ def rate_limit_body(policy: str) -> dict[str, Any]:
 
 
 async def test_contact_upsert_by_email_creates_once_then_updates(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http)
 
@@ -102,7 +102,7 @@ async def test_contact_upsert_by_email_creates_once_then_updates(
 
 
 async def test_seeded_contact_is_updated_and_keeps_fields_not_sent(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     ref = await make_client(sandbox, http).upsert_contact(
         HubSpotContact(email="dana.whitfield@northwind-legal.example", phone="+12125550147")
@@ -115,7 +115,7 @@ async def test_seeded_contact_is_updated_and_keeps_fields_not_sent(
 
 
 async def test_batch_upsert_returns_refs_in_input_order_in_chunks_of_100(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     people = [contact(f"person{n:03d}@batch.example", first_name=f"P{n}") for n in range(150)]
     people.insert(75, HubSpotContact(email="dana.whitfield@northwind-legal.example"))
@@ -130,7 +130,7 @@ async def test_batch_upsert_returns_refs_in_input_order_in_chunks_of_100(
 
 
 async def test_engagements_are_created_once_per_call_and_associated_to_the_contact(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http)
     contact_id = (await client.upsert_contact(contact())).id
@@ -177,7 +177,7 @@ async def test_engagements_are_created_once_per_call_and_associated_to_the_conta
 
 
 async def test_a_create_not_yet_searchable_is_found_through_the_conflict(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http)
     first = await client.create_call(call("call-6003"), contact_id=SEEDED_CONTACT_ID)
@@ -196,7 +196,7 @@ async def test_a_create_not_yet_searchable_is_found_through_the_conflict(
 
 
 async def test_association_to_a_missing_contact_is_permanent(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     with pytest.raises(PermanentError) as caught:
         await make_client(sandbox, http).create_call(call(), contact_id="999999")
@@ -207,7 +207,7 @@ async def test_association_to_a_missing_contact_is_permanent(
 
 
 async def test_refused_token_is_an_auth_error_with_the_correlation_id(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     with pytest.raises(AuthError) as caught:
         await make_client(sandbox, http, token="pat-na1-wrong").upsert_contact(contact())
@@ -231,7 +231,7 @@ async def test_refused_token_is_an_auth_error_with_the_correlation_id(
 )
 async def test_error_statuses_map_to_the_taxonomy(
     sandbox: SandboxServer,
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     status: int,
     category: str,
     expected: type[Exception],
@@ -251,7 +251,7 @@ async def test_error_statuses_map_to_the_taxonomy(
 
 
 async def test_rate_limit_window_uses_retry_after(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(
         vendor="hubspot", operation="search_notes", rate_limit={"limit": 1, "window_seconds": 30}
@@ -278,7 +278,7 @@ async def test_rate_limit_window_uses_retry_after(
 )
 async def test_throttles_without_retry_after_use_the_policy_window(
     sandbox: SandboxServer,
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     policy: str,
     headers: dict[str, str],
     delay: float,
@@ -300,7 +300,7 @@ async def test_throttles_without_retry_after_use_the_policy_window(
 
 
 def test_ten_secondly_default_delay_without_any_header() -> None:
-    response = httpx.Response(429, json=rate_limit_body("TEN_SECONDLY_ROLLING"))
+    response = httpx2.Response(429, json=rate_limit_body("TEN_SECONDLY_ROLLING"))
 
     error = classify_response(response, "create_call")
 
@@ -308,7 +308,7 @@ def test_ten_secondly_default_delay_without_any_header() -> None:
     assert error.retry_after == TEN_SECONDLY_DELAY_SECONDS
 
 
-async def test_daily_limit_is_permanent(sandbox: SandboxServer, http: httpx.AsyncClient) -> None:
+async def test_daily_limit_is_permanent(sandbox: SandboxServer, http: httpx2.AsyncClient) -> None:
     sandbox.add_fault(
         vendor="hubspot",
         operation="batch_upsert_contacts",
@@ -325,7 +325,7 @@ async def test_daily_limit_is_permanent(sandbox: SandboxServer, http: httpx.Asyn
 
 
 async def test_hung_request_times_out_as_transient(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(vendor="hubspot", operation="search_calls", hang=True)
     try:
@@ -342,7 +342,7 @@ async def test_hung_request_times_out_as_transient(
 
 
 async def test_bad_input_is_refused_before_any_request(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http)
     naive = datetime(2025, 5, 6, 15, 0)

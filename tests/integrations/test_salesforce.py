@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
+import httpx2
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -38,7 +38,7 @@ INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVAL
 
 def make_client(
     sandbox: SandboxServer,
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     *,
     secret: str = SANDBOX_CREDENTIAL,
     **options: Any,
@@ -83,7 +83,7 @@ def data_requests(sandbox: SandboxServer) -> list[dict[str, Any]]:
 
 
 async def test_lead_upsert_creates_once_then_updates_the_same_record(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http)
 
@@ -104,7 +104,7 @@ async def test_lead_upsert_creates_once_then_updates_the_same_record(
 
 
 async def test_seeded_lead_is_updated_not_duplicated(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     before = [r for r in records(sandbox, "Lead") if r["Trial_Account_Id__c"] == "trial-1001"]
 
@@ -119,7 +119,7 @@ async def test_seeded_lead_is_updated_not_duplicated(
 
 
 async def test_new_lead_without_company_gets_the_placeholder(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     result = await make_client(sandbox, http).upsert_lead(lead("trial-5002", company=None))
 
@@ -129,7 +129,7 @@ async def test_new_lead_without_company_gets_the_placeholder(
 
 
 async def test_call_task_and_meeting_event_are_idempotent_and_linked_to_the_lead(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http)
     lead_id = (await client.upsert_lead(lead("trial-5003"))).id
@@ -167,7 +167,7 @@ async def test_call_task_and_meeting_event_are_idempotent_and_linked_to_the_lead
 
 
 async def test_limit_info_reports_the_org_api_usage(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http)
     assert client.limit_info is None
@@ -181,7 +181,7 @@ async def test_limit_info_reports_the_org_api_usage(
 
 
 async def test_revoked_session_is_refreshed_once_and_the_request_retried(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http)
     await client.upsert_lead(lead("trial-5006"))
@@ -201,7 +201,7 @@ async def test_revoked_session_is_refreshed_once_and_the_request_retried(
 
 
 async def test_invalid_session_after_the_refresh_is_an_auth_error(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(
         vendor="salesforce",
@@ -221,7 +221,7 @@ async def test_invalid_session_after_the_refresh_is_an_auth_error(
 
 
 async def test_refused_client_secret_is_an_auth_error_and_no_data_call_is_made(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     with pytest.raises(AuthError) as caught:
         await make_client(sandbox, http, secret="wrong-secret").upsert_lead(lead())
@@ -236,7 +236,7 @@ async def test_refused_client_secret_is_an_auth_error_and_no_data_call_is_made(
 
 
 async def test_external_id_matching_two_leads_is_a_permanent_ambiguous_match(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     with pytest.raises(PermanentError) as caught:
         await make_client(sandbox, http).upsert_lead(lead(DUPLICATE_TRIAL_ACCOUNT_ID))
@@ -254,7 +254,7 @@ async def test_external_id_matching_two_leads_is_a_permanent_ambiguous_match(
 
 
 async def test_request_limit_exceeded_is_rate_limited_with_the_documented_delay(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(
         vendor="salesforce",
@@ -270,7 +270,7 @@ async def test_request_limit_exceeded_is_rate_limited_with_the_documented_delay(
 
 
 async def test_exhausted_daily_allocation_waits_longer(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(
         vendor="salesforce",
@@ -290,7 +290,7 @@ async def test_exhausted_daily_allocation_waits_longer(
     assert client.limit_info is not None and client.limit_info.remaining == 0
 
 
-async def test_other_403_is_an_auth_error(sandbox: SandboxServer, http: httpx.AsyncClient) -> None:
+async def test_other_403_is_an_auth_error(sandbox: SandboxServer, http: httpx2.AsyncClient) -> None:
     sandbox.add_fault(vendor="salesforce", operation="upsert_lead", error_rate=1.0, status=403)
 
     with pytest.raises(AuthError) as caught:
@@ -300,7 +300,7 @@ async def test_other_403_is_an_auth_error(sandbox: SandboxServer, http: httpx.As
 
 
 async def test_unknown_external_id_field_is_not_found(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     client = make_client(sandbox, http, lead_external_id_field="Missing_Field__c")
 
@@ -311,7 +311,7 @@ async def test_unknown_external_id_field_is_not_found(
 
 
 async def test_invalid_field_value_is_permanent_with_the_vendor_code(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     task = SalesforceCallTask(
         call_id="call-5009",
@@ -330,7 +330,7 @@ async def test_invalid_field_value_is_permanent_with_the_vendor_code(
 
 @pytest.mark.parametrize("status", [500, 503])
 async def test_server_errors_are_transient(
-    sandbox: SandboxServer, http: httpx.AsyncClient, status: int
+    sandbox: SandboxServer, http: httpx2.AsyncClient, status: int
 ) -> None:
     sandbox.add_fault(
         vendor="salesforce", operation="upsert_event", error_rate=1.0, status=status, times=1
@@ -349,7 +349,7 @@ async def test_server_errors_are_transient(
 
 
 async def test_token_endpoint_outage_is_transient(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(vendor="salesforce", operation="token", error_rate=1.0, status=503)
 
@@ -360,7 +360,7 @@ async def test_token_endpoint_outage_is_transient(
 
 
 async def test_hung_upsert_times_out_as_transient(
-    sandbox: SandboxServer, http: httpx.AsyncClient
+    sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
     sandbox.add_fault(vendor="salesforce", operation="upsert_lead", hang=True)
     try:
@@ -373,7 +373,7 @@ async def test_hung_upsert_times_out_as_transient(
     assert "ReadTimeout" in caught.value.message
 
 
-async def test_unreachable_salesforce_is_transient(http: httpx.AsyncClient) -> None:
+async def test_unreachable_salesforce_is_transient(http: httpx2.AsyncClient) -> None:
     client = SalesforceClient(
         http=http,
         base_url=f"http://127.0.0.1:{free_port()}",
@@ -419,7 +419,7 @@ def test_bad_input_is_refused_before_any_request(sandbox: SandboxServer) -> None
     assert sandbox.state()["salesforce_tokens"] == []
 
 
-async def test_client_configuration_is_checked_at_construction(http: httpx.AsyncClient) -> None:
+async def test_client_configuration_is_checked_at_construction(http: httpx2.AsyncClient) -> None:
     with pytest.raises(ValueError, match="api_version"):
         SalesforceClient(
             http=http, base_url="x", client_id="a", client_secret=SecretStr("b"), api_version="62"
@@ -435,9 +435,9 @@ async def test_client_configuration_is_checked_at_construction(http: httpx.Async
 
 
 async def test_logs_name_the_operation_never_the_url_or_its_ids(
-    sandbox: SandboxServer, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    sandbox: SandboxServer, http: httpx2.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The Lead upsert's URL carries the trial account id; httpx would log it at INFO.
+    # The Lead upsert's URL carries the trial account id; httpx2 would log it at INFO.
     with caplog.at_level(logging.DEBUG):
         await make_client(sandbox, http).upsert_lead(lead("trial-private-7001"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 
 from tests.servers import SandboxServer
 from trialist.settings import SANDBOX_CREDENTIAL
@@ -23,13 +23,13 @@ def event(index: int, **fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
-def post_events(sandbox: SandboxServer, events: list[Any], **body: Any) -> httpx.Response:
+def post_events(sandbox: SandboxServer, events: list[Any], **body: Any) -> httpx2.Response:
     payload = {"api_key": SANDBOX_CREDENTIAL, "events": events, **body}
-    return httpx.post(f"{sandbox.url}/amplitude/2/httpapi", json=payload)
+    return httpx2.post(f"{sandbox.url}/amplitude/2/httpapi", json=payload)
 
 
-def profile(sandbox: SandboxServer, user_id: str, **params: str) -> httpx.Response:
-    return httpx.get(
+def profile(sandbox: SandboxServer, user_id: str, **params: str) -> httpx2.Response:
+    return httpx2.get(
         f"{sandbox.url}/amplitude/v1/userprofile",
         params={"user_id": user_id, **params},
         headers=PROFILE_AUTH,
@@ -84,7 +84,7 @@ def test_400_names_each_bad_event_by_field(sandbox: SandboxServer) -> None:
 
 
 def test_missing_api_key_and_events_name_the_missing_field(sandbox: SandboxServer) -> None:
-    no_key = httpx.post(f"{sandbox.url}/amplitude/2/httpapi", json={"events": [event(0)]})
+    no_key = httpx2.post(f"{sandbox.url}/amplitude/2/httpapi", json={"events": [event(0)]})
     assert no_key.json() == {
         "code": 400,
         "error": "Request missing required field",
@@ -96,19 +96,19 @@ def test_missing_api_key_and_events_name_the_missing_field(sandbox: SandboxServe
 
 def test_413_over_the_event_or_byte_limit(sandbox: SandboxServer) -> None:
     limits = f"{sandbox.url}/amplitude/__sandbox/limits"
-    httpx.put(limits, json={"max_events_per_request": 2}).raise_for_status()
+    httpx2.put(limits, json={"max_events_per_request": 2}).raise_for_status()
     too_many = post_events(sandbox, [event(i) for i in range(3)])
     assert too_many.status_code == 413
     assert too_many.json() == {"code": 413, "error": "Payload too large"}
 
-    httpx.put(
+    httpx2.put(
         limits, json={"max_events_per_request": 10, "max_payload_bytes": 300}
     ).raise_for_status()
     too_big = post_events(sandbox, [event(0, event_properties={"blob": "x" * 400})])
     assert too_big.status_code == 413
 
     sandbox.reset()
-    assert httpx.get(limits).json() == {
+    assert httpx2.get(limits).json() == {
         "max_events_per_request": 2000,
         "max_payload_bytes": 1_000_000,
         "min_id_length": 5,
@@ -152,8 +152,8 @@ def test_profile_errors_as_documented(sandbox: SandboxServer) -> None:
     assert unknown.json() == {"error": "User id and device id not seen before"}
 
     url = f"{sandbox.url}/amplitude/v1/userprofile?user_id=trial-1001"
-    missing = httpx.get(url)
-    wrong = httpx.get(url, headers={"Authorization": "Api-Key nope"})
+    missing = httpx2.get(url)
+    wrong = httpx2.get(url, headers={"Authorization": "Api-Key nope"})
     assert (missing.status_code, missing.text) == (401, "Missing Api-Key in Authorization header")
     assert (wrong.status_code, wrong.text) == (401, "Invalid Api-Key")
 

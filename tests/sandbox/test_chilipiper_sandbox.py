@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
+import httpx2
 import pytest
 
 from sandbox.chilipiper import BUSINESS_DAYS_AHEAD, REP_TIMEZONE, parse_duration
@@ -24,7 +24,7 @@ def edge(sandbox: SandboxServer, path: str) -> str:
 
 def init(sandbox: SandboxServer, **extra: Any) -> dict[str, Any]:
     body = {"link": {"slug": "pandadoc-trial-demo"}, "guestEmail": GUEST, **extra}
-    response = httpx.post(
+    response = httpx2.post(
         edge(sandbox, "/v1/org/schedulingLinks/init-simple"), json=body, headers=AUTH
     )
     assert response.status_code == 200, response.text
@@ -32,8 +32,8 @@ def init(sandbox: SandboxServer, **extra: Any) -> dict[str, Any]:
     return data
 
 
-def schedule(sandbox: SandboxServer, route_id: str, start: str) -> httpx.Response:
-    return httpx.post(
+def schedule(sandbox: SandboxServer, route_id: str, start: str) -> httpx2.Response:
+    return httpx2.post(
         edge(sandbox, f"/v1/org/schedulingLinks/routing/{route_id}/schedule-simple"),
         json={"startTime": start, "guestEmail": GUEST, "formData": FORM},
         headers=AUTH,
@@ -100,7 +100,7 @@ def test_a_time_off_the_grid_is_not_bookable(sandbox: SandboxServer) -> None:
 
 def test_bad_bodies_are_400_text_as_the_edge_api_answers(sandbox: SandboxServer) -> None:
     data = init(sandbox)
-    missing_name = httpx.post(
+    missing_name = httpx2.post(
         edge(sandbox, f"/v1/org/schedulingLinks/routing/{data['routeId']}/schedule-simple"),
         json={"startTime": data["startTimes"][0], "guestEmail": GUEST, "formData": {}},
         headers=AUTH,
@@ -110,7 +110,7 @@ def test_bad_bodies_are_400_text_as_the_edge_api_answers(sandbox: SandboxServer)
     assert missing_name.text == "Invalid value for: body"
     naive = schedule(sandbox, data["routeId"], "2030-01-07T15:00:00")
     assert naive.status_code == 400
-    too_wide = httpx.put(
+    too_wide = httpx2.put(
         edge(sandbox, "/v2/org/meetings/meetings"),
         json={"start": "2030-01-01T00:00:00Z", "end": "2030-01-09T00:00:00Z"},
         headers=AUTH,
@@ -119,7 +119,7 @@ def test_bad_bodies_are_400_text_as_the_edge_api_answers(sandbox: SandboxServer)
 
 
 def test_missing_bearer_prefix_is_401(sandbox: SandboxServer) -> None:
-    response = httpx.post(
+    response = httpx2.post(
         edge(sandbox, "/v1/org/schedulingLinks/init-simple"),
         json={"link": {"slug": "pandadoc-trial-demo"}},
         headers={"Authorization": SANDBOX_CREDENTIAL},
@@ -129,7 +129,7 @@ def test_missing_bearer_prefix_is_401(sandbox: SandboxServer) -> None:
 
 
 def test_unknown_link_is_404(sandbox: SandboxServer) -> None:
-    response = httpx.post(
+    response = httpx2.post(
         edge(sandbox, "/v1/org/schedulingLinks/init-simple"),
         json={"link": {"slug": "no-such-link"}},
         headers=AUTH,
@@ -151,7 +151,7 @@ def test_meetings_query_filters_by_guest_and_paginates(sandbox: SandboxServer) -
     }
 
     pages = [
-        httpx.put(
+        httpx2.put(
             edge(sandbox, "/v2/org/meetings/meetings"), json={**window, "page": page}, headers=AUTH
         ).json()
         for page in (0, 1)
@@ -170,11 +170,11 @@ def test_cancel_frees_the_slot_and_reset_restores_the_seed(sandbox: SandboxServe
     meeting_id = schedule(sandbox, data["routeId"], slot).json()["meetingId"]
     assert slot not in init(sandbox)["startTimes"]
 
-    cancel = httpx.get(edge(sandbox, f"/v1/org/meetings/cancel/{meeting_id}"), headers=AUTH)
+    cancel = httpx2.get(edge(sandbox, f"/v1/org/meetings/cancel/{meeting_id}"), headers=AUTH)
     assert cancel.json() == {"type": "Success"}
     assert slot in init(sandbox)["startTimes"]
     assert (
-        httpx.get(edge(sandbox, "/v1/org/meetings/cancel/not-a-uuid"), headers=AUTH).status_code
+        httpx2.get(edge(sandbox, "/v1/org/meetings/cancel/not-a-uuid"), headers=AUTH).status_code
         == 400
     )
 

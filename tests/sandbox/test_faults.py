@@ -6,7 +6,7 @@ import statistics
 import time
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tests.servers import SandboxServer
@@ -16,8 +16,8 @@ PROFILE_AUTH = {"Authorization": f"Api-Key {SANDBOX_CREDENTIAL}"}
 EDGE_AUTH = {"Authorization": f"Bearer {SANDBOX_CREDENTIAL}"}
 
 
-def profile(sandbox: SandboxServer, *, timeout: float = 5.0) -> httpx.Response:
-    return httpx.get(
+def profile(sandbox: SandboxServer, *, timeout: float = 5.0) -> httpx2.Response:
+    return httpx2.get(
         f"{sandbox.url}/amplitude/v1/userprofile",
         params={"user_id": "trial-1001"},
         headers=PROFILE_AUTH,
@@ -25,8 +25,8 @@ def profile(sandbox: SandboxServer, *, timeout: float = 5.0) -> httpx.Response:
     )
 
 
-def init_slots(sandbox: SandboxServer) -> httpx.Response:
-    return httpx.post(
+def init_slots(sandbox: SandboxServer) -> httpx2.Response:
+    return httpx2.post(
         f"{sandbox.url}/chilipiper/api/fire-edge/v1/org/schedulingLinks/init-simple",
         json={"link": {"slug": "pandadoc-trial-demo"}},
         headers=EDGE_AUTH,
@@ -34,13 +34,13 @@ def init_slots(sandbox: SandboxServer) -> httpx.Response:
 
 
 def reset(sandbox: SandboxServer, **body: Any) -> None:
-    httpx.post(f"{sandbox.url}/__sandbox/reset", json=body or None).raise_for_status()
+    httpx2.post(f"{sandbox.url}/__sandbox/reset", json=body or None).raise_for_status()
 
 
 def failures(sandbox: SandboxServer, count: int = 24) -> list[bool]:
     """Which of `count` profile reads the fault turned into an error."""
     url = f"{sandbox.url}/amplitude/v1/userprofile?user_id=trial-1001"
-    with httpx.Client(headers=PROFILE_AUTH) as client:  # one connection keeps this quick
+    with httpx2.Client(headers=PROFILE_AUTH) as client:  # one connection keeps this quick
         statuses = [client.get(url).status_code for _ in range(count)]
     assert set(statuses) <= {200, 500}
     return [status == 500 for status in statuses]
@@ -95,14 +95,14 @@ def test_hang_times_the_client_out_and_reset_releases_it_without_running_the_han
         "api_key": SANDBOX_CREDENTIAL,
         "events": [{"user_id": "trial-1001", "event_type": "hung", "insert_id": "h:1"}],
     }
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{sandbox.url}/amplitude/2/httpapi", json=payload, timeout=0.3)
+    with pytest.raises(httpx2.ReadTimeout):
+        httpx2.post(f"{sandbox.url}/amplitude/2/httpapi", json=payload, timeout=0.3)
 
     reset(sandbox)
     time.sleep(0.1)  # give a wrongly released handler the chance to write
 
     assert sandbox.state()["amplitude_events"] == []
-    after = httpx.post(f"{sandbox.url}/amplitude/2/httpapi", json=payload, timeout=2)
+    after = httpx2.post(f"{sandbox.url}/amplitude/2/httpapi", json=payload, timeout=2)
     assert after.status_code == 200
 
 
@@ -114,7 +114,7 @@ def test_rate_limit_window_returns_429_then_recovers(sandbox: SandboxServer) -> 
     )
     url = f"{sandbox.url}/chilipiper/api/fire-edge/v1/org/schedulingLinks/init-simple"
     body = {"link": {"slug": "pandadoc-trial-demo"}}
-    with httpx.Client(headers=EDGE_AUTH) as client:  # one connection: well inside the window
+    with httpx2.Client(headers=EDGE_AUTH) as client:  # one connection: well inside the window
         statuses = [client.post(url, json=body).status_code for _ in range(2)]
         limited = client.post(url, json=body)
         time.sleep(1.05)
@@ -134,7 +134,7 @@ def test_times_limits_how_often_a_fault_applies(sandbox: SandboxServer) -> None:
     statuses = [init_slots(sandbox).status_code for _ in range(3)]
 
     assert statuses == [503, 503, 200]
-    assert httpx.get(f"{sandbox.url}/__sandbox/faults").json() == []
+    assert httpx2.get(f"{sandbox.url}/__sandbox/faults").json() == []
 
 
 def test_a_fault_matches_its_vendor_and_operation_only(sandbox: SandboxServer) -> None:
@@ -150,24 +150,26 @@ def test_faults_can_be_listed_and_cleared_per_vendor(sandbox: SandboxServer) -> 
     sandbox.add_fault(vendor="chilipiper", operation="schedule_simple", after_commit_latency_ms=50)
     sandbox.add_fault(vendor="amplitude", operation="track", error_rate=0.1, seed=3)
 
-    listed = httpx.get(faults_url).json()
+    listed = httpx2.get(faults_url).json()
     assert [(f["vendor"], f["operation"]) for f in listed] == [
         ("chilipiper", "schedule_simple"),
         ("amplitude", "track"),
     ]
     assert listed[1]["error_rate"] == 0.1 and listed[1]["seed"] == 3
 
-    assert httpx.delete(faults_url, params={"vendor": "chilipiper"}).status_code == 204
-    assert [f["vendor"] for f in httpx.get(faults_url).json()] == ["amplitude"]
-    httpx.delete(faults_url)
-    assert httpx.get(faults_url).json() == []
+    assert httpx2.delete(faults_url, params={"vendor": "chilipiper"}).status_code == 204
+    assert [f["vendor"] for f in httpx2.get(faults_url).json()] == ["amplitude"]
+    httpx2.delete(faults_url)
+    assert httpx2.get(faults_url).json() == []
 
 
 def test_invalid_fault_specs_are_refused(sandbox: SandboxServer) -> None:
     faults_url = f"{sandbox.url}/__sandbox/faults"
-    assert httpx.post(faults_url, json={"vendor": "chilipiper", "error_rate": 2}).status_code == 422
-    assert httpx.post(faults_url, json={"vendor": "zoom"}).status_code == 422
-    assert httpx.get(faults_url).json() == []
+    assert (
+        httpx2.post(faults_url, json={"vendor": "chilipiper", "error_rate": 2}).status_code == 422
+    )
+    assert httpx2.post(faults_url, json={"vendor": "zoom"}).status_code == 422
+    assert httpx2.get(faults_url).json() == []
 
 
 def test_state_lists_every_vendor_table(sandbox: SandboxServer) -> None:

@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tests.servers import SandboxServer
@@ -28,11 +28,11 @@ def api(sandbox: SandboxServer, path: str) -> str:
     return f"{sandbox.url}/hubspot/crm/v3/objects{path}"
 
 
-def post(sandbox: SandboxServer, path: str, body: Any) -> httpx.Response:
-    return httpx.post(api(sandbox, path), json=body, headers=AUTH)
+def post(sandbox: SandboxServer, path: str, body: Any) -> httpx2.Response:
+    return httpx2.post(api(sandbox, path), json=body, headers=AUTH)
 
 
-def upsert(sandbox: SandboxServer, *people: tuple[str, dict[str, str]]) -> httpx.Response:
+def upsert(sandbox: SandboxServer, *people: tuple[str, dict[str, str]]) -> httpx2.Response:
     inputs = [{"idProperty": "email", "id": email, "properties": props} for email, props in people]
     return post(sandbox, "/contacts/batch/upsert", {"inputs": inputs})
 
@@ -55,7 +55,7 @@ def search_body(value: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def assert_error(response: httpx.Response, status: int, category: str) -> dict[str, Any]:
+def assert_error(response: httpx2.Response, status: int, category: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
     assert body["status"] == "error" and body["category"] == category and body["message"]
@@ -118,7 +118,7 @@ def test_batch_upsert_validation_errors(
 
 def test_missing_or_wrong_token_is_401(sandbox: SandboxServer) -> None:
     for headers in ({}, {"Authorization": "Bearer pat-na1-nope"}):
-        response = httpx.get(api(sandbox, "/contacts/1001"), headers=headers)
+        response = httpx2.get(api(sandbox, "/contacts/1001"), headers=headers)
         body = assert_error(response, 401, "INVALID_AUTHENTICATION")
         assert "Authentication credentials not found" in body["message"]
 
@@ -146,7 +146,7 @@ def test_engagement_create_associates_and_its_unique_key_conflicts(
     assert call["properties"]["hs_object_id"] == call["id"]
     body = assert_error(duplicate, 409, "CONFLICT")
     assert body["message"].endswith(f"Existing ID: {call['id']}")
-    read = httpx.get(api(sandbox, f"/calls/{call['id']}?associations=contacts"), headers=AUTH)
+    read = httpx2.get(api(sandbox, f"/calls/{call['id']}?associations=contacts"), headers=AUTH)
     assert read.json()["associations"] == {
         "contacts": {"results": [{"id": "1001", "type": "call_to_contact"}]}
     }

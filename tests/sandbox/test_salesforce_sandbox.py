@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from sandbox.salesforce import DUPLICATE_TRIAL_ACCOUNT_ID
@@ -20,14 +20,14 @@ INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVAL
 NOT_FOUND = [{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}]
 
 
-def token(sandbox: SandboxServer, **form: str) -> httpx.Response:
+def token(sandbox: SandboxServer, **form: str) -> httpx2.Response:
     body = {
         "grant_type": "client_credentials",
         "client_id": CLIENT_ID,
         "client_secret": SANDBOX_CREDENTIAL,
         **form,
     }
-    return httpx.post(f"{sandbox.url}/salesforce/services/oauth2/token", data=body)
+    return httpx2.post(f"{sandbox.url}/salesforce/services/oauth2/token", data=body)
 
 
 class Session:
@@ -45,11 +45,11 @@ class Session:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access_token}"}
 
-    def patch(self, path: str, body: Any) -> httpx.Response:
-        return httpx.patch(self.url(path), json=body, headers=self.headers())
+    def patch(self, path: str, body: Any) -> httpx2.Response:
+        return httpx2.patch(self.url(path), json=body, headers=self.headers())
 
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url(path), headers=self.headers())
+    def get(self, path: str) -> httpx2.Response:
+        return httpx2.get(self.url(path), headers=self.headers())
 
 
 def test_client_credentials_token_is_signed_and_names_the_instance(
@@ -79,7 +79,7 @@ def test_client_credentials_token_is_signed_and_names_the_instance(
 
 def test_token_accepts_client_credentials_in_basic_auth(sandbox: SandboxServer) -> None:
     basic = base64.b64encode(f"{CLIENT_ID}:{SANDBOX_CREDENTIAL}".encode()).decode()
-    response = httpx.post(
+    response = httpx2.post(
         f"{sandbox.url}/salesforce/services/oauth2/token",
         data={"grant_type": "client_credentials"},
         headers={"Authorization": f"Basic {basic}"},
@@ -107,7 +107,7 @@ def test_token_errors_are_oauth_error_bodies(
 
 
 def test_token_needs_a_form_encoded_body(sandbox: SandboxServer) -> None:
-    response = httpx.post(
+    response = httpx2.post(
         f"{sandbox.url}/salesforce/services/oauth2/token",
         json={"grant_type": "client_credentials", "client_secret": SANDBOX_CREDENTIAL},
     )
@@ -174,7 +174,7 @@ def test_unknown_resources_are_404_not_found(
 ) -> None:
     api = Session(sandbox)
 
-    response = httpx.request(method, api.url(path), json={}, headers=api.headers())
+    response = httpx2.request(method, api.url(path), json={}, headers=api.headers())
 
     assert response.status_code == 404 and response.json() == NOT_FOUND
 
@@ -190,12 +190,12 @@ def test_a_field_that_is_not_an_external_id_is_404(sandbox: SandboxServer) -> No
 def test_missing_expired_or_revoked_sessions_are_401(sandbox: SandboxServer) -> None:
     api = Session(sandbox)
     url = api.url("Lead/Trial_Account_Id__c/trial-7002")
-    revoke = httpx.post(
+    revoke = httpx2.post(
         f"{sandbox.url}/salesforce/services/oauth2/revoke", data={"token": api.access_token}
     )
 
-    anonymous = httpx.patch(url, json={})
-    unknown = httpx.patch(url, json={}, headers={"Authorization": "Bearer 00Dfake!token"})
+    anonymous = httpx2.patch(url, json={})
+    unknown = httpx2.patch(url, json={}, headers={"Authorization": "Bearer 00Dfake!token"})
     revoked = api.patch("Lead/Trial_Account_Id__c/trial-7002", {})
 
     assert revoke.status_code == 200
@@ -268,7 +268,7 @@ def test_bad_field_values_are_400_json_array_errors(
 
 def test_malformed_json_is_a_parser_error(sandbox: SandboxServer) -> None:
     api = Session(sandbox)
-    response = httpx.patch(
+    response = httpx2.patch(
         api.url("Lead/Trial_Account_Id__c/trial-7004"),
         content=b"{not json",
         headers={**api.headers(), "Content-Type": "application/json"},

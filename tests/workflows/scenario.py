@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+import httpx2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
@@ -171,7 +171,7 @@ async def wait_until(
 
 
 def sandbox_rows(sandbox_url: str, table: str, **match: object) -> list[dict[str, object]]:
-    response = httpx.get(f"{sandbox_url}/__sandbox/state", timeout=5)
+    response = httpx2.get(f"{sandbox_url}/__sandbox/state", timeout=5)
     response.raise_for_status()
     rows: list[dict[str, object]] = response.json().get(table, [])
     return [row for row in rows if all(row.get(k) == v for k, v in match.items())]
@@ -215,7 +215,7 @@ class CrmRecords:
 
 def crm_records(sandbox_url: str, *, call_id: str, trialist: Trialist) -> CrmRecords:
     """Leads by trial account id, Tasks/Events on those leads, HubSpot rows by email/call id."""
-    response = httpx.get(f"{sandbox_url}/__sandbox/state", timeout=5)
+    response = httpx2.get(f"{sandbox_url}/__sandbox/state", timeout=5)
     response.raise_for_status()
     state = response.json()
     records = [{**row, "fields": json.loads(row["fields"])} for row in state["salesforce_records"]]
@@ -252,7 +252,7 @@ def crm_records(sandbox_url: str, *, call_id: str, trialist: Trialist) -> CrmRec
 
 
 def clear_faults(sandbox_url: str) -> None:
-    httpx.delete(f"{sandbox_url}/__sandbox/faults", timeout=5).raise_for_status()
+    httpx2.delete(f"{sandbox_url}/__sandbox/faults", timeout=5).raise_for_status()
 
 
 async def activity_retry_gap(handle: WorkflowHandle[Any, Any], activity_type: str) -> timedelta:
