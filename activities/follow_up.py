@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 from temporalio import activity
 
 from activities.errors import current_attempt, vendor_application_error, vendor_failures
+from activities.heartbeats import AttemptHeartbeats
 from contracts.activities import (
     BookMeetingInput,
     BookMeetingOutput,
@@ -143,6 +144,7 @@ class FollowUpActivities:
         """A call engagement and a note with summary, notes and signals, both keyed by call id."""
         outcome = input.outcome
         hubspot = self._clients.hubspot
+        heartbeats = AttemptHeartbeats()
         with vendor_failures():
             call = HubSpotCall(
                 call_id=input.call_id,
@@ -161,7 +163,7 @@ class FollowUpActivities:
             # Only a retry can find its own earlier write; a first attempt skips the searches.
             retry = current_attempt() > 1
             call_ref = await hubspot.create_call(call, contact_id=input.contact_id, may_exist=retry)
-            activity.heartbeat("call logged")
+            heartbeats.beat("call logged")
             note_ref = await hubspot.create_note(note, contact_id=input.contact_id, may_exist=retry)
         logger.info("call %s: hubspot call and note written", input.call_id)
         return LogCallHubSpotOutput(
@@ -218,6 +220,7 @@ class FollowUpActivities:
         request = input.request
         attempt = current_attempt()
         chilipiper = self._clients.chilipiper
+        heartbeats = AttemptHeartbeats()
         with vendor_failures():
             guest = chilipiper_guest(request.guest)
             existing = await self._meeting_at_slot(request)
@@ -226,12 +229,12 @@ class FollowUpActivities:
                 return BookMeetingOutput(
                     result=_booked(request, existing), reconciled=True, attempt=attempt
                 )
-            activity.heartbeat("finding free slots")
+            heartbeats.beat("finding free slots")
             free = await chilipiper.find_free_slots(guest, timezone=guest.timezone)
             if request.slot_start not in free.slots:
                 logger.info("call %s: requested slot unavailable", input.call_id)
                 return BookMeetingOutput(result=_unavailable(request, free.slots), attempt=attempt)
-            activity.heartbeat("booking")
+            heartbeats.beat("booking")
             try:
                 meeting = await chilipiper.book_slot(
                     route_id=free.route_id, slot_start=request.slot_start, guest=guest
@@ -273,10 +276,13 @@ class FollowUpActivities:
 
     @activity.defn(name=FollowUpStep.TRACK_ANALYTICS.value)
     async def track_analytics(self, input: TrackAnalyticsInput) -> TrackAnalyticsOutput:
-        """Send the call's events; insert ids from the call id make every retry a no-op."""
+        """Send the call's events; insert ids from the call id make every retry a no-op.
+
+        No heartbeat: one request, or a few when a 413 splits the batch. The step's heartbeat
+        timeout then bounds how long the attempt may go without finishing.
+        """
         with vendor_failures():
             events = analytics_events(input)
-            activity.heartbeat(f"tracking {len(events)} events")
             result = await self._clients.amplitude.track(events)
         logger.info("call %s: %d analytics events tracked", input.call_id, len(events))
         return TrackAnalyticsOutput(

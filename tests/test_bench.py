@@ -43,3 +43,11 @@ def test_follow_up_throughput_prints_every_figure() -> None:
         re.findall(r"^\s+(follow-ups|bare workflows)\s+CPU.*?([\d.]+) HTTP requests", out, re.M)
     )
     assert float(requests["follow-ups"]) >= 10 and float(requests["bare workflows"]) == 0
+    # Heartbeat RPCs counted on the server's metrics page, for every batch.
+    heartbeats = dict(
+        re.findall(
+            r"^\s+(follow-ups|bare workflows|no vendor I/O)\s+CPU.*?([\d.]+) heartbeats$", out, re.M
+        )
+    )
+    assert sorted(heartbeats) == ["bare workflows", "follow-ups", "no vendor I/O"]
+    assert float(heartbeats["bare workflows"]) == 0

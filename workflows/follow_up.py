@@ -80,7 +80,8 @@ VENDOR_RETRY_POLICY: Final = RetryPolicy(
 )
 SINGLE_CALL_TIMEOUT: Final = timedelta(seconds=30)  # one attempt of a one-request write
 MULTI_CALL_TIMEOUT: Final = timedelta(minutes=2)  # one attempt that makes several requests
-HEARTBEAT_TIMEOUT: Final = timedelta(seconds=20)  # the longest gap between two vendor requests
+# The longest gap between two heartbeats; activities.heartbeats stays quiet for its first quarter.
+HEARTBEAT_TIMEOUT: Final = timedelta(seconds=20)
 
 
 @dataclass(frozen=True)
