@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -40,17 +39,7 @@ from tests.workflows.scenario import (
     make_trialist,
     new_call_id,
     sandbox_rows,
-    vendor_clients,
 )
-
-
-@pytest.fixture
-async def clients(sandbox: SandboxServer) -> AsyncIterator[VendorClients]:
-    built = vendor_clients(sandbox.url)
-    try:
-        yield built
-    finally:
-        await built.aclose()
 
 
 @pytest.fixture

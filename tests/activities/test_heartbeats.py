@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -28,19 +27,9 @@ with workflow.unsafe.imports_passed_through():
         free_slots,
         make_trialist,
         new_call_id,
-        vendor_clients,
     )
     from trialist.settings import Settings
     from workflows.follow_up import HEARTBEAT_TIMEOUT
-
-
-@pytest.fixture
-async def clients(sandbox: SandboxServer) -> AsyncIterator[VendorClients]:
-    built = vendor_clients(sandbox.url)
-    try:
-        yield built
-    finally:
-        await built.aclose()
 
 
 def environment(heartbeat_timeout: timedelta) -> tuple[ActivityEnvironment, list[object]]:
