@@ -83,7 +83,7 @@ def test_after_the_quiet_period_one_whole_request_fits_in_the_heartbeat_timeout(
 
 
 @activity.defn(name="silent_activity")
-async def silent_activity(seconds: float) -> None:
+async def silent_activity() -> None:
     await activity.wait_for_cancelled()  # never heartbeats, never finishes on its own
 
 
@@ -93,7 +93,6 @@ class SilentActivityWorkflow:
     async def run(self, heartbeat_seconds: float) -> None:
         await workflow.execute_activity(
             silent_activity,
-            heartbeat_seconds,
             start_to_close_timeout=timedelta(minutes=1),
             heartbeat_timeout=timedelta(seconds=heartbeat_seconds),
             retry_policy=RetryPolicy(maximum_attempts=1),
