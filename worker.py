@@ -16,11 +16,9 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.follow_up import FollowUpActivities
-from contracts import SEARCH_ATTRIBUTES
-from integrations.clients import VendorClients, build_vendor_clients
-from trialist.process_exit import exits_cleanly
-from trialist.settings import VENDORS, Settings, VendorMode, get_settings
-from trialist.temporal import (
+from config.process_exit import exits_cleanly
+from config.settings import VENDORS, Settings, VendorMode, get_settings
+from config.temporal import (
     MetricsPortError,
     TemporalConnectError,
     TemporalSetupError,
@@ -30,6 +28,8 @@ from trialist.temporal import (
     connect,
     prometheus_runtime,
 )
+from contracts import SEARCH_ATTRIBUTES
+from integrations.clients import VendorClients, build_vendor_clients
 from workflows.follow_up import CallFollowUpWorkflow
 
 logger = logging.getLogger("trialist.worker")

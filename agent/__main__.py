@@ -6,10 +6,10 @@ import sys
 import warnings
 from typing import TYPE_CHECKING
 
-from trialist.process_exit import exits_cleanly
+from config.process_exit import exits_cleanly
 
 if TYPE_CHECKING:
-    from trialist.settings import Settings
+    from config.settings import Settings
 
 # Subcommands that run calls, so they need a model before anything starts.
 NEEDS_LLM = frozenset({"console", "dev", "start", "connect"})
@@ -17,13 +17,13 @@ EXIT_CONFIG = 2
 
 
 def _settings_or_exit() -> Settings:
-    from trialist.settings import get_settings
+    from config.settings import get_settings
 
     return get_settings()  # raises SettingsError (a SystemExit) naming each bad variable
 
 
 def _run_demo(argv: list[str]) -> None:
-    from agent.demo import main as demo_main
+    from devtools.demo_calls import main as demo_main
 
     demo_main(argv)
 
@@ -32,8 +32,8 @@ def _drain_outbox() -> None:
     """Deliver what the outbox holds now, for an operator, without starting an agent."""
     import asyncio
 
-    from agent.handoff import drain_outbox
-    from agent.outbox import Outbox
+    from handoff.follow_up import drain_outbox
+    from handoff.outbox import Outbox
 
     settings = _settings_or_exit()
     path = settings.data_dir / "outbox.db"
@@ -58,7 +58,7 @@ def _drain_outbox() -> None:
 
 def _run_livekit(command: str) -> None:
     if command in NEEDS_LLM:
-        from agent.models import llm_problem
+        from agent.providers import llm_problem
 
         problem = llm_problem(_settings_or_exit())
         if problem is not None:

@@ -21,14 +21,15 @@ from livekit.agents import (
 from livekit.agents.types import NOT_GIVEN
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agent.handoff import FollowUpHandoff
-from agent.models import build_models, load_vad
-from agent.services import AgentRuntime, CallServices, breakers_from
+from agent.providers import build_models, load_vad
+from agent.resilience.breaker import BreakerRegistry
+from agent.services import AgentRuntime, CallServices
 from agent.session_end import CallLifecycle, attach_call_handlers
 from agent.trialist_agent import PandaDocTrialistAgent
+from config.settings import Settings, get_settings
 from contracts.models import CallId, Trialist
+from handoff.follow_up import FollowUpHandoff
 from integrations.clients import build_vendor_clients
-from trialist.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def build_runtime(settings: Settings) -> AgentRuntime:
         trial_activity=clients.amplitude,
         slots=clients.chilipiper,
         handoff=FollowUpHandoff.from_settings(settings),
-        breakers=breakers_from(settings),
+        breakers=BreakerRegistry.from_settings(settings),
         clients=clients,
     )
 

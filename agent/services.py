@@ -9,15 +9,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.handoff import BookingHandoff, CallEndedHandoff, FollowUpHandoff
-from agent.resilience import (
-    BreakerRegistry,
-    ConversationState,
-    FillerLines,
-    RealtimeGuard,
-    SpokenFallbacks,
-)
+from agent.call_state import ConversationState
+from agent.resilience.breaker import BreakerRegistry
+from agent.resilience.fallbacks import SpokenFallbacks
+from agent.resilience.filler import FillerLines
+from agent.resilience.guard import RealtimeGuard
 from contracts.models import BookingRequest, CallOutcome, EndedReason, Trialist
+from handoff.follow_up import BookingHandoff, CallEndedHandoff, FollowUpHandoff
 from integrations.amplitude import AmplitudeUserProfile
 from integrations.chilipiper import ChiliPiperGuest, FreeSlots
 from integrations.clients import VendorClients
@@ -25,7 +23,7 @@ from integrations.clients import VendorClients
 if TYPE_CHECKING:
     from livekit.agents import AgentSession
 
-    from trialist.settings import Settings
+    from config.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +88,6 @@ class CallServices:
     booking_wait_seconds: float
     filler_after_seconds: float
     clock: Clock = utc_now
-    # The start times last offered to the caller, so a booking can suggest them again.
-    offered_slots: list[datetime] = field(default_factory=list)
     # How the call is ending, once known (end_call, an agent error); the first verdict stands.
     ended_reason: EndedReason | None = None
     _session: AgentSession[Any] | None = field(default=None, repr=False)
@@ -141,11 +137,10 @@ class AgentRuntime:
     ) -> CallServices:
         """Fresh per-call state, fallbacks and fillers over the process's shared clients."""
         fillers = FillerLines(rng=self.rng)
-        guard = RealtimeGuard(
+        guard = RealtimeGuard.from_settings(
+            self.settings,
             breakers=self.breakers,
             fallbacks=SpokenFallbacks(rng=self.rng),
-            deadline=self.settings.tool_deadline_seconds,
-            filler_after=self.settings.filler_after_seconds,
             fillers=fillers,
             rng=self.rng,
         )
@@ -161,10 +156,3 @@ class AgentRuntime:
             filler_after_seconds=self.settings.filler_after_seconds,
             clock=clock,
         )
-
-
-def breakers_from(settings: Settings) -> BreakerRegistry:
-    return BreakerRegistry(
-        failure_threshold=settings.breaker_failure_threshold,
-        reset_timeout=settings.breaker_reset_seconds,
-    )

@@ -8,9 +8,9 @@ from typing import Any
 
 from livekit.agents import AgentSession, CloseEvent, CloseReason, ErrorEvent
 
-from agent.handoff import CallEndedHandoff
 from agent.services import CallServices
 from contracts.models import MAX_SUMMARY_CHARS, CallOutcome, EndedReason
+from handoff.follow_up import CallEndedHandoff
 
 logger = logging.getLogger(__name__)
 

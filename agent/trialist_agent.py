@@ -11,10 +11,12 @@ from zoneinfo import ZoneInfo
 
 from livekit.agents import Agent, RunContext, ToolError, function_tool
 
-from agent.handoff import BookingHandoff, BookingHandoffStatus
-from agent.resilience import FallbackKind, FillerTimer, Stage
+from agent.call_state import Stage
+from agent.resilience.fallbacks import FallbackKind
+from agent.resilience.filler import FillerTimer
 from agent.services import CallServices
 from contracts.models import BookingConfirmation, BookingRequest, EndedReason
+from handoff.follow_up import BookingHandoff, BookingHandoffStatus
 from integrations.amplitude import AmplitudeUserProfile
 
 logger = logging.getLogger(__name__)
@@ -157,7 +159,6 @@ class PandaDocTrialistAgent(Agent):
             if not chosen and (day or time_of_day != "any"):
                 chosen = pick_slots(free.slots, now=now, zone=zone, day=None, time_of_day="any")
                 if chosen:
-                    services.offered_slots = chosen
                     return (
                         "Nothing is open then. The nearest open times are "
                         f"{describe_slots(chosen, now=now, zone=zone)}."
@@ -167,7 +168,6 @@ class PandaDocTrialistAgent(Agent):
                     "There are no open times in the next few days. Offer to have the rep email "
                     "the caller some times instead, and add a call note about it."
                 )
-            services.offered_slots = chosen
             return f"Open times: {describe_slots(chosen, now=now, zone=zone)}."
 
     @function_tool
@@ -236,7 +236,6 @@ class PandaDocTrialistAgent(Agent):
                 result.alternatives, now=now, zone=zone, day=None, time_of_day="any"
             )
             if alternatives:
-                services.offered_slots = alternatives
                 return (
                     f"{spoken} was just taken. Offer these instead: "
                     f"{describe_slots(alternatives, now=now, zone=zone)}."

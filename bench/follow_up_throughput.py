@@ -42,6 +42,9 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
+    from config.process_exit import exits_cleanly
+    from config.settings import Settings
+    from config.temporal import cache_workflow_bytecode
     from contracts import (
         CALL_ENDED_SIGNAL,
         FOLLOW_UP_STATUS,
@@ -78,9 +81,6 @@ with workflow.unsafe.imports_passed_through():
     from integrations.chilipiper import ChiliPiperGuest
     from integrations.clients import build_vendor_clients
     from integrations.http import build_http_client
-    from trialist.process_exit import exits_cleanly
-    from trialist.settings import Settings
-    from trialist.temporal import cache_workflow_bytecode
 
 TARGET_RATIO = 0.8
 WARM_UP_RUNS = 3

@@ -26,13 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from livekit.agents.llm.tool_context import ToolError
 from prometheus_client import CollectorRegistry
 
-from agent.resilience import (
-    FALLBACK_LINES,
-    BreakerRegistry,
-    FallbackKind,
-    RealtimeGuard,
-)
-from trialist.process_exit import exits_cleanly
+from agent.resilience.breaker import BreakerRegistry
+from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
+from agent.resilience.guard import RealtimeGuard
+from config.process_exit import exits_cleanly
 
 if TYPE_CHECKING:
     from contracts.models import CallOutcome
@@ -217,10 +214,10 @@ async def hung_vendor() -> AsyncIterator[tuple[Callable[[], Awaitable[object]], 
     try:
         from pydantic import SecretStr
 
+        from config.settings import SANDBOX_CREDENTIAL
         from integrations.amplitude import AmplitudeClient
         from integrations.http import build_http_client
         from tests.servers import running_sandbox
-        from trialist.settings import SANDBOX_CREDENTIAL
     except ImportError as missing:
         print(f"   (sandbox unavailable: {missing}; using an asyncio hang)")
         yield asyncio.Event().wait, "asyncio hang (no sandbox)"
@@ -254,8 +251,8 @@ async def hung_vendor() -> AsyncIterator[tuple[Callable[[], Awaitable[object]], 
 
 async def measure_call_ended_handoff(options: BenchOptions) -> Figure:
     """p50 of FollowUpHandoff.call_ended (signal-with-start) against the Temporal dev server."""
-    from agent.handoff import CallEndedStatus, FollowUpHandoff
-    from trialist.settings import Settings
+    from config.settings import Settings
+    from handoff.follow_up import CallEndedStatus, FollowUpHandoff
 
     async with temporal_dev_server() as target, scratch_dir() as data_dir:
         settings = Settings(
@@ -295,7 +292,7 @@ async def measure_call_ended_handoff(options: BenchOptions) -> Figure:
 
 async def measure_outbox_write(options: BenchOptions) -> Figure:
     """p99 of Outbox.put of a full CallOutcome, with the synchronous mode the outbox uses."""
-    from agent.outbox import DEFAULT_SYNCHRONOUS, Outbox
+    from handoff.outbox import DEFAULT_SYNCHRONOUS, Outbox
 
     samples: dict[str, list[float]] = {}
     with scratch_dir_sync() as data_dir:

@@ -80,9 +80,6 @@ class Trialist(_Model):
         return parts[1] if len(parts) > 1 else parts[0]
 
 
-Guest = Trialist
-
-
 class EndedReason(StrEnum):
     COMPLETED = "completed"
     CALLER_HUNG_UP = "caller_hung_up"

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import httpx2
 from pydantic import SecretStr
 
+from config.settings import Settings
 from integrations.amplitude import AmplitudeClient
 from integrations.chilipiper import ChiliPiperClient
 from integrations.http import build_http_client
 from integrations.hubspot import HubSpotClient
 from integrations.salesforce import SalesforceClient
-from trialist.settings import Settings
 
 
 @dataclass(frozen=True, kw_only=True)

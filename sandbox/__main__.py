@@ -7,8 +7,8 @@ import logging
 import typer
 import uvicorn
 
+from config.settings import get_settings
 from sandbox.app import create_app
-from trialist.settings import get_settings
 
 cli = typer.Typer(add_completion=False, help="Local emulators of the four vendor APIs.")
 

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
+from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle, FaultInjected
 from sandbox.state import VendorSchema
-from trialist.settings import SANDBOX_CREDENTIAL
 
 if TYPE_CHECKING:
     from sandbox.app import Sandbox

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, ValidationError
 
+from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle
 from sandbox.state import VendorSchema
-from trialist.settings import SANDBOX_CREDENTIAL
 
 if TYPE_CHECKING:
     from sandbox.app import Sandbox

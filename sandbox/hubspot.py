@@ -16,9 +16,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle, FaultInjected
 from sandbox.state import VendorSchema
-from trialist.settings import SANDBOX_CREDENTIAL
 
 if TYPE_CHECKING:
     from sandbox.app import Sandbox

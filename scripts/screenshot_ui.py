@@ -24,10 +24,10 @@ import typer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from trialist.devstack import NEEDS_ATTENTION_QUERY, needs_attention_link  # noqa: E402
-from trialist.process_exit import exits_cleanly  # noqa: E402
-from trialist.settings import Settings, get_settings  # noqa: E402
-from trialist.temporal import TemporalConnectError, connect  # noqa: E402
+from config.process_exit import exits_cleanly  # noqa: E402
+from config.settings import Settings, get_settings  # noqa: E402
+from config.temporal import TemporalConnectError, connect  # noqa: E402
+from devtools.devstack import NEEDS_ATTENTION_QUERY, needs_attention_link  # noqa: E402
 
 DEFAULT_OUT = ROOT / "docs" / "img" / "needs-attention.png"
 WINDOW = "1400,900"

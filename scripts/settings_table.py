@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from trialist.settings import Settings
+from config.settings import Settings
 
 
 def settings_table() -> str:

@@ -12,9 +12,9 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from config.process_exit import exit_now
 from contracts import SEARCH_ATTRIBUTES
 from tests.servers import SandboxServer, binary, running_sandbox
-from trialist.process_exit import exit_now
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from trialist.temporal import cache_workflow_bytecode
+from config.temporal import cache_workflow_bytecode
 from workflows.follow_up import CallFollowUpWorkflow
 
 WORKFLOW_SOURCE = """
@@ -69,7 +69,7 @@ def test_unwritable_cache_is_reported_not_raised(
     module = importlib.import_module("tinywf.flow")
     # A file where the cache directory should be: no .pyc can be written, even by root.
     (tiny_package / "__pycache__").write_text("not a directory")
-    with caplog.at_level(logging.WARNING, logger="trialist.temporal"):
+    with caplog.at_level(logging.WARNING, logger="config.temporal"):
         failed = cache_workflow_bytecode([module.TinyWorkflow])
     assert set(failed) == {tiny_package / "__init__.py", tiny_package / "flow.py"}
     assert "could not write the bytecode cache" in caplog.text

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from config.settings import Settings
 from contracts import SEARCH_ATTRIBUTES
 from contracts.names import DEFAULT_TASK_QUEUE
-from trialist.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -53,7 +53,7 @@ def test_app_service_environment_names_are_settings_fields(compose: dict[str, An
     for name in APP_SERVICES:
         environment = services(compose)[name]["environment"]
         unknown = sorted(set(environment) - SETTINGS_NAMES)
-        assert not unknown, f"{name}: {unknown} are not fields of trialist.settings.Settings"
+        assert not unknown, f"{name}: {unknown} are not fields of config.settings.Settings"
 
 
 def test_env_example_lists_only_known_names() -> None:

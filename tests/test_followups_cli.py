@@ -18,6 +18,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import Settings
 from contracts import (
     CALL_ENDED_SIGNAL,
     FollowUpStatus,
@@ -37,7 +38,6 @@ from tests.workflows.scenario import (
     progress_of,
     wait_until,
 )
-from trialist.settings import Settings
 from workflows.follow_up import CallFollowUpWorkflow
 
 pytestmark = pytest.mark.timeout(120)

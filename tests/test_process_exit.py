@@ -26,7 +26,7 @@ PROBE = textwrap.dedent(
     from temporalio.client import Client
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-    from trialist.process_exit import exits_cleanly
+    from config.process_exit import exits_cleanly
 
 
     @activity.defn

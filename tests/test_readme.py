@@ -50,7 +50,7 @@ def test_settings_table_matches_the_code() -> None:
 
 
 def test_settings_table_names_every_setting_with_a_description() -> None:
-    from trialist.settings import Settings
+    from config.settings import Settings
 
     rows = [line for line in _readme_table(_readme()).splitlines() if line.startswith("| `")]
     names = [row.split("`")[1] for row in rows]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trialist.settings import (
+from config.settings import (
     AMPLITUDE_PROFILE_API_URL,
     SettingsError,
     VendorMode,

@@ -25,6 +25,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import SANDBOX_CREDENTIAL, Settings
+from config.temporal import TemporalConnectError, connect
 from contracts import (
     CALL_ENDED_SIGNAL,
     FOLLOW_UP_STATUS,
@@ -41,8 +43,6 @@ from contracts import (
 from integrations.chilipiper import ChiliPiperGuest
 from integrations.clients import build_vendor_clients
 from tests.servers import SandboxServer, binary, free_port
-from trialist.settings import SANDBOX_CREDENTIAL, Settings
-from trialist.temporal import TemporalConnectError, connect
 
 REPO = Path(__file__).resolve().parent.parent
 READY = "worker ready:"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 if TYPE_CHECKING:
-    from trialist.settings import Settings
+    from config.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from agent.resilience.retry import (
 from integrations.errors import VendorError
 
 if TYPE_CHECKING:
-    from trialist.settings import Settings
+    from config.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +70,18 @@ class RealtimeGuard:
         *,
         breakers: BreakerRegistry,
         say_filler: SayFiller | None = None,
+        fallbacks: SpokenFallbacks | None = None,
+        fillers: FillerLines | None = None,
         rng: random.Random | None = None,
     ) -> RealtimeGuard:
         """A guard for one call with TOOL_DEADLINE_SECONDS and FILLER_AFTER_SECONDS."""
         return cls(
             breakers=breakers,
+            fallbacks=fallbacks,
             deadline=settings.tool_deadline_seconds,
             filler_after=settings.filler_after_seconds,
             say_filler=say_filler,
+            fillers=fillers,
             rng=rng,
         )
 
@@ -145,33 +149,4 @@ def _log_failure(service: str, kind: FallbackKind, exc: Exception) -> None:
         type(exc).__name__,
         where,
         kind.value,
-    )
-
-
-_default_guard: RealtimeGuard | None = None
-
-
-def default_guard() -> RealtimeGuard:
-    """A process-wide guard built from settings, for code that has no per-call guard."""
-    global _default_guard
-    if _default_guard is None:
-        from trialist.settings import get_settings
-
-        settings = get_settings()
-        breakers = BreakerRegistry.from_settings(settings)
-        _default_guard = RealtimeGuard.from_settings(settings, breakers=breakers)
-    return _default_guard
-
-
-async def call_with_retry_and_circuit_breaker(
-    service: str,
-    func: Callable[[], Awaitable[T]],
-    fallback_kind: FallbackKind = FallbackKind.TOOL_FAILURE,
-    *,
-    guard: RealtimeGuard | None = None,
-    deadline: float | None = None,
-) -> T:
-    """`guard.call(...)` as a function; without a guard, the process-wide default one is used."""
-    return await (guard or default_guard()).call(
-        service, func, fallback_kind=fallback_kind, deadline=deadline
     )

@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from activities.follow_up import FollowUpActivities
     from activities.heartbeats import QUIET_SHARE
+    from config.settings import Settings
     from contracts.activities import BookMeetingInput
     from integrations.clients import VendorClients
     from tests.servers import SandboxServer
@@ -28,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         make_trialist,
         new_call_id,
     )
-    from trialist.settings import Settings
     from workflows.follow_up import HEARTBEAT_TIMEOUT
 
 

@@ -1,6 +1,6 @@
 """Text calls for agent tests: the real agent, tools, breakers and handoff, scripted LLM turns.
 
-Only the model is scripted (agent/scripted_llm.py). The vendors are the sandbox over loopback
+Only the model is scripted (devtools/scripted_llm.py). The vendors are the sandbox over loopback
 HTTP and the handoff talks to a real Temporal dev server, with a real worker when a test needs the
 follow-up to run.
 """
@@ -19,14 +19,14 @@ from typing import Any
 from livekit.agents import AgentSession, ConversationItemAddedEvent, FunctionToolsExecutedEvent, llm
 from temporalio.testing import WorkflowEnvironment
 
-from agent.demo import DANA
 from agent.entrypoint import agent_for, build_runtime, new_call_session
-from agent.scripted_llm import ScriptedLLM, ScriptedTurn
 from agent.services import AgentRuntime, CallServices
 from agent.session_end import CallLifecycle
+from config.settings import Settings
 from contracts.models import Trialist
+from devtools.demo_calls import DANA
+from devtools.scripted_llm import ScriptedLLM, ScriptedTurn
 from tests.servers import SandboxServer
-from trialist.settings import Settings
 from worker import run_worker
 
 

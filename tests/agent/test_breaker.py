@@ -8,7 +8,7 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.resilience import (
+from agent.resilience.breaker import (
     SERVICES,
     BreakerMetrics,
     BreakerRegistry,

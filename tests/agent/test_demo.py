@@ -15,15 +15,15 @@ import pytest
 from livekit.agents import llm
 from temporalio.testing import WorkflowEnvironment
 
-from agent.demo import LABEL, run_demo_calls
 from agent.entrypoint import CONSOLE_TRIALIST, read_dispatch
-from agent.models import NO_LLM_MESSAGE, ModelConfigError, build_llm, build_models
-from agent.resilience import FALLBACK_LINES, FallbackKind
+from agent.providers import NO_LLM_MESSAGE, ModelConfigError, build_llm, build_models
+from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
+from config.settings import Settings
 from contracts.models import EndedReason, FollowUpStatus
 from contracts.names import workflow_id_for
+from devtools.demo_calls import LABEL, run_demo_calls
 from tests.agent.call_harness import agent_settings, running_worker, temporal_target
 from tests.servers import SandboxServer
-from trialist.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from agent.outbox import Outbox
 from contracts.names import CALL_ENDED_SIGNAL, workflow_id_for
+from handoff.outbox import Outbox
 from tests.servers import free_port
 from tests.workflows.scenario import call_outcome, make_trialist, new_call_id
 

@@ -10,14 +10,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from agent.resilience import (
-    FALLBACK_LINES,
-    CircuitOpenError,
-    DeadlineExceededError,
-    FallbackKind,
-    SpokenFallbacks,
-    kind_for_error,
-)
+from agent.resilience.breaker import CircuitOpenError
+from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind, SpokenFallbacks, kind_for_error
+from agent.resilience.retry import DeadlineExceededError
 from integrations.errors import (
     AuthError,
     NotFoundError,

@@ -11,7 +11,9 @@ import pytest
 from livekit.agents import ToolError
 from prometheus_client import CollectorRegistry
 
-from agent.resilience import FILLER_LINES, BreakerRegistry, FillerLines, RealtimeGuard
+from agent.resilience.breaker import BreakerRegistry
+from agent.resilience.filler import FILLER_LINES, FillerLines
+from agent.resilience.guard import RealtimeGuard
 
 
 class Speaker:

@@ -23,13 +23,7 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from agent.handoff import (
-    ALREADY_FINISHED,
-    BookingHandoffStatus,
-    CallEndedStatus,
-    FollowUpHandoff,
-)
-from agent.outbox import MessageKind, Rejection
+from config.settings import Settings
 from contracts import (
     BookingConfirmation,
     BookingStatus,
@@ -38,6 +32,13 @@ from contracts import (
     Trialist,
     workflow_id_for,
 )
+from handoff.follow_up import (
+    ALREADY_FINISHED,
+    BookingHandoffStatus,
+    CallEndedStatus,
+    FollowUpHandoff,
+)
+from handoff.outbox import MessageKind, Rejection
 from tests.servers import SandboxServer, free_port
 from tests.workflows.scenario import (
     booking_request,
@@ -47,7 +48,6 @@ from tests.workflows.scenario import (
     make_trialist,
     new_call_id,
 )
-from trialist.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 HANDOFF_TIMEOUT = 1.0  # the default of HANDOFF_TIMEOUT_SECONDS
@@ -387,9 +387,9 @@ CHILD = textwrap.dedent(
     """
     import asyncio, os, signal, sys
 
-    from agent.handoff import FollowUpHandoff
+    from handoff.follow_up import FollowUpHandoff
     from contracts import BookingRequest, CallOutcome
-    from trialist.settings import Settings
+    from config.settings import Settings
 
 
     async def main() -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import (
+from contracts.models import BookingRequest, CallOutcome, EndedReason, Trialist
+from handoff.outbox import (
     MAX_HOLD_ATTEMPTS,
     MessageKind,
     Outbox,
@@ -21,7 +22,6 @@ from agent.outbox import (
     OutboxRelay,
     Rejection,
 )
-from contracts.models import BookingRequest, CallOutcome, EndedReason, Trialist
 
 NOW = 1_800_000_000.0
 
@@ -272,7 +272,7 @@ async def test_a_failure_backs_off_and_stops_the_pass(
     outbox.put(outcome("call-2"), now=NOW)
     delivery.failing.add((MessageKind.BOOK_MEETING, "call-1"))
     relay = relay_for(outbox, delivery, clock)
-    with caplog.at_level(logging.WARNING, logger="agent.outbox"):
+    with caplog.at_level(logging.WARNING, logger="handoff.outbox"):
         result = await relay.deliver_due_once()
     assert (result.failed, result.deferred) == (1, 2)
     assert delivery.sent == [(MessageKind.BOOK_MEETING, "call-1")]

@@ -13,19 +13,11 @@ from livekit.agents import ToolError
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from agent.resilience import (
-    FALLBACK_LINES,
-    BreakerRegistry,
-    BreakerState,
-    CircuitBreaker,
-    CircuitOpenError,
-    DeadlineExceededError,
-    FallbackKind,
-    RealtimeGuard,
-    RetryPolicy,
-    call_with_deadline,
-    call_with_retry_and_circuit_breaker,
-)
+from agent.resilience.breaker import BreakerRegistry, BreakerState, CircuitBreaker, CircuitOpenError
+from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
+from agent.resilience.guard import RealtimeGuard
+from agent.resilience.retry import DeadlineExceededError, RetryPolicy, call_with_deadline
+from config.settings import SANDBOX_CREDENTIAL, Settings
 from integrations.amplitude import AmplitudeClient, AmplitudeUserProfile
 from integrations.errors import (
     AuthError,
@@ -36,7 +28,6 @@ from integrations.errors import (
 )
 from integrations.http import build_http_client
 from tests.servers import SandboxServer
-from trialist.settings import SANDBOX_CREDENTIAL, Settings
 
 # Generous for a noisy 2-core machine; the benchmark measures the real overshoot.
 MARGIN = 0.25
@@ -328,8 +319,8 @@ async def test_settings_set_the_breaker_and_the_deadline() -> None:
 
     started = time.monotonic()
     with pytest.raises(ToolError) as spoken:
-        await call_with_retry_and_circuit_breaker(
-            "chilipiper", asyncio.Event().wait, FallbackKind.TOOL_FAILURE, guard=realtime
+        await realtime.call(
+            "chilipiper", asyncio.Event().wait, fallback_kind=FallbackKind.TOOL_FAILURE
         )
     assert time.monotonic() - started <= 0.3 + MARGIN
     assert spoken.value.message in FALLBACK_LINES[FallbackKind.TIMEOUT]

@@ -11,13 +11,13 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from agent.scripted_llm import Fail, Reply, ScriptedTurn, connection_drop, model_outage
 from agent.session_end import GOODBYE_ON_ERROR
+from config.settings import Settings
 from contracts.models import CallOutcome, EndedReason
 from contracts.names import CALL_ENDED_SIGNAL, workflow_id_for
+from devtools.scripted_llm import Fail, Reply, ScriptedTurn, connection_drop, model_outage
 from tests.agent.call_harness import TextCall, agent_settings, call_on, temporal_target
 from tests.servers import SandboxServer
-from trialist.settings import Settings
 
 GREETING = ScriptedTurn(None, Reply("Hi Dana, this is Sam from PandaDoc. Got a minute?"))
 

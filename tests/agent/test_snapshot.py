@@ -11,13 +11,9 @@ import pytest
 from livekit.agents import ToolError
 from prometheus_client import CollectorRegistry
 
-from agent.resilience import (
-    BreakerRegistry,
-    ConversationState,
-    RealtimeGuard,
-    Stage,
-    preserved,
-)
+from agent.call_state import ConversationState, Stage, preserved
+from agent.resilience.breaker import BreakerRegistry
+from agent.resilience.guard import RealtimeGuard
 from contracts.models import (
     MAX_NOTES,
     BookingConfirmation,

@@ -15,10 +15,16 @@ from livekit.agents import CloseReason
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from agent.demo import DANA, MARCO
-from agent.outbox import Outbox
-from agent.resilience import FALLBACK_LINES, FILLER_LINES, BreakerState, FallbackKind, Stage
-from agent.scripted_llm import (
+from agent.call_state import Stage
+from agent.resilience.breaker import BreakerState
+from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
+from agent.resilience.filler import FILLER_LINES
+from agent.trialist_agent import offered_start_times, pick_slots, spoken_time
+from config.settings import Settings
+from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus
+from contracts.names import PROGRESS_QUERY, workflow_id_for
+from devtools.demo_calls import DANA, MARCO
+from devtools.scripted_llm import (
     CallTools,
     Reply,
     ScriptedTurn,
@@ -26,9 +32,7 @@ from agent.scripted_llm import (
     ToolCall,
     speak_tool_output,
 )
-from agent.trialist_agent import offered_start_times, pick_slots, spoken_time
-from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus
-from contracts.names import PROGRESS_QUERY, workflow_id_for
+from handoff.outbox import Outbox
 from tests.agent.call_harness import (
     agent_runtime,
     agent_settings,
@@ -39,7 +43,6 @@ from tests.agent.call_harness import (
     text_call,
 )
 from tests.servers import SandboxServer, free_port
-from trialist.settings import Settings
 
 GREETING = ScriptedTurn(None, Reply("Hi Dana, this is Sam from PandaDoc. Got a minute?"))
 

@@ -8,6 +8,7 @@ import httpx2
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from config.settings import SANDBOX_CREDENTIAL
 from integrations.amplitude import (
     THROTTLED_RETRY_SECONDS,
     AmplitudeClient,
@@ -25,7 +26,6 @@ from integrations.errors import (
 )
 from integrations.http import build_http_client
 from tests.servers import SandboxServer
-from trialist.settings import SANDBOX_CREDENTIAL
 
 CALL_ID = "call-4821"
 

@@ -9,6 +9,7 @@ import httpx2
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from config.settings import SANDBOX_CREDENTIAL
 from integrations.chilipiper import ChiliPiperClient, ChiliPiperGuest, MeetingStatus
 from integrations.errors import (
     AmbiguousOutcomeError,
@@ -20,7 +21,6 @@ from integrations.errors import (
 )
 from integrations.http import build_http_client
 from tests.servers import SandboxServer
-from trialist.settings import SANDBOX_CREDENTIAL
 
 LINK = "pandadoc-trial-demo"
 

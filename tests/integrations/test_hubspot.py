@@ -10,6 +10,7 @@ import httpx2
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from config.settings import SANDBOX_CREDENTIAL
 from integrations.errors import (
     AuthError,
     NotFoundError,
@@ -29,7 +30,6 @@ from integrations.hubspot import (
     classify_response,
 )
 from tests.servers import SandboxServer
-from trialist.settings import SANDBOX_CREDENTIAL
 
 SEEDED_CONTACT_ID = "1001"
 CORRELATION_ID = "5d3f0c1e-8a51-4b1b-9f0e-0c2b7d9a4e11"

@@ -12,6 +12,7 @@ import httpx2
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from config.settings import SANDBOX_CREDENTIAL
 from integrations.errors import (
     AuthError,
     NotFoundError,
@@ -31,7 +32,6 @@ from integrations.salesforce import (
 )
 from sandbox.salesforce import DUPLICATE_TRIAL_ACCOUNT_ID
 from tests.servers import SandboxServer, free_port
-from trialist.settings import SANDBOX_CREDENTIAL
 
 INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import httpx2
 import pytest
 
+from config.settings import SANDBOX_CREDENTIAL
 from sandbox.chilipiper import BUSINESS_DAYS_AHEAD, REP_TIMEZONE, parse_duration
 from tests.servers import SandboxServer
-from trialist.settings import SANDBOX_CREDENTIAL
 
 AUTH = {"Authorization": f"Bearer {SANDBOX_CREDENTIAL}"}
 GUEST = "riley.stone@fernhill.example"

@@ -9,8 +9,8 @@ from typing import Any
 import httpx2
 import pytest
 
+from config.settings import SANDBOX_CREDENTIAL
 from tests.servers import SandboxServer
-from trialist.settings import SANDBOX_CREDENTIAL
 
 PROFILE_AUTH = {"Authorization": f"Api-Key {SANDBOX_CREDENTIAL}"}
 EDGE_AUTH = {"Authorization": f"Bearer {SANDBOX_CREDENTIAL}"}

@@ -10,9 +10,9 @@ from typing import Any
 import httpx2
 import pytest
 
+from config.settings import SANDBOX_CREDENTIAL
 from sandbox.salesforce import DUPLICATE_TRIAL_ACCOUNT_ID
 from tests.servers import SandboxServer
-from trialist.settings import SANDBOX_CREDENTIAL
 
 VERSION = "v62.0"
 CLIENT_ID = "3MVG9trialist.connected.app"

@@ -18,6 +18,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from config.process_exit import exits_cleanly
 from contracts import (
     CALL_ENDED_SIGNAL,
     SEARCH_ATTRIBUTES,
@@ -42,7 +43,6 @@ from tests.workflows.scenario import (
     progress_of,
     wait_until,
 )
-from trialist.process_exit import exits_cleanly
 from workflows.follow_up import CallFollowUpWorkflow
 
 HISTORY_DIR = Path(__file__).resolve().parent.parent / "histories"

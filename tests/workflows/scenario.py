@@ -18,6 +18,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.follow_up import FollowUpActivities, chilipiper_guest
+from config.settings import Settings
 from contracts import (
     BookingConfirmation,
     BookingRequest,
@@ -31,7 +32,6 @@ from contracts import (
 )
 from integrations.clients import VendorClients, build_vendor_clients
 from integrations.http import build_http_client
-from trialist.settings import Settings
 from workflows.follow_up import CallFollowUpWorkflow
 
 # Short enough that a stuck step parks within a test, long enough for loopback HTTP.

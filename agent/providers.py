@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from livekit.agents import inference, llm, stt, tts, vad
 
-from trialist.settings import Settings
+from config.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
+from config.settings import Settings
 from contracts.models import (
     FollowUpProgress,
     FollowUpStatus,
@@ -40,7 +41,6 @@ from contracts.names import (
     call_id_from_workflow_id,
     workflow_id_for,
 )
-from trialist.settings import Settings
 
 # An RPC that a missing worker could block (queries, updates) gives up after this long.
 QUERY_TIMEOUT: Final = timedelta(seconds=5)

@@ -14,13 +14,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from config.process_exit import exits_cleanly
+from config.settings import Settings, get_settings
+from config.temporal import TemporalConnectError, connect
 from contracts.models import FollowUpProgress, FollowUpStatus, StepProgress, StepState
 from contracts.names import workflow_id_for
-from trialist.devstack import DevStackError, run_dev_stack
-from trialist.followups import FollowUpRow, FollowUps, OperatorError, parse_status, parse_step
-from trialist.process_exit import exits_cleanly
-from trialist.settings import Settings, get_settings
-from trialist.temporal import TemporalConnectError, connect
+from devtools.devstack import DevStackError, run_dev_stack
+from operators.followups import FollowUpRow, FollowUps, OperatorError, parse_status, parse_step
 
 T = TypeVar("T")
 
@@ -187,7 +187,7 @@ def _operate(work: Callable[[FollowUps], Awaitable[T]]) -> T:
     """Connect to the configured server and run `work`; a clear one-line error exits 1."""
     settings = get_settings()
     # A retried connect would log a warning per attempt; the one-line error below says it all.
-    logging.getLogger("trialist.temporal").setLevel(logging.ERROR)
+    logging.getLogger("config.temporal").setLevel(logging.ERROR)
 
     async def run() -> T:
         client = await connect(settings, attempts=CLI_CONNECT_ATTEMPTS)

@@ -1,6 +1,6 @@
 """`python -m agent demo`: scripted demo calls through the real agent, tools, breakers and handoff.
 
-No model is involved: a scripted LLM stand-in (agent/scripted_llm.py) plays fixed turns in a text
+No model is involved: a scripted LLM stand-in (devtools/scripted_llm.py) plays fixed turns in a text
 AgentSession, so every spoken line is labelled "[scripted demo]". Everything behind it is real:
 the tools, the circuit breakers, the vendor APIs (the sandbox by default), the Temporal handoff
 and the follow-up workflow run by the worker.
@@ -26,7 +26,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from agent.entrypoint import agent_for, build_runtime, new_call_session
-from agent.scripted_llm import (
+from agent.services import AgentRuntime, CallServices
+from agent.trialist_agent import offered_start_times, spoken_time
+from config.settings import Settings, Vendor, VendorMode
+from config.temporal import TemporalConnectError, connect
+from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus, StepState, Trialist
+from contracts.names import PROGRESS_QUERY, workflow_id_for
+from devtools.scripted_llm import (
     CallTools,
     Reply,
     ScriptedLLM,
@@ -34,13 +40,7 @@ from agent.scripted_llm import (
     ScriptView,
     ToolCall,
 )
-from agent.services import AgentRuntime, CallServices
-from agent.trialist_agent import offered_start_times, spoken_time
-from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus, StepState, Trialist
-from contracts.names import PROGRESS_QUERY, workflow_id_for
 from integrations.chilipiper import ChiliPiperGuest
-from trialist.settings import Settings, Vendor, VendorMode
-from trialist.temporal import TemporalConnectError, connect
 
 logger = logging.getLogger(__name__)
 
@@ -596,7 +596,7 @@ def _compact_args(arguments: str) -> str:
 
 def main(argv: Sequence[str]) -> None:
     """`python -m agent demo [--call N ...] [--follow-seconds S]`."""
-    from trialist.settings import get_settings
+    from config.settings import get_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m agent demo",

@@ -22,8 +22,8 @@ import httpx2
 from rich.console import Console
 from rich.markup import escape
 
-from trialist.settings import VENDORS, Settings, VendorMode
-from trialist.temporal import TemporalConnectError, connect
+from config.settings import VENDORS, Settings, VendorMode
+from config.temporal import TemporalConnectError, connect
 
 T = TypeVar("T")
 

@@ -29,15 +29,8 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from agent.outbox import (
-    MessageKind,
-    Outbox,
-    OutboxMessage,
-    OutboxRelay,
-    Rejection,
-    RelayPass,
-    dedupe_key,
-)
+from config.settings import Settings
+from config.temporal import TemporalConnectError, connect
 from contracts.models import (
     BookingRequest,
     BookingResult,
@@ -56,8 +49,15 @@ from contracts.names import (
     follow_up_summary,
     workflow_id_for,
 )
-from trialist.settings import Settings
-from trialist.temporal import TemporalConnectError, connect
+from handoff.outbox import (
+    MessageKind,
+    Outbox,
+    OutboxMessage,
+    OutboxRelay,
+    Rejection,
+    RelayPass,
+    dedupe_key,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What every process shares: settings, the way to reach Temporal, a clean exit."""

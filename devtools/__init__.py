@@ -1,0 +1,1 @@
+"""Development tooling, not the product: demo calls, scripted LLM stand-in, seeded people."""

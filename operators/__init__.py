@@ -1,0 +1,1 @@
+"""Operator tools: the `trialist` command (dev stack, follow-up listing and repair)."""
