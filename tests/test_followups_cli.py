@@ -123,7 +123,7 @@ async def test_operator_lists_shows_retries_and_skips_parked_follow_ups(
     sandbox.add_fault(
         vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
     )
-    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(client, task_queue, sandbox=sandbox):
         retried, retried_handle = await start_parked_call(client, task_queue)
         skipped, skipped_handle = await start_parked_call(client, task_queue)
         await wait_until(
@@ -202,7 +202,7 @@ async def test_operator_errors_are_clear(
     sandbox.add_fault(
         vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
     )
-    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(client, task_queue, sandbox=sandbox):
         call_id, handle = await start_parked_call(client, task_queue)
         await wait_until(
             lambda: _parked(handle), within=VISIBILITY_SECONDS, what="the follow-up to park"
