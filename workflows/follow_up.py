@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         RETRY_STEP_UPDATE,
         SKIP_STEP_UPDATE,
         WORKFLOW_TYPE,
+        call_id_from_workflow_id,
     )
 
 from workflows.follow_up_details import details_markdown, error_line
@@ -60,10 +62,13 @@ from workflows.follow_up_steps import (
     NotNeeded,
     StepSpec,
 )
+from workflows.messages import NO_INPUT, RefusedMessage, decode, decode_one, message_name
 from workflows.step_errors import step_error
 
 # A retry_step/skip_step whose step another update in the same activation already handled.
 NOT_PARKED_ERROR: Final = "step_not_parked"
+INVALID_START_INPUT_ERROR: Final = "invalid_start_input"
+UNKNOWN_CALL_ID: Final = "unknown"
 NOBODY: Final = "nobody to write: no call outcome and no booking"
 NO_CALL_DETAILS: Final = "call_ended never arrived: no call details to log"
 OUTCOME_MISSING_NOTICE: Final = "call_ended never arrived: the follow-up used what it had."
@@ -74,8 +79,13 @@ class CallFollowUpWorkflow:
     """Durable follow-up of one call. See docs/follow-up.md for the state machine."""
 
     @workflow.init
-    def __init__(self, input: FollowUpInput) -> None:
-        self._input = input
+    def __init__(self, input: RawValue = NO_INPUT) -> None:
+        self._start_problem: str | None = None
+        try:
+            self._input = decode(input, FollowUpInput)
+        except RefusedMessage as refused:
+            self._start_problem = str(refused)
+            self._input = FollowUpInput(call_id=_call_id_of_this_workflow())
         self._outcome: CallOutcome | None = None
         self._outcome_missing = False
         self._call_over = False
@@ -93,19 +103,27 @@ class CallFollowUpWorkflow:
         self._published: tuple[FollowUpStatus, FollowUpStep | None] | None = None
 
     @workflow.run
-    async def run(self, input: FollowUpInput) -> FollowUpProgress:
+    async def run(self, input: RawValue = NO_INPUT) -> FollowUpProgress:
+        if self._start_problem is not None:
+            # Nothing can be done without a usable input: fail once, readably, instead of a
+            # workflow task that fails on every retry.
+            raise ApplicationError(
+                f"the start input cannot be used: {self._start_problem}",
+                type=INVALID_START_INPUT_ERROR,
+                non_retryable=True,
+            )
         self._refresh()  # starters set in_call too; this covers a start without it
+        timeout = self._input.call_ended_timeout_seconds
         try:
             await workflow.wait_condition(
                 lambda: self._outcome is not None,
-                timeout=timedelta(seconds=input.call_ended_timeout_seconds),
+                timeout=timedelta(seconds=timeout),
                 timeout_summary="wait for call_ended",
             )
         except TimeoutError:  # asyncio's, raised by wait_condition
             self._outcome_missing = True
             workflow.logger.warning(
-                "call_ended did not arrive within %gs; continuing with what is known",
-                input.call_ended_timeout_seconds,
+                "call_ended did not arrive within %gs; continuing with what is known", timeout
             )
         self._call_over = True
         self._refresh()
@@ -118,11 +136,23 @@ class CallFollowUpWorkflow:
 
     # --- handlers -------------------------------------------------------------------------------
 
-    @workflow.signal(name=CALL_ENDED_SIGNAL)
-    def call_ended(self, outcome: CallOutcome) -> None:
+    @workflow.signal(dynamic=True)
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """Every signal arrives here raw, so a bad one is dropped with a log line, never raised."""
+        if name != CALL_ENDED_SIGNAL:
+            workflow.logger.warning("signal %r dropped: no such signal", message_name(name))
+            return
+        try:
+            outcome = decode_one(args, CallOutcome)
+        except RefusedMessage as refused:
+            workflow.logger.warning("signal %s dropped: %s", CALL_ENDED_SIGNAL, refused)
+            return
+        self._call_ended(outcome)
+
+    def _call_ended(self, outcome: CallOutcome) -> None:
         """The call's outcome, sent once at hang-up. The first one wins; repeats are ignored."""
         if outcome.call_id != self._input.call_id:
-            workflow.logger.warning("call_ended for another call ignored")
+            workflow.logger.warning("signal %s dropped: it is another call's", CALL_ENDED_SIGNAL)
         elif self._outcome is not None:
             workflow.logger.info("duplicate call_ended ignored")
         elif self._call_over:
@@ -165,7 +195,7 @@ class CallFollowUpWorkflow:
             raise ValueError(f"call_id {request.call_id!r} is not this follow-up's call")
         if self._call_over or self._outcome is not None:
             raise ValueError("the call has ended: book_meeting is only accepted during the call")
-        request.check_future(workflow.now())
+        request.check_bookable(workflow.now())
         previous = self._booking_request
         if previous is not None and not previous.same_slot(request):
             conflict = self._booking_conflict(previous)
@@ -496,3 +526,11 @@ class CallFollowUpWorkflow:
         if self._outcome is not None:
             return self._outcome.trialist
         return self._booking_request.guest if self._booking_request is not None else None
+
+
+def _call_id_of_this_workflow() -> str:
+    """The call id in this workflow's id, for a follow-up whose start input is unusable."""
+    try:
+        return FollowUpInput(call_id=call_id_from_workflow_id(workflow.info().workflow_id)).call_id
+    except ValueError:
+        return UNKNOWN_CALL_ID

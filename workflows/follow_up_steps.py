@@ -23,6 +23,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.follow_up import FollowUpActivities
     from contracts.activities import (
         ActivityOutput,
+        CallFacts,
+        CallRecord,
+        CrmPerson,
         LogCallHubSpotInput,
         LogCallSalesforceInput,
         MeetingRecord,
@@ -121,20 +124,25 @@ class StepSpec:
 
 def _person(known: Known) -> UpsertPersonInput:
     assert known.trialist is not None
-    return UpsertPersonInput(call_id=known.call_id, trialist=known.trialist, signals=known.signals)
+    return UpsertPersonInput(
+        call_id=known.call_id, person=CrmPerson.of(known.trialist), signals=known.signals
+    )
 
 
 def _log_call_salesforce(known: Known) -> LogCallSalesforceInput:
     assert known.outcome is not None and known.lead_id is not None
     return LogCallSalesforceInput(
-        call_id=known.call_id, lead_id=known.lead_id, outcome=known.outcome
+        call_id=known.call_id, lead_id=known.lead_id, call=CallRecord.of(known.outcome)
     )
 
 
 def _log_call_hubspot(known: Known) -> LogCallHubSpotInput:
     assert known.outcome is not None and known.contact_id is not None
     return LogCallHubSpotInput(
-        call_id=known.call_id, contact_id=known.contact_id, outcome=known.outcome
+        call_id=known.call_id,
+        contact_id=known.contact_id,
+        call=CallRecord.of(known.outcome),
+        to_number=known.outcome.trialist.phone,
     )
 
 
@@ -160,7 +168,7 @@ def _track_analytics(known: Known) -> TrackAnalyticsInput | NotNeeded:
     return TrackAnalyticsInput(
         call_id=known.call_id,
         user_id=known.trialist.trial_account_id,
-        outcome=known.outcome,
+        call=CallFacts.of(known.outcome) if known.outcome is not None else None,
         outcome_missing=known.outcome_missing,
         meeting=known.meeting,
         tracked_at=known.outcome.ended_at if known.outcome is not None else known.now,
