@@ -13,9 +13,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contracts.fields import fold_text
 from contracts.models import (
     MAX_NOTE_CHARS,
     MAX_NOTES,
+    NOTES_MAX_BYTES,
     BookingConfirmation,
     BookingRequest,
     QualificationSignals,
@@ -27,7 +29,9 @@ NAMED_SIGNALS: tuple[str, ...] = tuple(
     name for name in QualificationSignals.model_fields if name != "extras"
 )
 MAX_SIGNAL_VALUE_CHARS = 200
-_SIGNAL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_SIGNAL_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}", re.ASCII)
+# How much of a model's argument a refusal may quote back to it.
+ECHO_CHARS = 40
 
 
 class Stage(StrEnum):
@@ -135,7 +139,7 @@ class ConversationState:
     def record_signal(self, name: str, value: str | int) -> str:
         """Record one qualification signal; returns the normalized name. Raises ValueError."""
         key = _signal_name(name)
-        text = str(value).strip()
+        text = fold_text(str(value))
         if not text:
             raise ValueError(f"signal {key!r} needs a value")
         if len(text) > MAX_SIGNAL_VALUE_CHARS:
@@ -156,13 +160,16 @@ class ConversationState:
         return key
 
     def add_note(self, note: str) -> None:
-        text = note.strip()
+        text = fold_text(note)
         if not text:
             raise ValueError("a note needs some text")
         if len(text) > MAX_NOTE_CHARS:
             raise ValueError(f"a note is limited to {MAX_NOTE_CHARS} characters")
         if len(self._notes) >= MAX_NOTES:
             raise ValueError(f"the call already has the maximum of {MAX_NOTES} notes")
+        used = sum(len(kept.encode()) for kept in self._notes)
+        if used + len(text.encode()) > NOTES_MAX_BYTES:
+            raise ValueError("the call's notes are full; keep this one shorter or skip it")
         self._notes.append(text)
 
         def undo() -> None:
@@ -284,19 +291,20 @@ class StateTransaction:
         self.__exit__(exc_type, exc, tb)
 
 
-def preserved(state: ConversationState) -> StateTransaction:
-    """`with preserved(state): ...` — the same as `state.transaction()`."""
-    return state.transaction()
-
-
 def _signal_name(name: str) -> str:
-    key = re.sub(r"[\s-]+", "_", name.strip().lower())
-    if not _SIGNAL_NAME.match(key):
+    key = re.sub(r"[\s-]+", "_", fold_text(name).lower())
+    if not _SIGNAL_NAME.fullmatch(key):
         raise ValueError(
-            f"signal name {name!r} must be 1-40 letters, digits or underscores, starting with a "
-            f"letter; the usual ones are {', '.join(NAMED_SIGNALS)}"
+            f"signal name {echo(name)} must be 1-40 letters, digits or underscores, starting "
+            f"with a letter; the usual ones are {', '.join(NAMED_SIGNALS)}"
         )
     return key
+
+
+def echo(text: str, limit: int = ECHO_CHARS) -> str:
+    """A model's argument quoted back to it: one line, bounded, so a huge one stays out."""
+    folded = fold_text(text)
+    return repr(folded if len(folded) <= limit else folded[: limit - 1] + "…")
 
 
 def _to_qualification_signals(signals: Mapping[str, str]) -> QualificationSignals:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.models import MAX_CALL_ENDED_TIMEOUT_SECONDS, MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS
 
 Vendor = Literal["salesforce", "hubspot", "chilipiper", "amplitude"]
 VENDORS: tuple[Vendor, ...] = ("salesforce", "hubspot", "chilipiper", "amplitude")
 
 # Amplitude serves profiles from another host than tracking.
 AMPLITUDE_PROFILE_API_URL = "https://profile-api.amplitude.com"
+
+# A DNS name, an IPv4 address or a bracketed IPv6 address, as gRPC targets take them.
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]", re.ASCII)
 
 # Credentials the sandbox accepts; used only when a vendor points at the sandbox.
 SANDBOX_CREDENTIAL = "sandbox-secret"
@@ -35,6 +41,8 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         env_ignore_empty=True,
+        # A refused value may be a secret: errors name the variable, never its value.
+        hide_input_in_errors=True,
     )
 
     # --- local data -------------------------------------------------------------------------
@@ -84,10 +92,10 @@ class Settings(BaseSettings):
 
     # --- vendors: a base URL set means the real API, unset means the sandbox --------------------
     http_connect_timeout_seconds: float = Field(
-        default=2.0, gt=0, description="Connect timeout of vendor HTTP calls."
+        default=2.0, gt=0, allow_inf_nan=False, description="Connect timeout of vendor HTTP calls."
     )
     http_read_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="Read timeout of vendor HTTP calls."
+        default=5.0, gt=0, allow_inf_nan=False, description="Read timeout of vendor HTTP calls."
     )
 
     salesforce_base_url: str | None = Field(
@@ -147,6 +155,7 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         default=9464,
         ge=0,
+        allow_inf_nan=False,
         le=65535,
         description="Port of the worker's Prometheus metrics; 0 disables.",
     )
@@ -155,7 +164,10 @@ class Settings(BaseSettings):
         description="Interface for the metrics endpoint; 0.0.0.0 in a container.",
     )
     worker_shutdown_grace_seconds: float = Field(
-        default=10.0, ge=0, description="On SIGTERM/SIGINT, how long running activities may finish."
+        default=10.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="On SIGTERM/SIGINT, how long running activities may finish.",
     )
     worker_connect_attempts: int = Field(
         default=10, ge=1, description="Attempts to reach Temporal at start-up."
@@ -164,12 +176,16 @@ class Settings(BaseSettings):
     # --- follow-up workflow (passed into the workflow input; workflows never read settings) ----
     follow_up_call_ended_timeout_seconds: float = Field(
         default=4 * 3600,
-        gt=0,
+        ge=1,
+        le=MAX_CALL_ENDED_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
         description="How long a follow-up waits for call_ended before going on without it.",
     )
     follow_up_step_schedule_to_close_seconds: float = Field(
         default=3600,
-        gt=0,
+        ge=1,
+        le=MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS,
+        allow_inf_nan=False,
         description="Total retry time of one step before it parks in needs_attention.",
     )
 
@@ -178,22 +194,37 @@ class Settings(BaseSettings):
         default=3, ge=1, description="Consecutive failures that open a service's breaker."
     )
     breaker_reset_seconds: float = Field(
-        default=30.0, gt=0, description="Time before an open breaker admits one probe."
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Time before an open breaker admits one probe.",
     )
     tool_deadline_seconds: float = Field(
-        default=2.5, gt=0, description="A vendor-calling tool answers or speaks a fallback by then."
+        default=2.5,
+        gt=0,
+        allow_inf_nan=False,
+        description="A vendor-calling tool answers or speaks a fallback by then.",
     )
     filler_after_seconds: float = Field(
-        default=1.0, gt=0, description="A tool still running after this says one filler line."
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="A tool still running after this says one filler line.",
     )
     booking_wait_seconds: float = Field(
-        default=2.0, gt=0, description="How long book_meeting waits for the confirmation."
+        default=2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long book_meeting waits for the confirmation.",
     )
     handoff_timeout_seconds: float = Field(
-        default=1.0, gt=0, description="Temporal slower than this: the handoff goes to the outbox."
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Temporal slower than this: the handoff goes to the outbox.",
     )
     outbox_relay_interval_seconds: float = Field(
-        default=5.0, gt=0, description="Time between outbox relay passes."
+        default=5.0, gt=0, allow_inf_nan=False, description="Time between outbox relay passes."
     )
 
     livekit_url: str | None = Field(
@@ -216,6 +247,16 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         default=None, description="For `openai:` plugin models."
     )
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.rpartition(":")
+        if not _HOST.fullmatch(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be host:port, such as localhost:7233 or temporal:7233")
+        return value
 
     @model_validator(mode="after")
     def _real_vendors_need_credentials(self) -> Settings:
@@ -293,10 +334,11 @@ class SettingsError(SystemExit):
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    lines = ["invalid configuration:"]
-    for item in error.errors():
+    """One line per bad variable, naming it and the rule; never its value (it may be a secret)."""
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
         name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
-        lines.append(f"  {name}: {item['msg']}")
+        lines.append(f"invalid setting {name}: {item['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

@@ -241,12 +241,13 @@ class FollowUpInput(_Model):
     """Start input of CallFollowUpWorkflow. Timeouts come from the starter's settings."""
 
     call_id: CallId
-    # Finite and capped: the workflow turns them into timers and timeouts.
+    # Finite, at least a second (Temporal reads a zero timeout as none) and capped: the
+    # workflow turns them into timers and timeouts.
     call_ended_timeout_seconds: float = Field(
-        default=4 * 3600, gt=0, le=MAX_CALL_ENDED_TIMEOUT_SECONDS, allow_inf_nan=False
+        default=4 * 3600, ge=1, le=MAX_CALL_ENDED_TIMEOUT_SECONDS, allow_inf_nan=False
     )
     step_schedule_to_close_seconds: float = Field(
-        default=3600, gt=0, le=MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS, allow_inf_nan=False
+        default=3600, ge=1, le=MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS, allow_inf_nan=False
     )
 
 

@@ -13,14 +13,22 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from temporalio.service import RPCError
 
 from config.process_exit import exits_cleanly
 from config.settings import Settings, get_settings
-from config.temporal import TemporalConnectError, connect
+from config.temporal import TemporalConnectError, TemporalSetupError, check_namespace, connect
 from contracts.models import FollowUpProgress, FollowUpStatus, StepProgress, StepState
 from contracts.names import workflow_id_for
 from devtools.devstack import DevStackError, run_dev_stack
-from operators.followups import FollowUpRow, FollowUps, OperatorError, parse_status, parse_step
+from operators.followups import (
+    FollowUpRow,
+    FollowUps,
+    OperatorError,
+    parse_skip,
+    parse_status,
+    parse_step,
+)
 
 T = TypeVar("T")
 
@@ -164,6 +172,7 @@ def skip(
 ) -> None:
     """Skip a parked step (update skip_step) with a reason; the follow-up carries on."""
     chosen = _checked(parse_step, step)
+    _checked(lambda text: parse_skip(chosen, text), reason)
     settings = get_settings()
 
     async def run(ops: FollowUps) -> FollowUpProgress:
@@ -191,12 +200,17 @@ def _operate(work: Callable[[FollowUps], Awaitable[T]]) -> T:
 
     async def run() -> T:
         client = await connect(settings, attempts=CLI_CONNECT_ATTEMPTS)
+        # A missing namespace would otherwise read as "no such follow-up".
+        await check_namespace(client)
         return await work(FollowUps(client, settings))
 
     try:
         return asyncio.run(run())
-    except (OperatorError, TemporalConnectError) as error:
+    except (OperatorError, TemporalConnectError, TemporalSetupError) as error:
         err.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    except RPCError as error:  # the server refused something we did not foresee: say what
+        err.print(f"[red]error:[/red] Temporal refused the request: {escape(error.message)}")
         raise typer.Exit(1) from None
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -95,6 +96,15 @@ def parse_step(name: str) -> FollowUpStep:
     except ValueError:
         valid = ", ".join(step.value for step in FollowUpStep)
         raise OperatorError(f"unknown step {name!r}; valid steps: {valid}") from None
+
+
+def parse_skip(step: FollowUpStep, reason: str) -> SkipStepRequest:
+    """The skip_step request, or OperatorError naming what is wrong with --reason."""
+    try:
+        return SkipStepRequest(step=step, reason=reason)
+    except ValidationError as error:
+        problem = "; ".join(item["msg"] for item in error.errors(include_input=False))
+        raise OperatorError(f"--reason: {problem}") from None
 
 
 def parse_status(name: str) -> FollowUpStatus:
@@ -197,10 +207,11 @@ class FollowUps:
         """Send update `skip_step`: the step is recorded as skipped with `reason`."""
         if not reason.strip():
             raise OperatorError("--reason must say why the step is skipped")
+        request = parse_skip(step, reason)
         handle, progress = await self._parked(call_id)
         if step not in parked_steps(progress):
             raise OperatorError(_not_parked_step(call_id, step, progress))
-        await self._update(handle, SKIP_STEP_UPDATE, SkipStepRequest(step=step, reason=reason))
+        await self._update(handle, SKIP_STEP_UPDATE, request)
 
     async def wait_settled(
         self, call_id: str, steps: Sequence[FollowUpStep], *, within_seconds: float

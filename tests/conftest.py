@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from config.process_exit import exit_now
 from contracts import SEARCH_ATTRIBUTES
 from tests.pinned_time import CALENDAR_INSTANTS, PinnedInstant, working_week_anchor
+from tests.properties import PROFILE, TALLY
 from tests.servers import SandboxServer, binary, running_sandbox
 
 
@@ -90,6 +91,15 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def task_queue() -> str:
     return f"tq-{uuid.uuid4()}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The property tests' figures (tests/properties.py): cases, clean refusals, crashes."""
+    lines = TALLY.lines()
+    if lines:
+        terminalreporter.write_sep("-", f"property tests (hypothesis profile {PROFILE})")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(trylast=True)
