@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 
 from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle, FaultInjected
+from sandbox.json_body import BodyRefused, is_json_content, parse_json
 from sandbox.state import VendorSchema
 
 if TYPE_CHECKING:
@@ -182,13 +183,13 @@ def hs_time(moment: datetime) -> str:
 def _parse_time(value: str) -> datetime | None:
     """HubSpot datetimes are epoch milliseconds or ISO-8601 (UTC when no offset)."""
     text = value.strip()
-    if re.fullmatch(r"\d{10,15}", text):
-        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
     try:
+        if re.fullmatch(r"[0-9]{10,15}", text):
+            return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):  # OSError: a platform's fromtimestamp range
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def error_body(
@@ -367,10 +368,12 @@ def _unauthorized(request: Request) -> Response | None:
 
 
 async def _json_body(request: Request) -> dict[str, Any] | Response:
+    if not is_json_content(request):
+        return _failure(415, "UNSUPPORTED_MEDIA_TYPE", "HTTP 415 Unsupported Media Type")
     try:
-        body = json.loads(await request.body() or b"null")
-    except ValueError:
-        return _failure(400, "VALIDATION_ERROR", "Invalid input JSON on line 1")
+        body = parse_json(await request.body() or b"null")
+    except BodyRefused as refused:
+        return _failure(400, "VALIDATION_ERROR", f"Invalid input JSON: {refused.reason}")
     if not isinstance(body, dict):
         return _failure(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
     return body
@@ -406,6 +409,9 @@ def _check_properties(
                 _problem(name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist')
             )
             continue
+        if isinstance(raw, dict | list):
+            message = f"Invalid input JSON: property {name} must be a string, number or boolean"
+            return {}, _failure(400, "VALIDATION_ERROR", message)
         text = "" if raw is None else str(raw).lower() if isinstance(raw, bool) else str(raw)
         problem = _check_value(name, spec, text)
         if problem is not None:
@@ -420,16 +426,17 @@ def _check_properties(
     return values, (_invalid_properties(problems) if problems else None)
 
 
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # finite, ASCII digits
+_OBJECT_ID = re.compile(r"[0-9]{1,18}")  # fits SQLite's 64-bit integer
+
+
 def _check_value(name: str, spec: PropertySpec, text: str) -> dict[str, Any] | None:
     if not text:
         return None  # an empty string clears a property
     if spec.kind == "email" and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
         return _problem(name, "INVALID_EMAIL", f"Email address {text} is invalid")
-    if spec.kind == "number":
-        try:
-            float(text)
-        except ValueError:
-            return _problem(name, "INVALID_LONG", f"{text} was not a valid long.")
+    if spec.kind == "number" and not _NUMBER.fullmatch(text):
+        return _problem(name, "INVALID_LONG", f"{text} was not a valid long.")
     if spec.kind == "datetime" and _parse_time(text) is None:
         return _problem(name, "INVALID_DATE", f"{text} was not a valid date.")
     if spec.kind == "enumeration" and text not in spec.options:
@@ -475,7 +482,7 @@ def _contact_by_email(conn: sqlite3.Connection, email: str) -> sqlite3.Row | Non
 
 
 def _object(conn: sqlite3.Connection, object_type: str, object_id: str) -> sqlite3.Row | None:
-    if not object_id.isdigit():
+    if not _OBJECT_ID.fullmatch(object_id):
         return None
     row: sqlite3.Row | None = conn.execute(
         "SELECT * FROM hubspot_objects WHERE object_type = ? AND id = ?",
@@ -542,11 +549,14 @@ async def batch_upsert_contacts(request: Request) -> Response:
             return _failure(
                 400, "VALIDATION_ERROR", "idProperty must be email, a unique property of contacts"
             )
-        email = str(item.get("id") or "").strip().lower()
+        email = item.get("id").strip().lower() if isinstance(item.get("id"), str) else ""
         if not email:
             return _failure(400, "VALIDATION_ERROR", "Each input needs the id (the email)")
+        properties = item.get("properties") or {}
+        if not isinstance(properties, dict):
+            return _failure(400, "VALIDATION_ERROR", "properties must be an object")
         values, invalid = _check_properties(
-            "contacts", {**(item.get("properties") or {}), "email": email}, creating=True
+            "contacts", {**properties, "email": email}, creating=True
         )
         if invalid is not None:
             return invalid
@@ -589,8 +599,10 @@ def _association_targets(
         return [], _failure(400, "VALIDATION_ERROR", "associations must be a list")
     targets: list[tuple[int, int, str]] = []
     for association in associations:
-        to_id = str(((association or {}).get("to") or {}).get("id") or "")
-        for kind in (association or {}).get("types") or []:
+        to_id, kinds, malformed = _association_parts(association)
+        if malformed is not None:
+            return [], malformed
+        for kind in kinds:
             type_id = kind.get("associationTypeId")
             category = kind.get("associationCategory", "HUBSPOT_DEFINED")
             if category != "HUBSPOT_DEFINED" or type_id != ASSOCIATION_TO_CONTACT.get(object_type):
@@ -608,6 +620,30 @@ def _association_targets(
                 )
             targets.append((int(to_id), type_id, category))
     return targets, None
+
+
+def _association_parts(association: Any) -> tuple[str, list[dict[str, Any]], JSONResponse | None]:
+    """The target id and the type objects of one association, or the 400 for its shape."""
+    shape = _failure(
+        400,
+        "VALIDATION_ERROR",
+        "Invalid input JSON: each association needs to: {id} and types: [{associationCategory,"
+        " associationTypeId}]",
+    )
+    if not isinstance(association, dict) or not isinstance(association.get("to"), dict):
+        return "", [], shape
+    raw_id, kinds = association["to"].get("id"), association.get("types")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+        return "", [], shape
+    if not isinstance(kinds, list) or not kinds or not all(isinstance(k, dict) for k in kinds):
+        return "", [], shape
+    for kind in kinds:
+        type_id = kind.get("associationTypeId")
+        if isinstance(type_id, bool) or not isinstance(type_id, int):
+            return "", [], shape
+        if not isinstance(kind.get("associationCategory", ""), str):
+            return "", [], shape
+    return str(raw_id), kinds, None
 
 
 async def _create_engagement(object_type: str, request: Request) -> Response:
@@ -709,6 +745,10 @@ def _matches(stored: dict[str, str], object_id: int, flt: dict[str, Any]) -> boo
     return False
 
 
+SEARCH_OPERATORS = ("EQ", "NEQ", "IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY")
+_SCALAR = str | int | float | bool
+
+
 def _search_failure(body: dict[str, Any]) -> Response | None:
     groups = body.get("filterGroups") or []
     if not isinstance(groups, list) or len(groups) > SEARCH_MAX_FILTER_GROUPS:
@@ -716,19 +756,50 @@ def _search_failure(body: dict[str, Any]) -> Response | None:
             400, "VALIDATION_ERROR", f"at most {SEARCH_MAX_FILTER_GROUPS} filterGroups allowed"
         )
     for group in groups:
-        filters = (group or {}).get("filters") or []
+        if not isinstance(group, dict) or not isinstance(group.get("filters") or [], list):
+            return _failure(400, "VALIDATION_ERROR", "each filterGroup needs a filters list")
+        filters = group.get("filters") or []
         if len(filters) > SEARCH_MAX_FILTERS:
             message = f"at most {SEARCH_MAX_FILTERS} filters allowed per filterGroup"
             return _failure(400, "VALIDATION_ERROR", message)
         for flt in filters:
-            operator = (flt or {}).get("operator")
-            if operator not in ("EQ", "NEQ", "IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY"):
-                return _failure(400, "VALIDATION_ERROR", f"Unsupported operator: {operator}")
-            if operator == "IN" and not isinstance(flt.get("values"), list):
-                return _failure(400, "VALIDATION_ERROR", "operator IN needs values")
+            if (problem := _filter_problem(flt)) is not None:
+                return _failure(400, "VALIDATION_ERROR", problem)
     limit = body.get("limit", 10)
-    if not isinstance(limit, int) or not 0 < limit <= SEARCH_MAX_LIMIT:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= SEARCH_MAX_LIMIT:
         return _failure(400, "VALIDATION_ERROR", f"limit must be 1..{SEARCH_MAX_LIMIT}")
+    after = body.get("after")
+    if after is not None and not _is_cursor(after):
+        return _failure(400, "VALIDATION_ERROR", "after must be the paging cursor of a response")
+    names = body.get("properties")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
+        return _failure(400, "VALIDATION_ERROR", "properties must be a list of property names")
+    return None
+
+
+def _is_cursor(after: Any) -> bool:
+    is_number_or_text = isinstance(after, str | int) and not isinstance(after, bool)
+    return is_number_or_text and _OBJECT_ID.fullmatch(str(after)) is not None
+
+
+def _filter_problem(flt: Any) -> str | None:
+    """Why one search filter is malformed, or None."""
+    if not isinstance(flt, dict) or not isinstance(flt.get("propertyName", ""), str):
+        return "each filter needs a propertyName and an operator"
+    operator = flt.get("operator")
+    if not isinstance(operator, str):
+        return "each filter needs a propertyName and an operator"
+    if operator not in SEARCH_OPERATORS:
+        return f"Unsupported operator: {operator}"
+    if "value" in flt and not isinstance(flt["value"], _SCALAR):
+        return "a filter value must be a string, number or boolean"
+    values = flt.get("values")
+    if operator == "IN" and not (
+        isinstance(values, list) and all(isinstance(v, _SCALAR) for v in values)
+    ):
+        return "operator IN needs values"
     return None
 
 
@@ -762,7 +833,7 @@ async def search(object_type: str, request: Request) -> Response:
             for filters in groups
         )
     ]
-    after = int(body["after"]) if str(body.get("after", "")).isdigit() else 0
+    after = int(body["after"]) if body.get("after") is not None else 0
     limit = int(body.get("limit", 10))
     page = found[after : after + limit]
     requested = body.get("properties") or None

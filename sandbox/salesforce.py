@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 
 from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle, FaultInjected
+from sandbox.json_body import BodyRefused, is_json_content, parse_json
 from sandbox.state import VendorSchema
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ DUPLICATE_TRIAL_ACCOUNT_ID = "trial-dup-0001"
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 INVALID_SESSION_MESSAGE = "Session expired or invalid"
 REQUEST_LIMIT_MESSAGE = "TotalRequests Limit exceeded."
+NO_BODY_MESSAGE = "The HTTP entity body is required, but this request has no entity body."
+INT_FIELD_RANGE = (-(2**31), 2**31 - 1)  # an `int` field is a 32-bit integer
 
 _VERSION = re.compile(r"^v\d{2,3}\.0$")
 _RECORD_ID = re.compile(r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$")
@@ -183,10 +186,10 @@ def _parse_datetime(value: str) -> datetime | None:
         text = f"{text[:-2]}:{text[-2:]}"
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        # Salesforce reads a dateTime without an offset as UTC; one that leaves UTC's range is bad.
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         return None
-    # Salesforce reads a dateTime without an offset as UTC.
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def record_id(prefix: str, seq: int) -> str:
@@ -392,7 +395,8 @@ async def token(request: Request) -> Response:
     client_id, client_secret = _client_credentials(request, form)
     if not client_id:
         return _oauth_error("invalid_client_id", "client identifier invalid")
-    if not hmac.compare_digest(client_secret, SANDBOX_CREDENTIAL):
+    # Bytes: compare_digest refuses str holding non-ASCII, and a secret may hold anything.
+    if not hmac.compare_digest(client_secret.encode(), SANDBOX_CREDENTIAL.encode()):
         return _oauth_error("invalid_client", "invalid client credentials")
     now = datetime.now(UTC)
     access_token = f"{ORG_ID}!{secrets.token_urlsafe(48)}"
@@ -515,6 +519,9 @@ def _check_value(
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
             return None, parser_error
+        if not INT_FIELD_RANGE[0] <= value <= INT_FIELD_RANGE[1]:
+            message = f"{name}: number outside the valid range"
+            return None, (message, "NUMBER_OUTSIDE_VALID_RANGE", [name])
         return int(value), None
     if not isinstance(value, str):
         return None, parser_error
@@ -598,11 +605,20 @@ def _validate(
 
 
 async def _json_object(request: Request) -> dict[str, Any] | JSONResponse:
+    if not is_json_content(request):
+        media = request.headers.get("content-type", "").split(";")[0].strip()
+        message = f"Content-Type header specified in HTTP request is not supported: {media}"
+        return _errors(415, (message, "UNSUPPORTED_MEDIA_TYPE", None))
     raw = await request.body()
+    if not raw.strip():
+        return _errors(400, (NO_BODY_MESSAGE, "JSON_PARSER_ERROR", None))
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        return _errors(400, ("Unexpected character in request body", "JSON_PARSER_ERROR", None))
+        body = parse_json(raw)
+    except BodyRefused as refused:
+        return _errors(
+            400,
+            (f"Unexpected content in request body: {refused.reason}", "JSON_PARSER_ERROR", None),
+        )
     if not isinstance(body, dict):
         message = "Cannot deserialize instance of sObject from START_ARRAY"
         return _errors(400, (message, "JSON_PARSER_ERROR", None))
