@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle, FaultInjected
 from sandbox.json_body import BodyRefused, StrictJsonRoute, parse_json
+from sandbox.openapi_bodies import request_body
 from sandbox.state import VendorSchema
 
 if TYPE_CHECKING:
@@ -208,6 +209,31 @@ class LimitsUpdate(BaseModel):
     min_id_length: int | None = Field(default=None, ge=1, le=MAX_MIN_ID_LENGTH)
 
 
+class Event(BaseModel):
+    """One HTTP V2 event, as documented (a subset of the optional fields)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    event_type: str = Field(min_length=1)
+    user_id: str | None = Field(default=None, min_length=DEFAULT_MIN_ID_LENGTH)
+    device_id: str | None = Field(default=None, min_length=DEFAULT_MIN_ID_LENGTH)
+    time: int | None = Field(default=None, ge=0, le=MAX_EVENT_TIME_MS)
+    event_properties: dict[str, Any] | None = None
+    user_properties: dict[str, Any] | None = None
+    insert_id: str | None = None
+    session_id: int | None = None
+
+
+class UploadOptions(BaseModel):
+    min_id_length: int | None = Field(default=None, ge=1, le=MAX_MIN_ID_LENGTH)
+
+
+class UploadRequest(BaseModel):
+    api_key: str
+    events: list[Event] = Field(min_length=1, max_length=DEFAULT_MAX_EVENTS_PER_REQUEST)
+    options: UploadOptions | None = None
+
+
 # --- routes -----------------------------------------------------------------------------------
 
 router = APIRouter(tags=["amplitude"])
@@ -253,7 +279,7 @@ async def _throttle_with_senders(request: Request, injected: FaultInjected) -> F
     return FaultInjected(enriched)
 
 
-@router.post("/2/httpapi")
+@router.post("/2/httpapi", openapi_extra=request_body(UploadRequest))
 async def http_api(request: Request) -> Response:
     """HTTP V2 ingestion: validate, 413 over the limits, dedupe by (device or user, insert_id)."""
     sandbox = _sandbox(request)
@@ -279,9 +305,12 @@ async def http_api(request: Request) -> Response:
         return _bad_request("Request missing required field", missing_field="events")
     if len(events) > limits["max_events_per_request"]:
         return _error(413, "Payload too large")
-    options = body.get("options")
-    options = options if isinstance(options, dict) else {}
-    min_id_length = options.get("min_id_length") or limits["min_id_length"]
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        return _bad_request("Invalid options", invalid_field="options")
+    min_id_length = options.get("min_id_length")
+    if min_id_length is None:
+        min_id_length = limits["min_id_length"]
     if isinstance(min_id_length, bool) or not isinstance(min_id_length, int):
         return _bad_request("Invalid options", invalid_field="min_id_length")
     if not 1 <= min_id_length <= MAX_MIN_ID_LENGTH:
@@ -331,6 +360,9 @@ def _event_problems(events: list[Any], min_id_length: int) -> dict[str, dict[str
             invalid.setdefault("user_properties", []).append(index)
         if "insert_id" in event and not isinstance(event["insert_id"], str):
             invalid.setdefault("insert_id", []).append(index)
+        session = event.get("session_id")
+        if session is not None and (isinstance(session, bool) or not isinstance(session, int)):
+            invalid.setdefault("session_id", []).append(index)
     problems: dict[str, dict[str, list[int]]] = {}
     if missing:
         problems["events_with_missing_fields"] = missing

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 
 from config.clock import AdjustableClock, ClockMode
 from sandbox import amplitude, chilipiper, hubspot, salesforce
-from sandbox.faults import FaultBook, FaultInjected, FaultSpec
+from sandbox.faults import ErrorStyle, FaultBook, FaultInjected, FaultSpec
 from sandbox.json_body import StrictJsonRoute, validation_failure
 from sandbox.last_resort import LastResortErrors
 from sandbox.state import SandboxState
@@ -179,6 +179,10 @@ def create_app(
     app.include_router(control)
     app.state.sandbox = Sandbox(state=state, faults=faults, clock=clock)
 
+    styles: dict[str, ErrorStyle] = {
+        module.SCHEMA.vendor: module.ERROR_STYLE for module in VENDOR_MODULES
+    }
+
     @app.exception_handler(FaultInjected)
     async def _fault(_: Request, exc: FaultInjected) -> Response:
         return exc.response
@@ -198,7 +202,6 @@ def create_app(
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
         return style.error(exc.status_code, str(exc.detail))
 
-    styles = {module.SCHEMA.vendor: module.ERROR_STYLE for module in VENDOR_MODULES}
     # Outermost: a bug answers the vendor's 500 and is logged without the request's values.
     app.add_middleware(LastResortErrors, styles=styles)
     return app

@@ -26,6 +26,7 @@ from pydantic import (
 from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle
 from sandbox.json_body import BodyRefused, is_json_content, parse_json
+from sandbox.openapi_bodies import request_body
 from sandbox.state import VendorSchema
 
 if TYPE_CHECKING:
@@ -381,7 +382,7 @@ def _free_slots(conn: sqlite3.Connection, link: sqlite3.Row, now: datetime) -> d
     return dict(sorted(free.items()))
 
 
-@router.post(f"{EDGE}/v1/org/schedulingLinks/init-simple")
+@router.post(f"{EDGE}/v1/org/schedulingLinks/init-simple", openapi_extra=request_body(_InitBody))
 async def init_simple(request: Request) -> Response:
     """Open a short-lived booking session: a route id and the link's free start times."""
     sandbox = _sandbox(request)
@@ -448,7 +449,10 @@ def _known_zone(name: str | None) -> bool:
     return True
 
 
-@router.post(f"{EDGE}/v1/org/schedulingLinks/routing/{{route_id}}/schedule-simple")
+@router.post(
+    f"{EDGE}/v1/org/schedulingLinks/routing/{{route_id}}/schedule-simple",
+    openapi_extra=request_body(_ScheduleBody),
+)
 async def schedule_simple(route_id: str, request: Request) -> Response:
     """Book one start time of a session; a taken or unknown slot is a 409 SlotNotAvailable."""
     sandbox = _sandbox(request)
@@ -541,7 +545,7 @@ def _meeting_json(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-@router.put(f"{EDGE}/v2/org/meetings/meetings")
+@router.put(f"{EDGE}/v2/org/meetings/meetings", openapi_extra=request_body(_MeetingsQuery))
 async def list_meetings(request: Request) -> Response:
     """Meetings whose start is in [start, end), at most 7 days wide, paginated."""
     sandbox = _sandbox(request)

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle, FaultInjected
 from sandbox.json_body import BodyRefused, is_json_content, parse_json
+from sandbox.openapi_bodies import request_body
 from sandbox.state import VendorSchema
 
 if TYPE_CHECKING:
@@ -173,6 +175,80 @@ READ_ONLY = (
 REQUIRED = {"calls": ("hs_timestamp",), "notes": ("hs_timestamp",), "meetings": ("hs_timestamp",)}
 
 
+# --- request bodies as HubSpot documents them (OpenAPI only: the routes parse raw bytes) --------
+
+
+def _properties_body(object_type: str) -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        name: ((Literal[spec.options] if spec.options else str) | None, None)
+        for name, spec in PROPERTIES[object_type].items()
+    }
+    model: type[BaseModel] = create_model(
+        f"{object_type.title()}Properties", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    return model
+
+
+PROPERTY_BODIES = {object_type: _properties_body(object_type) for object_type in PROPERTIES}
+
+
+class AssociationType(BaseModel):
+    associationCategory: Literal["HUBSPOT_DEFINED", "USER_DEFINED", "INTEGRATOR_DEFINED"]
+    associationTypeId: int
+
+
+class AssociationTarget(BaseModel):
+    id: str
+
+
+class Association(BaseModel):
+    to: AssociationTarget
+    types: list[AssociationType] = Field(min_length=1)
+
+
+def _create_body(object_type: str) -> type[BaseModel]:
+    fields: dict[str, Any] = {"properties": (PROPERTY_BODIES[object_type], ...)}
+    if object_type != "contacts":
+        fields["associations"] = (list[Association] | None, None)
+    model: type[BaseModel] = create_model(f"Create{object_type.title()}", **fields)
+    return model
+
+
+def _batch_upsert_body() -> type[BaseModel]:
+    """Built, not declared: the contact properties model is itself built from PROPERTIES."""
+    item: dict[str, Any] = {
+        "idProperty": (Literal["email"], ...),
+        "id": (str, ...),
+        "properties": (PROPERTY_BODIES["contacts"] | None, None),
+    }
+    entry: type[BaseModel] = create_model("BatchUpsertInput", **item)
+    inputs: dict[str, Any] = {
+        "inputs": (list[entry], Field(min_length=1, max_length=BATCH_MAX_INPUTS))
+    }
+    model: type[BaseModel] = create_model("BatchUpsertContacts", **inputs)
+    return model
+
+
+class SearchFilter(BaseModel):
+    propertyName: str
+    operator: Literal["EQ", "NEQ", "IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY"]
+    value: str | None = None
+    values: list[str] | None = None
+
+
+class SearchFilterGroup(BaseModel):
+    filters: list[SearchFilter] = Field(max_length=SEARCH_MAX_FILTERS)
+
+
+class SearchRequest(BaseModel):
+    filterGroups: list[SearchFilterGroup] = Field(
+        default_factory=list, max_length=SEARCH_MAX_FILTER_GROUPS
+    )
+    properties: list[str] | None = None
+    limit: int = Field(default=10, ge=1, le=SEARCH_MAX_LIMIT)
+    after: str | None = Field(default=None, pattern=r"^[0-9]{1,18}$")
+
+
 # --- wire helpers -------------------------------------------------------------------------------
 
 
@@ -205,7 +281,11 @@ def error_body(
 
 
 def _failure(status: int, category: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse(error_body(category, message, **extra), status_code=status)
+    body = error_body(category, message, **extra)
+    response = JSONResponse(body, status_code=status)
+    # Here too, not only in the route class: an unknown path under /hubspot has no route.
+    response.headers["X-HubSpot-Correlation-Id"] = body["correlationId"]
+    return response
 
 
 _CATEGORIES = {
@@ -529,7 +609,7 @@ def _update(
     return updated
 
 
-@router.post(f"{OBJECTS}/contacts/batch/upsert")
+@router.post(f"{OBJECTS}/contacts/batch/upsert", openapi_extra=request_body(_batch_upsert_body()))
 async def batch_upsert_contacts(request: Request) -> Response:
     """Create or update contacts by email (`idProperty: email`); `new` says which happened."""
     sandbox = _sandbox(request)
@@ -549,7 +629,8 @@ async def batch_upsert_contacts(request: Request) -> Response:
             return _failure(
                 400, "VALIDATION_ERROR", "idProperty must be email, a unique property of contacts"
             )
-        email = item.get("id").strip().lower() if isinstance(item.get("id"), str) else ""
+        raw_id = item.get("id")
+        email = raw_id.strip().lower() if isinstance(raw_id, str) else ""
         if not email:
             return _failure(400, "VALIDATION_ERROR", "Each input needs the id (the email)")
         properties = item.get("properties") or {}
@@ -602,9 +683,7 @@ def _association_targets(
         to_id, kinds, malformed = _association_parts(association)
         if malformed is not None:
             return [], malformed
-        for kind in kinds:
-            type_id = kind.get("associationTypeId")
-            category = kind.get("associationCategory", "HUBSPOT_DEFINED")
+        for type_id, category in kinds:
             if category != "HUBSPOT_DEFINED" or type_id != ASSOCIATION_TO_CONTACT.get(object_type):
                 return [], _failure(
                     400,
@@ -622,8 +701,8 @@ def _association_targets(
     return targets, None
 
 
-def _association_parts(association: Any) -> tuple[str, list[dict[str, Any]], JSONResponse | None]:
-    """The target id and the type objects of one association, or the 400 for its shape."""
+def _association_parts(association: Any) -> tuple[str, list[tuple[int, str]], JSONResponse | None]:
+    """The target id and (type id, category) of one association, or the 400 for its shape."""
     shape = _failure(
         400,
         "VALIDATION_ERROR",
@@ -637,13 +716,16 @@ def _association_parts(association: Any) -> tuple[str, list[dict[str, Any]], JSO
         return "", [], shape
     if not isinstance(kinds, list) or not kinds or not all(isinstance(k, dict) for k in kinds):
         return "", [], shape
+    types: list[tuple[int, str]] = []
     for kind in kinds:
         type_id = kind.get("associationTypeId")
+        category = kind.get("associationCategory", "HUBSPOT_DEFINED")
         if isinstance(type_id, bool) or not isinstance(type_id, int):
             return "", [], shape
-        if not isinstance(kind.get("associationCategory", ""), str):
+        if not isinstance(category, str):
             return "", [], shape
-    return str(raw_id), kinds, None
+        types.append((type_id, category))
+    return str(raw_id), types, None
 
 
 async def _create_engagement(object_type: str, request: Request) -> Response:
@@ -685,7 +767,7 @@ async def _create_engagement(object_type: str, request: Request) -> Response:
     return JSONResponse(_object_json(row), status_code=201)
 
 
-@router.post(f"{OBJECTS}/contacts")
+@router.post(f"{OBJECTS}/contacts", openapi_extra=request_body(_create_body("contacts")))
 async def create_contact(request: Request) -> Response:
     """Create one contact; an email that exists already is a 409 naming the existing id."""
     sandbox = _sandbox(request)
@@ -708,17 +790,17 @@ async def create_contact(request: Request) -> Response:
     return JSONResponse(_object_json(row), status_code=201)
 
 
-@router.post(f"{OBJECTS}/calls")
+@router.post(f"{OBJECTS}/calls", openapi_extra=request_body(_create_body("calls")))
 async def create_call(request: Request) -> Response:
     return await _create_engagement("calls", request)
 
 
-@router.post(f"{OBJECTS}/notes")
+@router.post(f"{OBJECTS}/notes", openapi_extra=request_body(_create_body("notes")))
 async def create_note(request: Request) -> Response:
     return await _create_engagement("notes", request)
 
 
-@router.post(f"{OBJECTS}/meetings")
+@router.post(f"{OBJECTS}/meetings", openapi_extra=request_body(_create_body("meetings")))
 async def create_meeting(request: Request) -> Response:
     return await _create_engagement("meetings", request)
 
@@ -796,14 +878,13 @@ def _filter_problem(flt: Any) -> str | None:
     if "value" in flt and not isinstance(flt["value"], _SCALAR):
         return "a filter value must be a string, number or boolean"
     values = flt.get("values")
-    if operator == "IN" and not (
-        isinstance(values, list) and all(isinstance(v, _SCALAR) for v in values)
-    ):
-        return "operator IN needs values"
+    well_formed = isinstance(values, list) and all(isinstance(v, _SCALAR) for v in values)
+    if (operator == "IN" or values is not None) and not well_formed:
+        return "operator IN needs values" if operator == "IN" else "values must be a list"
     return None
 
 
-@router.post(f"{OBJECTS}/{{object_type}}/search")
+@router.post(f"{OBJECTS}/{{object_type}}/search", openapi_extra=request_body(SearchRequest))
 async def search(object_type: str, request: Request) -> Response:
     """CRM search: filter groups are OR-ed, the filters inside a group AND-ed."""
     await _sandbox(request).faults.before(VENDOR, f"search_{object_type}")

@@ -38,18 +38,19 @@ class LastResortErrors:
         try:
             await self.app(scope, receive, tracked)
         except Exception as exc:
-            route = scope.get("route")
+            vendor = str(scope.get("path", "")).strip("/").split("/")[0]
+            style = self.styles.get(vendor)
             # The route's template and the error's type only: the path and message may hold values.
+            template = getattr(scope.get("route"), "path", "an unmatched path")
             logger.error(
-                "sandbox bug: %s in %s %s",
+                "sandbox bug: %s in %s %s %s",
                 type(exc).__name__,
                 scope.get("method", "?"),
-                getattr(route, "path", "an unmatched path"),
+                vendor if style is not None else "control",
+                template,
             )
             if started:
                 raise
-            vendor = str(scope.get("path", "")).strip("/").split("/")[0]
-            style = self.styles.get(vendor)
             response = (
                 style.error(500, INTERNAL_ERROR_MESSAGE)
                 if style is not None

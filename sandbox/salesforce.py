@@ -14,16 +14,18 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle, FaultInjected
 from sandbox.json_body import BodyRefused, is_json_content, parse_json
+from sandbox.openapi_bodies import FORM_MEDIA, request_body
 from sandbox.state import VendorSchema
 
 if TYPE_CHECKING:
@@ -168,6 +170,40 @@ SOBJECTS: dict[str, SObjectSpec] = {
 SYSTEM_FIELDS = ("Id", "OwnerId", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp")
 # Fault-spec operation names, per sObject.
 UPSERT_OPERATIONS = {"Lead": "upsert_lead", "Task": "upsert_task", "Event": "upsert_event"}
+
+
+# --- request bodies as Salesforce documents them (OpenAPI only: the routes parse raw bytes) ------
+
+
+def _field_type(spec: FieldSpec) -> Any:
+    kinds: dict[str, Any] = {
+        "int": Annotated[int, Field(ge=INT_FIELD_RANGE[0], le=INT_FIELD_RANGE[1])],
+        "date": date,
+        "datetime": datetime,
+        "reference": Annotated[str, Field(pattern=_RECORD_ID.pattern)],
+    }
+    if spec.restricted:
+        return Literal[spec.restricted] | None
+    return kinds.get(spec.kind, Annotated[str, Field(max_length=spec.length)]) | None
+
+
+def _sobject_body(name: str, spec: SObjectSpec) -> type[BaseModel]:
+    fields: dict[str, Any] = {field: (_field_type(f), None) for field, f in spec.fields.items()}
+    model: type[BaseModel] = create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+    return model
+
+
+SOBJECT_BODIES = [_sobject_body(f"{name}Fields", spec) for name, spec in SOBJECTS.items()]
+
+
+class TokenForm(BaseModel):
+    grant_type: Literal["client_credentials"]
+    client_id: str
+    client_secret: str
+
+
+class RevokeForm(BaseModel):
+    token: str
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -385,7 +421,7 @@ def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, st
     return form.get("client_id", ""), form.get("client_secret", "")
 
 
-@router.post(TOKEN_PATH)
+@router.post(TOKEN_PATH, openapi_extra=request_body(TokenForm, media=FORM_MEDIA))
 async def token(request: Request) -> Response:
     """OAuth 2.0 client-credentials flow: a session token and the instance URL to use it on."""
     await _sandbox(request).faults.before(VENDOR, "token")
@@ -423,7 +459,7 @@ async def token(request: Request) -> Response:
     )
 
 
-@router.post(REVOKE_PATH)
+@router.post(REVOKE_PATH, openapi_extra=request_body(RevokeForm, media=FORM_MEDIA))
 async def revoke(request: Request) -> Response:
     """Revoke a session token: the next API call with it answers 401 INVALID_SESSION_ID."""
     await _sandbox(request).faults.before(VENDOR, "revoke")
@@ -625,7 +661,10 @@ async def _json_object(request: Request) -> dict[str, Any] | JSONResponse:
     return body
 
 
-@router.patch(f"{DATA_PREFIX}/{{version}}/sobjects/{{sobject}}/{{external_field}}/{{value}}")
+@router.patch(
+    f"{DATA_PREFIX}/{{version}}/sobjects/{{sobject}}/{{external_field}}/{{value}}",
+    openapi_extra=request_body(*SOBJECT_BODIES),
+)
 async def upsert(
     version: str, sobject: str, external_field: str, value: str, request: Request
 ) -> Response:

@@ -75,7 +75,9 @@ def hubspot_refusal(response: httpx2.Response, status: int | None = None) -> dic
     return dict(body)
 
 
-def chilipiper_refusal(response: httpx2.Response, status: int | None = None) -> str | dict[str, Any]:
+def chilipiper_refusal(
+    response: httpx2.Response, status: int | None = None
+) -> str | dict[str, Any]:
     """Chili Piper: a 400 is text/plain `Invalid value for: …`, others {errorCode, errorMessage}."""
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
     if status is not None:
@@ -119,3 +121,16 @@ def records(sandbox: SandboxServer) -> dict[str, list[tuple[Any, ...]]]:
         for table in state.tables()
         if table not in REQUEST_LOGS and table != "sandbox_meta"
     }
+
+
+def amplitude_profile_refusal(response: httpx2.Response, status: int | None = None) -> Any:
+    """The User Profile API: 401 in text/plain, 400 as {error}."""
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
+    if status is not None:
+        assert response.status_code == status, (response.status_code, response.text[:200])
+    if response.status_code == 401:
+        assert response.headers["content-type"].startswith("text/plain"), response.headers
+        return response.text
+    body = _json(response)
+    assert isinstance(body.get("error"), str), body
+    return body

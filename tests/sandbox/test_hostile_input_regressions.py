@@ -92,7 +92,9 @@ def test_deeply_nested_json_is_refused_in_each_vendors_shape(
     before = records(sandbox)
     with httpx2.Client(base_url=sandbox.url, timeout=10) as client:
         salesforce_refusal(
-            client.patch(f"{SF_DATA}/Lead/Trial_Account_Id__c/t-deep", content=raw, headers=sf_auth),
+            client.patch(
+                f"{SF_DATA}/Lead/Trial_Account_Id__c/t-deep", content=raw, headers=sf_auth
+            ),
             400,
         )
         hs_auth = {**BEARER, **JSON}
