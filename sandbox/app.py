@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException
 
 from config.clock import AdjustableClock, ClockMode
 from sandbox import amplitude, chilipiper, hubspot, salesforce
-from sandbox.faults import FaultBook, FaultInjected, FaultSpec
+from sandbox.faults import ErrorStyle, FaultBook, FaultInjected, FaultSpec
+from sandbox.json_body import StrictJsonRoute, validation_failure
+from sandbox.last_resort import LastResortErrors
 from sandbox.state import SandboxState
 
 VENDOR_MODULES = (salesforce, hubspot, chilipiper, amplitude)
@@ -35,14 +40,26 @@ SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
 
 # A year is far more than any calendar check needs, and keeps datetime arithmetic in range.
 MAX_CLOCK_SHIFT_SECONDS = 366 * 86400.0
+# The sandbox's now stays here: seeding and the booking horizon add days to it without overflow.
+EARLIEST_NOW = datetime(1971, 1, 1, tzinfo=UTC)
+LATEST_NOW = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _within_clock_range(moment: datetime) -> datetime:
+    if not EARLIEST_NOW <= moment <= LATEST_NOW:
+        raise ValueError(f"the sandbox's now must lie in {EARLIEST_NOW.year}..{LATEST_NOW.year}")
+    return moment
+
+
+ClockInstant = Annotated[AwareDatetime, AfterValidator(_within_clock_range)]
 
 
 class ClockRequest(BaseModel):
     """Pin the sandbox's now to `at` (frozen or running on), or shift it by `shift_seconds`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    at: AwareDatetime | None = None
+    at: ClockInstant | None = None
     frozen: bool = False
     shift_seconds: float | None = Field(
         default=None, ge=-MAX_CLOCK_SHIFT_SECONDS, le=MAX_CLOCK_SHIFT_SECONDS, allow_inf_nan=False
@@ -67,11 +84,11 @@ class ResetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int | None = None
-    now: AwareDatetime | None = None
+    now: ClockInstant | None = None
     frozen: bool = False
 
 
-control = APIRouter(prefix="/__sandbox", tags=["sandbox control"])
+control = APIRouter(prefix="/__sandbox", tags=["sandbox control"], route_class=StrictJsonRoute)
 
 
 @control.get("/faults")
@@ -117,13 +134,18 @@ async def read_clock(sandbox: SandboxDep) -> ClockState:
     return _clock_state(sandbox.clock)
 
 
-@control.post("/clock")
-async def set_clock(change: ClockRequest, sandbox: SandboxDep) -> ClockState:
+@control.post("/clock", response_model=ClockState)
+async def set_clock(change: ClockRequest, sandbox: SandboxDep) -> ClockState | Response:
     """Pin or shift the sandbox's now; records already stored keep their times."""
     if change.at is not None:
         sandbox.clock.pin(change.at, frozen=change.frozen)
     elif change.shift_seconds is not None:
-        sandbox.clock.shift(timedelta(seconds=change.shift_seconds))
+        delta = timedelta(seconds=change.shift_seconds)
+        try:
+            _within_clock_range(sandbox.clock() + delta)
+        except ValueError as out_of_range:
+            return validation_failure((("body", "shift_seconds"), str(out_of_range), "value_error"))
+        sandbox.clock.shift(delta)
     return _clock_state(sandbox.clock)
 
 
@@ -157,8 +179,29 @@ def create_app(
     app.include_router(control)
     app.state.sandbox = Sandbox(state=state, faults=faults, clock=clock)
 
+    styles: dict[str, ErrorStyle] = {
+        module.SCHEMA.vendor: module.ERROR_STYLE for module in VENDOR_MODULES
+    }
+
     @app.exception_handler(FaultInjected)
     async def _fault(_: Request, exc: FaultInjected) -> Response:
         return exc.response
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's 422 without `input`: a refused value is neither echoed nor re-rendered.
+        errors = [(e["loc"], str(e["msg"]), str(e["type"])) for e in exc.errors()]
+        return validation_failure(*errors)
+
+    @app.exception_handler(HTTPException)
+    async def _routing(request: Request, exc: HTTPException) -> Response:
+        """An unknown path or method under a vendor's prefix answers in that vendor's shape."""
+        vendor = request.url.path.strip("/").split("/")[0]
+        style = styles.get(vendor)
+        if style is None:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return style.error(exc.status_code, str(exc.detail))
+
+    # Outermost: a bug answers the vendor's 500 and is logged without the request's values.
+    app.add_middleware(LastResortErrors, styles=styles)
     return app
