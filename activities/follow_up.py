@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
+from zoneinfo import ZoneInfo
 
 from temporalio import activity
 
@@ -20,6 +21,10 @@ from contracts.activities import (
     LogCallSalesforceInput,
     LogCallSalesforceOutput,
     MeetingRecord,
+    OwedReply,
+    OweReplyHubSpotInput,
+    OweReplyOutput,
+    OweReplySalesforceInput,
     RecordMeetingHubSpotInput,
     RecordMeetingHubSpotOutput,
     RecordMeetingSalesforceInput,
@@ -54,6 +59,7 @@ from integrations.salesforce import (
     SalesforceCallTask,
     SalesforceLead,
     SalesforceMeetingEvent,
+    SalesforceReplyTask,
 )
 
 if TYPE_CHECKING:  # only the type: a worker builds the clients and injects them
@@ -71,6 +77,7 @@ CALL_OUTCOME_MISSING_EVENT: Final = "trial_call_outcome_missing"
 MEETING_BOOKED_EVENT: Final = "trial_meeting_booked"
 
 CALL_SUBJECT: Final = "Voice agent call: PandaDoc trial"
+REPLY_OWED_SUBJECT: Final = "Reply owed: the caller's meeting request could not be booked"
 SALESFORCE_TEXT_MAX: Final = TEXT_AREA_MAX
 HUBSPOT_NOTE_MAX: Final = NOTE_BODY_MAX
 SALESFORCE_FIRST_NAME_MAX: Final = 40  # Lead.FirstName's length
@@ -81,6 +88,7 @@ HUBSPOT_CALL_STATUS: Final[dict[EndedReason, CallStatus]] = {
     EndedReason.CALLER_HUNG_UP: "COMPLETED",
     EndedReason.DROPPED: "COMPLETED",
     EndedReason.AGENT_ERROR: "FAILED",
+    EndedReason.AGENT_LOST: "FAILED",
 }
 
 
@@ -101,6 +109,8 @@ class FollowUpActivities:
             self.record_meeting_salesforce,
             self.record_meeting_hubspot,
             self.track_analytics,
+            self.owe_reply_salesforce,
+            self.owe_reply_hubspot,
         ]
 
     # --- CRM --------------------------------------------------------------------------------------
@@ -207,6 +217,39 @@ class FollowUpActivities:
             )
         logger.info("call %s: hubspot meeting written", input.call_id)
         return RecordMeetingHubSpotOutput(meeting_engagement_id=ref.id, attempt=current_attempt())
+
+    # --- a promise that could not be kept ---------------------------------------------------------
+
+    @activity.defn(name=FollowUpStep.OWE_REPLY_SALESFORCE.value)
+    async def owe_reply_salesforce(self, input: OweReplySalesforceInput) -> OweReplyOutput:
+        """An open, high-priority Task for the rep on the Lead: reply to the caller."""
+        with vendor_failures():
+            task = SalesforceReplyTask(
+                call_id=input.call_id,
+                lead_id=input.lead_id,
+                subject=REPLY_OWED_SUBJECT,
+                description=reply_owed_text(input.call_id, input.owed),
+                due=input.owed.requested_slot.date(),
+            )
+            result = await self._clients.salesforce.upsert_reply_task(task)
+        logger.info("call %s: salesforce reply-owed task written", input.call_id)
+        return OweReplyOutput(record_id=result.id, attempt=current_attempt())
+
+    @activity.defn(name=FollowUpStep.OWE_REPLY_HUBSPOT.value)
+    async def owe_reply_hubspot(self, input: OweReplyHubSpotInput) -> OweReplyOutput:
+        """A note on the contact, once per call: the caller is owed a reply."""
+        with vendor_failures():
+            note = HubSpotNote(
+                call_id=input.call_id,
+                body=f"{REPLY_OWED_SUBJECT}. {reply_owed_text(input.call_id, input.owed)}",
+                timestamp=input.owed.requested_slot,
+                purpose="reply_owed",
+            )
+            ref = await self._clients.hubspot.create_note(
+                note, contact_id=input.contact_id, may_exist=current_attempt() > 1
+            )
+        logger.info("call %s: hubspot reply-owed note written", input.call_id)
+        return OweReplyOutput(record_id=ref.id, attempt=current_attempt())
 
     # --- booking ----------------------------------------------------------------------------------
 
@@ -328,6 +371,12 @@ def call_log_text(call_id: str, call: CallRecord, *, limit: int) -> str:
         f"Voice agent call {call_id}: {call.ended_reason.value}, "
         f"{call.duration_seconds // 60} min {call.duration_seconds % 60} s."
     ]
+    if call.ended_reason is EndedReason.AGENT_LOST:
+        lines += [
+            "",
+            "The voice agent lost this call before it ended. What follows is what it had "
+            f"recorded by {call.ended_at.isoformat()}, its last checkpoint.",
+        ]
     if call.summary:
         lines += ["", "Summary:", call.summary]
     signals = call.signals.filled()
@@ -339,6 +388,19 @@ def call_log_text(call_id: str, call: CallRecord, *, limit: int) -> str:
         lines += ["", f"Meeting requested for {call.requested_slot.isoformat()}."]
     text = "\n".join(lines)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def reply_owed_text(call_id: str, owed: OwedReply) -> str:
+    """What the rep reads: what was promised, why it could not be kept, what is free nearby."""
+    zone = ZoneInfo(owed.timezone)
+    asked = owed.requested_slot.astimezone(zone).strftime("%A %B %d at %H:%M %Z")
+    free = ", ".join(slot.astimezone(zone).strftime("%a %b %d %H:%M") for slot in owed.alternatives)
+    return (
+        f"During voice agent call {call_id} the caller asked for a meeting on {asked} and was "
+        f"told a calendar invite would follow by email. It was not booked: {owed.reason}. "
+        "Please reply to them with another time"
+        + (f"; free times close to it: {free}." if free else ".")
+    )
 
 
 def meeting_text(call_id: str, meeting: MeetingRecord) -> str:

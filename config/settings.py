@@ -11,7 +11,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.models import MAX_CALL_ENDED_TIMEOUT_SECONDS, MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS
+from contracts.models import (
+    MAX_CALL_ENDED_TIMEOUT_SECONDS,
+    MAX_LIVENESS_SECONDS,
+    MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS,
+)
 
 Vendor = Literal["salesforce", "hubspot", "chilipiper", "amplitude"]
 VENDORS: tuple[Vendor, ...] = ("salesforce", "hubspot", "chilipiper", "amplitude")
@@ -189,6 +193,22 @@ class Settings(BaseSettings):
         description="Total retry time of one step before it parks in needs_attention.",
     )
 
+    follow_up_liveness_seconds: float = Field(
+        default=180.0,
+        ge=10,
+        le=MAX_LIVENESS_SECONDS,
+        allow_inf_nan=False,
+        description="No checkpoint for this long: the agent is lost and the follow-up goes on "
+        "with the last one.",
+    )
+    follow_up_alternative_window_minutes: int = Field(
+        default=120,
+        ge=0,
+        le=24 * 60,
+        description="A promised booking found taken after the call is moved to the nearest free "
+        "slot this close to it; 0: a person replies instead.",
+    )
+
     # --- real-time agent ----------------------------------------------------------------------
     breaker_failure_threshold: int = Field(
         default=3, ge=1, description="Consecutive failures that open a service's breaker."
@@ -222,6 +242,28 @@ class Settings(BaseSettings):
         gt=0,
         allow_inf_nan=False,
         description="Temporal slower than this: the handoff goes to the outbox.",
+    )
+    handoff_call_ended_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        allow_inf_nan=False,
+        description="At the end of a call, Temporal slower than this: call_ended goes to the "
+        "outbox.",
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        allow_inf_nan=False,
+        description="What a call learns is checkpointed to its follow-up at most this often.",
+    )
+    checkpoint_keepalive_seconds: float = Field(
+        default=45.0,
+        gt=0,
+        le=600,
+        allow_inf_nan=False,
+        description="A call with nothing new still tells its follow-up it is alive this often.",
     )
     outbox_relay_interval_seconds: float = Field(
         default=5.0, gt=0, allow_inf_nan=False, description="Time between outbox relay passes."

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 from config.settings import Settings
 
@@ -64,10 +64,12 @@ async def connect(
     max_delay: float = MAX_RETRY_DELAY_SECONDS,
     runtime: Runtime | None = None,
     identity: str | None = None,
+    rpc_retries: RetryConfig | None = None,
 ) -> Client:
     """A client for `settings.temporal_target`, retried with doubling delays while it starts.
 
     `attempts` defaults to `settings.worker_connect_attempts`; raises `TemporalConnectError`.
+    `rpc_retries` replaces the SDK's retries of each later RPC (the handoff fails fast).
     """
     total = attempts if attempts is not None else settings.worker_connect_attempts
     if total < 1:
@@ -76,7 +78,9 @@ async def connect(
     wait = delay
     for attempt in range(1, total + 1):
         try:
-            return await _connect_once(settings, runtime=runtime, identity=identity)
+            return await _connect_once(
+                settings, runtime=runtime, identity=identity, rpc_retries=rpc_retries
+            )
         except RPCError as error:
             if error.status not in _RETRYABLE_STATUSES or attempt == total:
                 raise TemporalConnectError(target=target, attempts=attempt, cause=error) from None
@@ -99,7 +103,11 @@ async def connect(
 
 
 async def _connect_once(
-    settings: Settings, *, runtime: Runtime | None, identity: str | None
+    settings: Settings,
+    *,
+    runtime: Runtime | None,
+    identity: str | None,
+    rpc_retries: RetryConfig | None = None,
 ) -> Client:
     api_key = settings.temporal_api_key
     return await Client.connect(
@@ -112,6 +120,7 @@ async def _connect_once(
         connect_timeout=CONNECT_TIMEOUT,
         runtime=runtime,
         identity=identity,
+        retry_config=rpc_retries,
     )
 
 

@@ -16,7 +16,15 @@ from typing import Annotated, Any
 
 from pydantic import EmailStr, Field, model_validator
 
-from contracts.fields import E164Phone, Instant, NoteText, PersonName, ShortText, SummaryText
+from contracts.fields import (
+    E164Phone,
+    IanaTimezone,
+    Instant,
+    NoteText,
+    PersonName,
+    ShortText,
+    SummaryText,
+)
 from contracts.models import (
     MAX_EMAIL_CHARS,
     MAX_NOTES,
@@ -254,6 +262,31 @@ class TrackAnalyticsInput(_Model):
                 CallFacts.of(CallOutcome.model_validate(outcome)) if outcome is not None else None
             )
         return data
+
+
+class OwedReply(_Model):
+    """A promise to a caller that could not be kept: the invite they were told would follow."""
+
+    requested_slot: Instant
+    timezone: IanaTimezone
+    alternatives: list[Instant] = Field(default_factory=list, max_length=3)
+    reason: ShortText
+
+
+class OweReplySalesforceInput(_Model):
+    call_id: CallId
+    lead_id: ShortText
+    owed: OwedReply
+
+
+class OweReplyHubSpotInput(_Model):
+    call_id: CallId
+    contact_id: ShortText
+    owed: OwedReply
+
+
+class OweReplyOutput(ActivityOutput):
+    record_id: str
 
 
 class TrackAnalyticsOutput(ActivityOutput):

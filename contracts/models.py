@@ -37,6 +37,7 @@ NOTES_MAX_BYTES: Final = 32 * 1024
 BOOKING_HORIZON: Final = timedelta(days=60)
 MAX_CALL_ENDED_TIMEOUT_SECONDS: Final = 7 * 86400.0
 MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS: Final = 7 * 86400.0
+MAX_LIVENESS_SECONDS: Final = 3600.0
 
 
 class _Model(BaseModel):
@@ -71,6 +72,9 @@ class EndedReason(StrEnum):
     CALLER_HUNG_UP = "caller_hung_up"
     AGENT_ERROR = "agent_error"
     DROPPED = "dropped"
+    # The agent went silent mid-call (killed, its host lost): the follow-up used its last
+    # checkpoint.
+    AGENT_LOST = "agent_lost"
 
 
 class QualificationSignals(_Model):
@@ -151,6 +155,41 @@ class BookingConfirmation(_Model):
     duration_minutes: int = Field(default=30, ge=15, le=120)
 
 
+def _check_notes_budget(notes: list[str]) -> None:
+    notes_bytes = sum(len(note.encode()) for note in notes)
+    if notes_bytes > NOTES_MAX_BYTES:
+        raise ValueError(f"the notes take {notes_bytes} bytes, over {NOTES_MAX_BYTES}")
+
+
+class CallLearned(_Model):
+    """What a call has learned so far: the part of its outcome that the conversation fills."""
+
+    stage: ShortText = "opening"
+    signals: QualificationSignals = Field(default_factory=QualificationSignals)
+    notes: list[NoteText] = Field(default_factory=list, max_length=MAX_NOTES)
+    requested_meeting: BookingRequest | None = None
+    booking: BookingConfirmation | None = None
+
+    @model_validator(mode="after")
+    def _within_budget(self) -> CallLearned:
+        _check_notes_budget(self.notes)
+        return self
+
+
+class CallCheckpoint(_Model):
+    """Signal `checkpoint`: the call is alive, and (when `learned` is set) what it has learned.
+
+    The agent sends one when what it learned changes (coalesced) and a keep-alive without
+    `learned` when nothing did; the workflow keeps the highest `seq`, so a late one from the outbox
+    never undoes a newer one.
+    """
+
+    call_id: CallId
+    seq: int = Field(ge=0, le=2**31)
+    sent_at: Instant
+    learned: CallLearned | None = None
+
+
 class CallOutcome(_Model):
     """Everything the call learned, sent once at hang-up with signal `call_ended`."""
 
@@ -171,9 +210,7 @@ class CallOutcome(_Model):
             raise ValueError("ended_at is before started_at")
         if self.requested_meeting is not None and self.requested_meeting.call_id != self.call_id:
             raise ValueError("requested_meeting.call_id differs from call_id")
-        notes_bytes = sum(len(note.encode()) for note in self.notes)
-        if notes_bytes > NOTES_MAX_BYTES:
-            raise ValueError(f"the notes take {notes_bytes} bytes, over {NOTES_MAX_BYTES}")
+        _check_notes_budget(self.notes)
         size = len(self.model_dump_json().encode())
         if size > OUTCOME_MAX_BYTES:
             raise ValueError(f"the outcome takes {size} bytes, over its {OUTCOME_MAX_BYTES}")
@@ -200,6 +237,9 @@ class FollowUpStep(StrEnum):
     RECORD_MEETING_SALESFORCE = "record_meeting_salesforce"
     RECORD_MEETING_HUBSPOT = "record_meeting_hubspot"
     TRACK_ANALYTICS = "track_analytics"
+    # A promised booking that could not be kept: the rep is asked to reply to the caller.
+    OWE_REPLY_SALESFORCE = "owe_reply_salesforce"
+    OWE_REPLY_HUBSPOT = "owe_reply_hubspot"
 
 
 class StepState(StrEnum):
@@ -233,14 +273,28 @@ class FollowUpProgress(_Model):
     call_id: str
     status: FollowUpStatus
     outcome_missing: bool = False
+    agent_lost: bool = False  # the call's outcome came from its last checkpoint
     steps: dict[FollowUpStep, StepProgress] = Field(default_factory=dict)
     booking: BookingResult | None = None
 
 
 class FollowUpInput(_Model):
-    """Start input of CallFollowUpWorkflow. Timeouts come from the starter's settings."""
+    """Start input of CallFollowUpWorkflow. Timeouts come from the starter's settings.
+
+    A follow-up started at the call's start also knows whom the call is with and since when, so
+    it can finish the call's CRM work from its last checkpoint if the agent is lost.
+    """
 
     call_id: CallId
+    trialist: Trialist | None = None
+    started_at: Instant | None = None
+    # No checkpoint for this long, once checkpoints have come: the agent is lost.
+    liveness_seconds: float = Field(
+        default=180, ge=10, le=MAX_LIVENESS_SECONDS, allow_inf_nan=False
+    )
+    # A promised booking that turns out taken is moved to the nearest free slot within this
+    # many minutes of the one asked for; 0: never moved, a person is asked to reply instead.
+    alternative_window_minutes: int = Field(default=120, ge=0, le=24 * 60)
     # Finite, at least a second (Temporal reads a zero timeout as none) and capped: the
     # workflow turns them into timers and timeouts.
     call_ended_timeout_seconds: float = Field(

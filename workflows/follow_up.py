@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final
 
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     # pydantic imports this lazily to validate EmailStr; loading it here keeps it out of every run.
+
     import email_validator  # noqa: F401
 
     from contracts.activities import (
         ActivityOutput,
-        BookMeetingInput,
-        BookMeetingOutput,
-        MeetingRecord,
     )
     from contracts.models import (
         BookingRequest,
         BookingResult,
-        BookingStatus,
+        CallCheckpoint,
         CallOutcome,
         FollowUpInput,
         FollowUpProgress,
@@ -32,8 +30,6 @@ with workflow.unsafe.imports_passed_through():
         FollowUpStep,
         RetryStepRequest,
         SkipStepRequest,
-        StepError,
-        StepProgress,
         StepState,
         Trialist,
     )
@@ -42,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         BOOKING_CONFLICT_ERROR,
         BOOKING_NOT_DONE_ERROR,
         CALL_ENDED_SIGNAL,
+        CHECKPOINT_SIGNAL,
         FOLLOW_UP_FAILED_STEP,
         FOLLOW_UP_STATUS,
         PROGRESS_QUERY,
@@ -51,19 +48,18 @@ with workflow.unsafe.imports_passed_through():
         call_id_from_workflow_id,
     )
 
+from workflows.call_liveness import CallLiveness
+from workflows.follow_up_booking import BookingRules
 from workflows.follow_up_details import details_markdown, error_line
 from workflows.follow_up_steps import (
     FACT_SOURCES,
-    SPEC_BY_STEP,
     STEP_GRAPH,
-    VENDOR_RETRY_POLICY,
     Fact,
     Known,
     NotNeeded,
     StepSpec,
 )
 from workflows.messages import NO_INPUT, RefusedMessage, decode, decode_one, message_name
-from workflows.step_errors import step_error
 
 # A retry_step/skip_step whose step another update in the same activation already handled.
 NOT_PARKED_ERROR: Final = "step_not_parked"
@@ -72,10 +68,11 @@ UNKNOWN_CALL_ID: Final = "unknown"
 NOBODY: Final = "nobody to write: no call outcome and no booking"
 NO_CALL_DETAILS: Final = "call_ended never arrived: no call details to log"
 OUTCOME_MISSING_NOTICE: Final = "call_ended never arrived: the follow-up used what it had."
+AGENT_LOST_NOTICE: Final = "The agent went silent mid-call: the follow-up used its last checkpoint."
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
-class CallFollowUpWorkflow:
+class CallFollowUpWorkflow(BookingRules, CallLiveness):
     """Durable follow-up of one call. See docs/follow-up.md for the state machine."""
 
     @workflow.init
@@ -86,21 +83,7 @@ class CallFollowUpWorkflow:
         except RefusedMessage as refused:
             self._start_problem = str(refused)
             self._input = FollowUpInput(call_id=_call_id_of_this_workflow())
-        self._outcome: CallOutcome | None = None
-        self._outcome_missing = False
-        self._call_over = False
-        self._done = False
-        self._steps: dict[FollowUpStep, StepProgress] = {
-            step: StepProgress() for step in FollowUpStep
-        }
-        self._parked: dict[FollowUpStep, StepError] = {}
-        self._decisions: dict[FollowUpStep, RetryStepRequest | SkipStepRequest] = {}
-        self._outputs: dict[FollowUpStep, asyncio.Task[ActivityOutput | None]] = {}
-        self._booking_request: BookingRequest | None = None
-        self._booking_result: BookingResult | None = None
-        self._booking_task: asyncio.Task[BookingResult | None] | None = None
-        self._meeting_task: asyncio.Task[MeetingRecord | None] | None = None
-        self._published: tuple[FollowUpStatus, FollowUpStep | None] | None = None
+        self._init_state(self._input)
 
     @workflow.run
     async def run(self, input: RawValue = NO_INPUT) -> FollowUpProgress:
@@ -114,9 +97,12 @@ class CallFollowUpWorkflow:
             )
         self._refresh()  # starters set in_call too; this covers a start without it
         timeout = self._input.call_ended_timeout_seconds
+        give_up_at = workflow.now() + timedelta(seconds=timeout)
         try:
+            # A checkpoint ends this first wait too: from then on the liveness rule applies.
+            # (Follow-ups that never get one wait exactly as before, so their histories replay.)
             await workflow.wait_condition(
-                lambda: self._outcome is not None,
+                lambda: self._outcome is not None or self._last_heard is not None,
                 timeout=timedelta(seconds=timeout),
                 timeout_summary="wait for call_ended",
             )
@@ -125,6 +111,8 @@ class CallFollowUpWorkflow:
             workflow.logger.warning(
                 "call_ended did not arrive within %gs; continuing with what is known", timeout
             )
+        else:
+            await self._watch_liveness(give_up_at)
         self._call_over = True
         self._refresh()
         await self._run_steps()
@@ -139,15 +127,16 @@ class CallFollowUpWorkflow:
     @workflow.signal(dynamic=True)
     def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
         """Every signal arrives here raw, so a bad one is dropped with a log line, never raised."""
-        if name != CALL_ENDED_SIGNAL:
+        if name not in (CALL_ENDED_SIGNAL, CHECKPOINT_SIGNAL):
             workflow.logger.warning("signal %r dropped: no such signal", message_name(name))
             return
         try:
-            outcome = decode_one(args, CallOutcome)
+            if name == CHECKPOINT_SIGNAL:
+                self._checkpoint(decode_one(args, CallCheckpoint))
+            else:
+                self._call_ended(decode_one(args, CallOutcome))
         except RefusedMessage as refused:
-            workflow.logger.warning("signal %s dropped: %s", CALL_ENDED_SIGNAL, refused)
-            return
-        self._call_ended(outcome)
+            workflow.logger.warning("signal %s dropped: %s", name, refused)
 
     def _call_ended(self, outcome: CallOutcome) -> None:
         """The call's outcome, sent once at hang-up. The first one wins; repeats are ignored."""
@@ -201,24 +190,6 @@ class CallFollowUpWorkflow:
             conflict = self._booking_conflict(previous)
             if conflict is not None:
                 raise ValueError(conflict)
-
-    def _booking_conflict(self, previous: BookingRequest | None) -> str | None:
-        """Why a booking of another slot is refused, or None when one may start."""
-        if previous is None:
-            return None
-        when = previous.slot_start.isoformat()
-        state = self._steps[FollowUpStep.BOOK_MEETING].state
-        if self._booking_result is None and state is StepState.SKIPPED:
-            return None  # an operator gave that booking up
-        if self._booking_result is None:
-            doing = "waits for an operator" if state is StepState.NEEDS_ATTENTION else "is running"
-            return f"a booking for {when} {doing}; a second booking is refused"
-        if self._booking_result.status is BookingStatus.BOOKED:
-            return (
-                f"a meeting is already booked for {when} "
-                f"(meeting {self._booking_result.meeting_id}); a second booking is refused"
-            )
-        return None  # that slot was unavailable: the caller may pick another
 
     @workflow.update(name=RETRY_STEP_UPDATE)
     def retry_step(self, request: RetryStepRequest) -> FollowUpProgress:
@@ -274,6 +245,7 @@ class CallFollowUpWorkflow:
             call_id=self._input.call_id,
             status=self._status(),
             outcome_missing=self._outcome_missing,
+            agent_lost=self._agent_lost,
             steps=dict(self._steps),
             booking=self._booking_result,
         )
@@ -318,6 +290,10 @@ class CallFollowUpWorkflow:
         if fact in (Fact.MEETING, Fact.BOOKING_SETTLED):
             assert self._meeting_task is not None
             return await self._meeting_task
+        if fact is Fact.OWED:
+            assert self._meeting_task is not None
+            await self._meeting_task
+            return self._owed
         source, read = FACT_SOURCES[fact]
         output = await self._outputs[source]
         return read(output) if output is not None else None
@@ -332,6 +308,7 @@ class CallFollowUpWorkflow:
             lead_id=found.get(Fact.LEAD),
             contact_id=found.get(Fact.CONTACT),
             meeting=meeting,
+            owed=found.get(Fact.OWED),
             now=workflow.now(),
         )
 
@@ -342,151 +319,10 @@ class CallFollowUpWorkflow:
             self._not_needed(step, NO_CALL_DETAILS)
         elif fact is Fact.MEETING:
             self._blocked(step, FollowUpStep.BOOK_MEETING, "no meeting was booked")
+        elif fact is Fact.OWED:
+            self._not_needed(step, "no promise to keep: nothing was promised, or it was kept")
         else:
             self._blocked(step, FACT_SOURCES[fact][0])
-
-    async def _settle_booking(self) -> MeetingRecord | None:
-        """The booked meeting: from the call's own booking, the outcome, or a booking made now."""
-        step = FollowUpStep.BOOK_MEETING
-        outcome = self._outcome
-        requested = outcome.requested_meeting if outcome is not None else None
-        if self._booking_task is not None:
-            await self._booking_task
-            meeting = self._booked_meeting()
-            if meeting is not None or self._booking_result is None:
-                return meeting  # booked, or skipped by an operator
-            if requested is None or (
-                self._booking_request is not None and requested.same_slot(self._booking_request)
-            ):
-                return None  # the slot was unavailable and the call asked for nothing else
-        elif outcome is not None and outcome.booking is not None:
-            self._not_needed(
-                step, f"confirmed during the call (meeting {outcome.booking.meeting_id})"
-            )
-            return MeetingRecord.from_confirmation(outcome.booking)
-        if requested is None:
-            self._not_needed(step, "no meeting was requested")
-            return None
-        try:
-            requested.check_future(workflow.now())
-        except ValueError as error:
-            self._not_needed(step, f"not booked: {error}")
-            return None
-        self._start_booking(requested)
-        assert self._booking_task is not None
-        await self._booking_task
-        return self._booked_meeting()
-
-    # --- booking ----------------------------------------------------------------------------------
-
-    def _start_booking(self, request: BookingRequest) -> None:
-        self._booking_request = request
-        self._booking_result = None
-        # Running from now on, so a waiting handler never sees the previous booking's state.
-        self._set(FollowUpStep.BOOK_MEETING, state=StepState.RUNNING, skip_reason=None)
-        self._booking_task = asyncio.create_task(self._book(request))
-
-    async def _book(self, request: BookingRequest) -> BookingResult | None:
-        step = FollowUpStep.BOOK_MEETING
-        arg = BookMeetingInput(call_id=self._input.call_id, request=request)
-        output = await self._run_step(step, lambda: self._call(SPEC_BY_STEP[step], arg))
-        if output is None:
-            return None
-        assert isinstance(output, BookMeetingOutput)
-        self._booking_result = output.result
-        if output.reconciled:
-            workflow.logger.info("booking reconciled: the meeting already existed")
-        return output.result
-
-    def _booked_meeting(self) -> MeetingRecord | None:
-        result, request = self._booking_result, self._booking_request
-        if result is None or request is None or result.status is not BookingStatus.BOOKED:
-            return None
-        assert result.meeting_id is not None
-        return MeetingRecord(
-            meeting_id=result.meeting_id,
-            start=result.slot_start,
-            duration_minutes=request.duration_minutes,
-        )
-
-    # --- running one step with parking ------------------------------------------------------------
-
-    async def _call(self, spec: StepSpec, arg: Any) -> ActivityOutput:
-        return await workflow.execute_activity_method(
-            spec.activity,
-            arg,
-            schedule_to_close_timeout=timedelta(seconds=self._input.step_schedule_to_close_seconds),
-            start_to_close_timeout=spec.timeouts.start_to_close,
-            heartbeat_timeout=spec.timeouts.heartbeat,
-            retry_policy=VENDOR_RETRY_POLICY,
-            summary=spec.step.value,
-        )
-
-    async def _run_step(
-        self, step: FollowUpStep, action: Callable[[], Awaitable[ActivityOutput]]
-    ) -> ActivityOutput | None:
-        """Run a step until it succeeds or an operator skips it; a failure parks it meanwhile."""
-        while True:
-            self._set(step, state=StepState.RUNNING)
-            self._refresh()
-            try:
-                output = await action()
-            except ActivityError as failure:
-                error, attempts = step_error(failure)
-                self._set(
-                    step,
-                    state=StepState.NEEDS_ATTENTION,
-                    attempts=self._steps[step].attempts + attempts,
-                    last_error=error,
-                )
-                self._parked[step] = error
-                workflow.logger.warning("step %s needs attention: %s", step, error.kind)
-                self._refresh()
-                await workflow.wait_condition(lambda: step in self._decisions)
-                if isinstance(self._decisions.pop(step), SkipStepRequest):
-                    return None
-                continue
-            self._set(
-                step,
-                state=StepState.SUCCEEDED,
-                attempts=self._steps[step].attempts + output.attempt,
-            )
-            self._refresh()
-            return output
-
-    def _set(self, step: FollowUpStep, **changes: Any) -> None:
-        self._steps[step] = self._steps[step].model_copy(update=changes)
-
-    def _not_needed(self, step: FollowUpStep, reason: str) -> None:
-        self._set(step, state=StepState.NOT_NEEDED, skip_reason=reason)
-        self._refresh()
-
-    def _blocked(
-        self, step: FollowUpStep, prerequisite: FollowUpStep, reason: str | None = None
-    ) -> None:
-        """Settle a step whose prerequisite produced nothing: skipped follows skipped."""
-        before = self._steps[prerequisite]
-        if before.state is StepState.SKIPPED:
-            self._set(
-                step,
-                state=StepState.SKIPPED,
-                skip_reason=f"{prerequisite} was skipped: {before.skip_reason}",
-            )
-        else:
-            detail = reason or before.skip_reason or before.state.value
-            self._set(step, state=StepState.NOT_NEEDED, skip_reason=f"{prerequisite}: {detail}")
-        self._refresh()
-
-    def _check_parked(self, step: FollowUpStep, verb: str) -> None:
-        if step not in self._parked:
-            parked = ", ".join(self._parked_in_order()) or "none"
-            raise ValueError(
-                f"cannot {verb} {step}: it is {self._steps[step].state}, "
-                f"not waiting for an operator (parked: {parked})"
-            )
-
-    def _parked_in_order(self) -> list[FollowUpStep]:
-        return [step for step in FollowUpStep if step in self._parked]
 
     # --- status, search attributes and details --------------------------------------------------
 
@@ -516,11 +352,25 @@ class CallFollowUpWorkflow:
             details_markdown(
                 call_id=self._input.call_id,
                 status=status,
-                notices=[OUTCOME_MISSING_NOTICE] if self._outcome_missing else [],
+                notices=self._notices(),
                 steps=self._steps,
                 parked=parked,
             )
         )
+
+    def _notices(self) -> list[str]:
+        notices = [OUTCOME_MISSING_NOTICE] if self._outcome_missing else []
+        if self._agent_lost:
+            notices.append(AGENT_LOST_NOTICE)
+        if self._promise_note is not None:
+            notices.append(self._promise_note)
+        if self._owed is not None:
+            notices.append(
+                f"The caller was promised an invite for {self._owed.requested_slot.isoformat()}; "
+                f"it could not be booked ({self._owed.reason}). The rep is asked to reply to them "
+                "(a Salesforce task and a HubSpot note)."
+            )
+        return notices
 
     def _trialist(self) -> Trialist | None:
         if self._outcome is not None:

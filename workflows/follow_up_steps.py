@@ -29,6 +29,9 @@ with workflow.unsafe.imports_passed_through():
         LogCallHubSpotInput,
         LogCallSalesforceInput,
         MeetingRecord,
+        OwedReply,
+        OweReplyHubSpotInput,
+        OweReplySalesforceInput,
         RecordMeetingHubSpotInput,
         RecordMeetingSalesforceInput,
         TrackAnalyticsInput,
@@ -76,6 +79,7 @@ class Fact(StrEnum):
     CONTACT = "contact"  # the HubSpot contact's id (upsert_hubspot_contact)
     MEETING = "meeting"  # a booked meeting (book_meeting)
     BOOKING_SETTLED = "booking_settled"  # the booking is settled, with or without a meeting
+    OWED = "owed"  # a booking promised to the caller that could not be kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +93,7 @@ class Known:
     lead_id: str | None = None
     contact_id: str | None = None
     meeting: MeetingRecord | None = None
+    owed: OwedReply | None = None
     now: datetime
 
     @property
@@ -175,6 +180,16 @@ def _track_analytics(known: Known) -> TrackAnalyticsInput | NotNeeded:
     )
 
 
+def _owe_reply_salesforce(known: Known) -> OweReplySalesforceInput:
+    assert known.owed is not None and known.lead_id is not None
+    return OweReplySalesforceInput(call_id=known.call_id, lead_id=known.lead_id, owed=known.owed)
+
+
+def _owe_reply_hubspot(known: Known) -> OweReplyHubSpotInput:
+    assert known.owed is not None and known.contact_id is not None
+    return OweReplyHubSpotInput(call_id=known.call_id, contact_id=known.contact_id, owed=known.owed)
+
+
 def lead_id(output: ActivityOutput) -> str:
     assert isinstance(output, UpsertSalesforceLeadOutput)
     return output.lead_id
@@ -241,6 +256,21 @@ STEP_GRAPH: Final[tuple[StepSpec, ...]] = (
         needs=(Fact.PERSON, Fact.BOOKING_SETTLED),
         build=_track_analytics,
         timeouts=SEVERAL_REQUESTS,
+    ),
+    # Last, so that follow-ups recorded before these steps existed replay unchanged.
+    StepSpec(
+        step=FollowUpStep.OWE_REPLY_SALESFORCE,
+        activity=FollowUpActivities.owe_reply_salesforce,
+        needs=(Fact.OWED, Fact.LEAD),
+        build=_owe_reply_salesforce,
+        timeouts=ONE_REQUEST,
+    ),
+    StepSpec(
+        step=FollowUpStep.OWE_REPLY_HUBSPOT,
+        activity=FollowUpActivities.owe_reply_hubspot,
+        needs=(Fact.OWED, Fact.CONTACT),
+        build=_owe_reply_hubspot,
+        timeouts=ONE_REQUEST,
     ),
 )
 
