@@ -16,6 +16,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.follow_up import FollowUpActivities
+from config.encryption import EncryptionSetupError
 from config.process_exit import exits_cleanly
 from config.settings import VENDORS, Settings, VendorMode, get_settings
 from config.temporal import (
@@ -82,7 +83,8 @@ async def run_worker(
 ) -> None:
     """Connect, serve follow-ups until `stop` is set (or SIGTERM/SIGINT when `stop` is None).
 
-    Raises TemporalConnectError, TemporalSetupError, MetricsPortError or WorkerStartError.
+    Raises TemporalConnectError, TemporalSetupError, MetricsPortError, WorkerStartError or
+    EncryptionSetupError (no payload key: the worker never runs unencrypted).
     """
     if stop is not None:
         await _run(settings, stop=stop, ready=ready)
@@ -214,7 +216,13 @@ def main() -> None:
     settings = get_settings()
     try:
         asyncio.run(run_worker(settings))
-    except (TemporalConnectError, TemporalSetupError, MetricsPortError, WorkerStartError) as error:
+    except (
+        TemporalConnectError,
+        TemporalSetupError,
+        MetricsPortError,
+        WorkerStartError,
+        EncryptionSetupError,
+    ) as error:
         raise SystemExit(f"worker: {error}") from None
 
 

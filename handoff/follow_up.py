@@ -58,6 +58,7 @@ from handoff.outbox import (
     RelayPass,
     dedupe_key,
 )
+from handoff.sealing import OutboxSealer
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +150,12 @@ class FollowUpHandoff:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FollowUpHandoff:
-        """A handoff with its outbox at `settings.data_dir / "outbox.db"`; connects on first use."""
-        return cls(settings=settings, outbox=Outbox.in_dir(settings.data_dir))
+        """A handoff with its outbox at `settings.data_dir / "outbox.db"`; connects on first use.
+
+        The outbox seals with the same keys as the Temporal client; EncryptionSetupError without.
+        """
+        sealer = OutboxSealer.from_settings(settings)
+        return cls(settings=settings, outbox=Outbox.in_dir(settings.data_dir, sealer=sealer))
 
     # --- the two handoffs of a call ------------------------------------------------------------
 

@@ -10,6 +10,10 @@ budget of a write (bench/realtime.py prints both), so FULL is the default.
 Ordering: per call, a `book_meeting` goes before the call's `call_ended`, because the workflow
 refuses `book_meeting` once the call has ended. The CallOutcome carries `requested_meeting`, so a
 `book_meeting` that still arrives late (and is refused) loses nothing: the workflow books from it.
+
+At rest: payloads are sealed with the Temporal payload codec's keys (handoff/sealing.py), the file
+is mode 0600, and a delivered row's payload is erased at once; its row (ids and notes, no personal
+data) is deleted after DELIVERED_RETENTION_SECONDS.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -27,7 +32,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from config.settings import get_settings
 from contracts.models import BookingRequest, CallOutcome
+from handoff.sealing import OutboxSealer
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +47,7 @@ DEFAULT_SYNCHRONOUS: Final[Synchronous] = "FULL"
 MAX_HOLD_ATTEMPTS: Final = 5
 MAX_ERROR_CHARS: Final = 500
 BUSY_TIMEOUT_MS: Final = 5000  # another process's relay may hold the write lock for a moment
+FILE_MODE: Final = 0o600  # SQLite gives the -wal and -shm files the database file's mode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -144,13 +152,25 @@ def kind_of(payload: BookingRequest | CallOutcome) -> MessageKind:
 
 
 class Outbox:
-    """The SQLite outbox file. Every method is a short synchronous call, safe from any thread."""
+    """The SQLite outbox file. Every method is a short synchronous call, safe from any thread.
 
-    def __init__(self, path: Path | str, *, synchronous: Synchronous = DEFAULT_SYNCHRONOUS) -> None:
+    Payloads are sealed with `sealer`, by default the keys of this process's settings.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
+        sealer: OutboxSealer | None = None,
+    ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Callers that only pass a path (`python -m agent drain-outbox`) seal with their settings.
+        self._sealer = sealer or OutboxSealer.from_settings(get_settings())
+        _create_private(self.path)
         self._lock = threading.Lock()
         # Autocommit: each statement is its own transaction unless a method opens one.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -164,10 +184,14 @@ class Outbox:
 
     @classmethod
     def in_dir(
-        cls, data_dir: Path | str, *, synchronous: Synchronous = DEFAULT_SYNCHRONOUS
+        cls,
+        data_dir: Path | str,
+        *,
+        synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
+        sealer: OutboxSealer | None = None,
     ) -> Outbox:
         """The outbox file of a data directory (`settings.data_dir`)."""
-        return cls(Path(data_dir) / OUTBOX_FILE_NAME, synchronous=synchronous)
+        return cls(Path(data_dir) / OUTBOX_FILE_NAME, synchronous=synchronous, sealer=sealer)
 
     def close(self) -> None:
         with self._lock:
@@ -179,7 +203,7 @@ class Outbox:
         """Store a handoff for the relay; the same message twice is stored once."""
         kind = kind_of(payload)
         key = dedupe_key(payload)
-        body = payload.model_dump_json()
+        body = self._sealer.seal(payload.model_dump_json())
         at = time.time() if now is None else now
         with self._lock:
             row = self._db.execute(
@@ -196,13 +220,20 @@ class Outbox:
         return PutResult(int(existing[0]), stored=False)
 
     def mark_delivered(self, id: int, *, note: str | None = None, now: float | None = None) -> None:
-        """Done with this message; `note` records why when the workflow refused it (terminal)."""
+        """Done with this message; `note` records why when the workflow refused it (terminal).
+
+        Its payload is erased now; rows delivered more than DELIVERED_RETENTION_SECONDS ago go.
+        """
         at = time.time() if now is None else now
         with self._lock:
             self._db.execute(
                 "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, leased_until = 0, "
-                "last_error = COALESCE(?, last_error) WHERE id = ?",
+                "last_error = COALESCE(?, last_error), payload = X'' WHERE id = ?",
                 (at, _clip(note), id),
+            )
+            self._db.execute(
+                "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?",
+                (at - DELIVERED_RETENTION_SECONDS,),
             )
 
     def mark_failed(self, id: int, error: str, next_attempt_at: float) -> None:
@@ -257,17 +288,19 @@ class Outbox:
         }
         with self._lock, self._transaction():
             rows = self._db.execute(_DUE, params).fetchall()
+            # Opened inside the transaction: a row that can't be opened leaves nothing leased.
+            messages = [_message(row, self._sealer) for row in rows]
             if lease is not None and rows:
                 self._db.executemany(
                     "UPDATE outbox SET leased_until = ? WHERE id = ?",
                     [(now + lease, row[0]) for row in rows],
                 )
-        return [_message(row) for row in rows]
+        return messages
 
     def get(self, id: int) -> OutboxMessage | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (id,)).fetchone()
-        return _message(row) if row is not None else None
+        return _message(row, self._sealer) if row is not None else None
 
     def pending_for(self, call_id: str) -> list[OutboxMessage]:
         """A call's undelivered messages, book_meeting first, whatever their backoff."""
@@ -277,7 +310,7 @@ class Outbox:
                 "ORDER BY CASE kind WHEN 'book_meeting' THEN 0 ELSE 1 END, created_at, id",
                 (call_id,),
             ).fetchall()
-        return [_message(row) for row in rows]
+        return [_message(row, self._sealer) for row in rows]
 
     def pending_count(self, call_id: str | None = None) -> int:
         query = "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"
@@ -297,7 +330,7 @@ class Outbox:
             args = (call_id,)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
-        return [_message(row) for row in rows]
+        return [_message(row, self._sealer) for row in rows]
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -311,14 +344,14 @@ class Outbox:
         self._db.execute("COMMIT")
 
 
-def _message(row: tuple[Any, ...]) -> OutboxMessage:
+def _message(row: tuple[Any, ...], sealer: OutboxSealer) -> OutboxMessage:
     (id, kind, call_id, key, payload, created, attempts, next_at, leased, error, delivered) = row
     return OutboxMessage(
         id=int(id),
         kind=MessageKind(kind),
         call_id=str(call_id),
         dedupe_key=str(key),
-        payload=str(payload),
+        payload=_opened(payload, sealer),
         created_at=float(created),
         attempts=int(attempts),
         next_attempt_at=float(next_at),
@@ -330,6 +363,23 @@ def _message(row: tuple[Any, ...]) -> OutboxMessage:
 
 def _clip(text: str | None) -> str | None:
     return None if text is None else text[:MAX_ERROR_CHARS]
+
+
+def _opened(stored: bytes | str, sealer: OutboxSealer) -> str:
+    """A row's payload: sealed bytes; text in rows written before sealing; empty once delivered."""
+    if isinstance(stored, str):
+        return stored
+    return sealer.open(stored) if stored else ""
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite opens it (tighten an older one)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    os.chmod(path, FILE_MODE)
+    for suffix in ("-wal", "-shm"):
+        sibling = path.with_name(path.name + suffix)
+        if sibling.exists():
+            os.chmod(sibling, FILE_MODE)
 
 
 # --- the relay ---------------------------------------------------------------------------------
@@ -372,7 +422,8 @@ DEFAULT_INITIAL_BACKOFF: Final = 1.0
 DEFAULT_MAX_BACKOFF: Final = 300.0
 DEFAULT_DELIVERY_TIMEOUT: Final = 5.0
 DEFAULT_BATCH_SIZE: Final = 10
-DELIVERED_RETENTION_SECONDS: Final = 7 * 24 * 3600
+# A delivered row (payload erased) stays this long, so a repeat of it is recognised, then goes.
+DELIVERED_RETENTION_SECONDS: Final = 3600
 
 
 class OutboxRelay:

@@ -27,6 +27,7 @@ from contracts import (
     follow_up_summary,
     workflow_id_for,
 )
+from tests.payload_keys import SESSION_KEY
 from tests.servers import SandboxServer, free_port
 from tests.workflows.scenario import (
     call_outcome,
@@ -56,9 +57,11 @@ class Run:
 
 
 def cli_env(client: Client, task_queue: str, tmp_path: Path) -> dict[str, str]:
-    """The operator's environment: the test's server and queue, nothing from the developer."""
+    """The operator's environment: the test's server, queue and payload key, nothing else."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     env.update(
+        PAYLOAD_ENCRYPTION_KEY=SESSION_KEY.to_base64(),
+        PAYLOAD_ENCRYPTION_KEY_ID=SESSION_KEY.id,
         TEMPORAL_ADDRESS=client.service_client.config.target_host,
         TEMPORAL_NAMESPACE=client.namespace,
         TEMPORAL_TASK_QUEUE=task_queue,
@@ -136,7 +139,8 @@ async def test_operator_lists_shows_retries_and_skips_parked_follow_ups(
         assert listing.code == 0, listing.err
         for call_id in (retried, skipped):
             row = table_row(listing.out, call_id)
-            assert "Casey Morgan (Orbitworks)" in row  # who: the workflow's static summary
+            # who: the workflow's static summary, stored encrypted and decoded by the CLI's codec
+            assert "Casey Morgan (Orbitworks)" in row
             assert "needs_attention" in row and HUBSPOT.value in row
             # The last error, from the progress query.
             assert "permanent: hubspot.batch_upsert_contacts: HTTP 400" in row

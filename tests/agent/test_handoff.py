@@ -258,10 +258,8 @@ async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
         assert booked.status is BookingHandoffStatus.QUEUED
         assert ended.status is CallEndedStatus.QUEUED
         assert booking_time < HANDOFF_TIMEOUT + MARGIN and ending_time < HANDOFF_TIMEOUT + MARGIN
-        assert [m.kind for m in down.outbox.due(time.time())] == [
-            MessageKind.BOOK_MEETING,
-            MessageKind.CALL_ENDED,
-        ]
+        queued = down.outbox.due(time.time())
+        assert [m.kind for m in queued] == [MessageKind.BOOK_MEETING, MessageKind.CALL_ENDED]
 
         # The next agent process, with Temporal back: its relay delivers at start-up.
         up = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
@@ -278,9 +276,12 @@ async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
         ]
         assert vendor_rows(sandbox, person) == ONE_EACH
 
-        # At-least-once: the same messages again change nothing and start no second run.
+        # Delivered rows keep no payload: the personal data left the outbox with the delivery.
+        assert [m.payload for m in messages] == ["", ""]
+
+        # At-least-once: the same messages again (as queued) change nothing, start no second run.
         run_id = (await follow_up(dev_env, call_id).describe()).run_id
-        repeats = [await up.deliver(message) for message in messages]
+        repeats = [await up.deliver(message) for message in queued]
         # The server knows the booking's update id and answers with its outcome; the signal
         # to a finished follow-up is refused instead of starting a new run.
         assert repeats == [None, Rejection(ALREADY_FINISHED)]
