@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 from activities.follow_up import FollowUpActivities
 from config.encryption import EncryptionSetupError
+from config.log_redaction import install_refused_input_filter
 from config.process_exit import exits_cleanly
 from config.settings import VENDORS, Settings, VendorMode, get_settings
 from config.temporal import (
@@ -213,6 +214,8 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The SDK logs an undecodable signal with pydantic's error, which quotes the refused input.
+    install_refused_input_filter()
     settings = get_settings()
     try:
         asyncio.run(run_worker(settings))

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from config.encryption import EncryptionSetupError, dev_secrets_needed, ensure_dev_secrets
+from config.log_redaction import install_refused_input_filter
 from config.process_exit import exits_cleanly
 from config.settings import Settings, get_settings
 from config.temporal import TemporalConnectError, connect
@@ -105,6 +106,7 @@ def codec_server() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_refused_input_filter()
     try:
         serve_codec_server(settings)
     except EncryptionSetupError as error:
