@@ -47,9 +47,10 @@ def raw_bytes(events: Iterable[HistoryEvent]) -> bytes:
 def payloads_in(message: Message) -> Iterator[Payload]:
     """Every Payload anywhere inside `message` (fields, repeated fields and map values)."""
     for field, value in message.ListFields():
-        if field.type != FieldDescriptor.TYPE_MESSAGE:
+        kind = field.message_type
+        if field.type != FieldDescriptor.TYPE_MESSAGE or kind is None:
             continue
-        if field.message_type.GetOptions().map_entry:
+        if kind.GetOptions().map_entry:
             values = value.values()
         elif field.is_repeated:
             values = value
