@@ -2,7 +2,8 @@
 
 A follow-up handed off the way the agent does it leaves no personal data readable in its history,
 its description or its user metadata (temporalio 1.35 passes the static summary through the
-codec), yet opens completely with the key. A follow-up started under key A completes on a worker
+codec, and the current details reach the UI as an encrypted query answer), yet opens completely
+with the key. A follow-up started under key A completes on a worker
 that moved to key B with A as previous; one whose key was removed too early stops with an error
 naming the setting, and completes once the key is back.
 """
@@ -15,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.query.v1 import WorkflowQuery
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.api.workflowservice.v1 import QueryWorkflowRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
@@ -30,6 +35,7 @@ from contracts.codec import (
     PayloadKey,
     PayloadKeyError,
     encrypted_data_converter,
+    is_encrypted,
 )
 from contracts.models import CallOutcome, Trialist
 from handoff.follow_up import CallEndedStatus, FollowUpHandoff
@@ -45,6 +51,7 @@ from tests.workflows.scenario import (
 )
 
 RESULT_SECONDS = 60.0
+METADATA_QUERY = "__temporal_workflow_metadata"  # what the UI asks for the current details
 KEY_A = PayloadKey.generate("key-a")
 KEY_B = PayloadKey.generate("key-b")
 
@@ -146,6 +153,12 @@ async def test_a_failed_vendor_call_leaves_no_readable_error_in_the_history(
             return bool(_failures(await history(handle)))
 
         await wait_until(activity_failed, within=30, what="the HubSpot upsert to fail")
+
+        # The UI reads the current details through a query: its answer is encrypted too.
+        async def details_name_the_parked_step() -> bool:
+            return "upsert_hubspot_contact" in await current_details(dev_env, handle.id)
+
+        await wait_until(details_name_the_parked_step, within=30, what="the parked step's details")
         await handle.terminate("test over")
     events = await history(handle)
     failures = _failures(events)
@@ -154,6 +167,22 @@ async def test_a_failed_vendor_call_leaves_no_readable_error_in_the_history(
     assert found(personal_texts(outcome), raw_bytes(events)) == []
     assert b"hubspot" not in raw_bytes(events).lower().replace(b"upsert_hubspot_contact", b"")
     assert b"batch_upsert_contacts" in opened_bytes(events, session_codec())
+
+
+async def current_details(env: WorkflowEnvironment, workflow_id: str) -> str:
+    """The workflow's current details as the UI asks for them, checking the answer is sealed."""
+    response = await env.client.workflow_service.query_workflow(
+        QueryWorkflowRequest(
+            namespace=env.client.namespace,
+            execution=WorkflowExecution(workflow_id=workflow_id),
+            query=WorkflowQuery(query_type=METADATA_QUERY),
+        )
+    )
+    (answer,) = response.query_result.payloads
+    assert is_encrypted(answer), "the metadata query answered in plain text"
+    (metadata,) = await env.client.data_converter.decode([answer], [WorkflowMetadata])
+    details: str = metadata.current_details
+    return details
 
 
 def _failures(events: list[HistoryEvent]) -> list[Failure]:
