@@ -26,7 +26,9 @@ TOKEN_SETTING: Final = "CODEC_SERVER_TOKEN"
 SECRET_FILE_MODE: Final = 0o600
 
 
-class EncryptionSetupError(Exception):
+# A SystemExit, like config.settings.SettingsError: a process that does not catch it (the agent)
+# still stops at start-up with the one line, never running unencrypted.
+class EncryptionSetupError(SystemExit):
     """No key (or token) to start with; the message names the setting and what to do."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,9 +37,11 @@ def settings_without_key(data_dir: Path, **values: object) -> Settings:
 
 
 @pytest.fixture
-def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.chdir("/")
     get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()  # the next test's settings come from its own environment
 
 
 def test_a_bad_key_stops_start_up_naming_the_variable_not_the_value(
