@@ -20,6 +20,7 @@ from config.encryption import (
 )
 from config.settings import Settings, SettingsError, get_settings
 from contracts.codec import PayloadKey
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = PayloadKey.generate("k")
@@ -178,3 +179,30 @@ def test_the_codec_server_refuses_to_start_without_a_token(tmp_path: Path) -> No
     assert done.returncode == 1
     assert "CODEC_SERVER_TOKEN is not set" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "agent", "drain-outbox"], ["-m", "operators.cli", "dev", "--no-agent"]],
+    ids=["agent", "trialist dev"],
+)
+def test_the_agent_and_the_dev_stack_refuse_to_start_without_a_key(
+    tmp_path: Path, command: list[str]
+) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATA_DIR": str(tmp_path / ".data"),
+        "PAYLOAD_ENCRYPTION_DEV_KEY": "false",
+        "TEMPORAL_ADDRESS": "127.0.0.1:1",
+        "WORKER_METRICS_PORT": "0",
+        "SANDBOX_PORT": str(free_port()),
+        "CODEC_SERVER_PORT": str(free_port()),
+        "COLUMNS": "200",
+    }
+    done = subprocess.run(
+        [sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 1
+    assert "PAYLOAD_ENCRYPTION_KEY is not set" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / ".data" / "payload-dev-key").exists()  # no dev key where it's off
