@@ -16,7 +16,7 @@ import binascii
 import dataclasses
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -179,9 +179,6 @@ class EncryptionCodec(PayloadCodec):
                 "that id, or the payload was altered)"
             ) from None
         return Payload.FromString(plain)
-
-    def open_all(self, payloads: Iterable[Payload]) -> list[Payload]:
-        return [self.open(payload) for payload in payloads]
 
 
 def encrypted_data_converter(
