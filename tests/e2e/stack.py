@@ -75,7 +75,16 @@ class DevStackProcess:
         return code
 
     def kill(self) -> None:
-        if self.process.poll() is None:
+        """Stop a stack a failed test left running: SIGINT first, so its children stop too.
+
+        A SIGKILL alone would orphan the children, which run in their own sessions.
+        """
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
 
