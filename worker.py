@@ -16,6 +16,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.follow_up import FollowUpActivities
+from config.clock import Clock, system_clock
 from config.encryption import EncryptionSetupError
 from config.log_redaction import install_refused_input_filter
 from config.process_exit import exits_cleanly
@@ -81,33 +82,36 @@ async def run_worker(
     *,
     stop: asyncio.Event | None = None,
     ready: Callable[[], object] | None = None,
+    clock: Clock = system_clock,
 ) -> None:
     """Connect, serve follow-ups until `stop` is set (or SIGTERM/SIGINT when `stop` is None).
+
+    `clock` is where the activities' calendar searches start (a pinned one in tests).
 
     Raises TemporalConnectError, TemporalSetupError, MetricsPortError, WorkerStartError or
     EncryptionSetupError (no payload key: the worker never runs unencrypted).
     """
     if stop is not None:
-        await _run(settings, stop=stop, ready=ready)
+        await _run(settings, stop=stop, ready=ready, clock=clock)
         return
     stop = asyncio.Event()
     signals = _stop_on_signals(stop, settings.worker_shutdown_grace_seconds)
     try:
-        await _run(settings, stop=stop, ready=ready)
+        await _run(settings, stop=stop, ready=ready, clock=clock)
     finally:
         for signum in signals:
             asyncio.get_running_loop().remove_signal_handler(signum)
 
 
 async def _run(
-    settings: Settings, *, stop: asyncio.Event, ready: Callable[[], object] | None
+    settings: Settings, *, stop: asyncio.Event, ready: Callable[[], object] | None, clock: Clock
 ) -> None:
     runtime = _metrics_runtime(settings)
     client = await _unless_stopped(_connect_checked(settings, runtime), stop)
     if client is None:
         logger.info("stopped before the worker was ready")
         return
-    clients = build_vendor_clients(settings)
+    clients = build_vendor_clients(settings, clock=clock)
     try:
         worker = build_worker(client, settings, clients=clients)
         await _serve(worker, settings=settings, stop=stop, ready=ready)

@@ -26,6 +26,7 @@ from agent.resilience.breaker import BreakerRegistry
 from agent.services import AgentRuntime, CallServices
 from agent.session_end import CallLifecycle, attach_call_handlers
 from agent.trialist_agent import PandaDocTrialistAgent
+from config.clock import Clock, system_clock
 from config.settings import Settings, get_settings
 from contracts.models import CallId, Trialist
 from handoff.follow_up import FollowUpHandoff
@@ -56,11 +57,15 @@ class CallDispatch(BaseModel):
     trialist: Trialist
 
 
-def build_runtime(settings: Settings) -> AgentRuntime:
-    """What the process shares across calls: vendor clients, breakers and the Temporal handoff."""
-    clients = build_vendor_clients(settings)
+def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> AgentRuntime:
+    """What the process shares across calls: vendor clients, breakers and the Temporal handoff.
+
+    `clock` is the calls' calendar (the wall clock; a pinned one in tests and demos).
+    """
+    clients = build_vendor_clients(settings, clock=clock)
     return AgentRuntime(
         settings=settings,
+        clock=clock,
         trial_activity=clients.amplitude,
         slots=clients.chilipiper,
         handoff=FollowUpHandoff.from_settings(settings),

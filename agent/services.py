@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.call_state import ConversationState
@@ -14,6 +13,7 @@ from agent.resilience.breaker import BreakerRegistry
 from agent.resilience.fallbacks import SpokenFallbacks
 from agent.resilience.filler import FillerLines
 from agent.resilience.guard import RealtimeGuard
+from config.clock import Clock, system_clock
 from contracts.models import BookingRequest, CallOutcome, EndedReason, Trialist
 from handoff.follow_up import BookingHandoff, CallEndedHandoff, FollowUpHandoff
 from integrations.amplitude import AmplitudeUserProfile
@@ -26,12 +26,6 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class TrialActivitySource(Protocol):
@@ -87,7 +81,7 @@ class CallServices:
     fillers: FillerLines
     booking_wait_seconds: float
     filler_after_seconds: float
-    clock: Clock = utc_now
+    clock: Clock = system_clock
     # How the call is ending, once known (end_call, an agent error); the first verdict stands.
     ended_reason: EndedReason | None = None
     _session: AgentSession[Any] | None = field(default=None, repr=False)
@@ -122,6 +116,7 @@ class AgentRuntime:
     breakers: BreakerRegistry
     clients: VendorClients | None = None
     rng: random.Random = field(default_factory=random.Random)
+    clock: Clock = system_clock
 
     async def start_background(self) -> None:
         """Start the outbox relay in this event loop (idempotent): it delivers what's pending."""
@@ -133,9 +128,10 @@ class AgentRuntime:
             await self.clients.aclose()
 
     def services_for(
-        self, *, call_id: str, trialist: Trialist, clock: Clock = utc_now
+        self, *, call_id: str, trialist: Trialist, clock: Clock | None = None
     ) -> CallServices:
         """Fresh per-call state, fallbacks and fillers over the process's shared clients."""
+        clock = clock or self.clock
         fillers = FillerLines(rng=self.rng)
         guard = RealtimeGuard.from_settings(
             self.settings,

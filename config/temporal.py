@@ -191,6 +191,27 @@ async def check_search_attributes(
         )
 
 
+def _workflow_sources(workflows: Iterable[type]) -> list[str]:
+    """Each workflow's module, its packages, and the loaded modules of its package beside it.
+
+    The sandbox re-imports the sibling modules a workflow module imports (its step table, its
+    markdown) as well, so they need a cache too.
+    """
+    names: list[str] = []
+    for workflow_class in workflows:
+        parts = workflow_class.__module__.split(".")
+        names += [".".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+        package = ".".join(parts[:-1])
+        if package:
+            names += sorted(name for name in sys.modules if name.startswith(f"{package}."))
+    sources: list[str] = []
+    for name in dict.fromkeys(names):
+        source = getattr(sys.modules.get(name), "__file__", None)
+        if source is not None and source.endswith(".py"):
+            sources.append(source)
+    return sources
+
+
 def cache_workflow_bytecode(workflows: Iterable[type]) -> list[Path]:
     """Write the bytecode cache of each workflow's module and its packages; the files it could not.
 
@@ -201,19 +222,13 @@ def cache_workflow_bytecode(workflows: Iterable[type]) -> list[Path]:
     (what a normal import would have done) removes the cost. Up-to-date caches are left alone.
     """
     failed: list[Path] = []
-    for workflow_class in workflows:
-        parts = workflow_class.__module__.split(".")
-        for depth in range(1, len(parts) + 1):
-            module = sys.modules.get(".".join(parts[:depth]))
-            source = getattr(module, "__file__", None)
-            if source is None or not source.endswith(".py"):
-                continue
-            if not compileall.compile_file(source, quiet=2):
-                failed.append(Path(source))
-    for source in failed:
+    for source in _workflow_sources(workflows):
+        if not compileall.compile_file(source, quiet=2):
+            failed.append(Path(source))
+    for path in failed:
         logger.warning(
             "could not write the bytecode cache of %s (is its directory read-only?): every "
             "workflow run will compile it again; run `python -m compileall` when building",
-            source,
+            path,
         )
     return failed

@@ -353,7 +353,7 @@ async def init_simple(request: Request) -> Response:
     body: _InitBody | None = await _parse(request, _InitBody)
     if body is None or (body.guestTimezone is not None and not _known_zone(body.guestTimezone)):
         return PlainTextResponse(INVALID_BODY, status_code=400)
-    now = datetime.now(UTC)
+    now = sandbox.clock()
     window_start, window = now, timedelta(days=7)
     if body.interval is not None:
         parsed = parse_duration(body.interval.duration)
@@ -415,7 +415,7 @@ async def schedule_simple(route_id: str, request: Request) -> Response:
     body: _ScheduleBody | None = await _parse(request, _ScheduleBody)
     if body is None or any(not body.formData.get(name) for name in REQUIRED_FORM_FIELDS):
         return PlainTextResponse(INVALID_BODY, status_code=400)
-    now = datetime.now(UTC)
+    now = sandbox.clock()
     conn = sandbox.state.conn
     route = conn.execute(
         "SELECT * FROM chilipiper_routes WHERE route_id = ? AND meeting_id IS NULL"
@@ -545,7 +545,7 @@ async def cancel_meeting(meeting_id: str, request: Request) -> Response:
             tx.execute(
                 "UPDATE chilipiper_meetings SET status = 'Canceled', canceled_at = ?"
                 " WHERE meeting_id = ?",
-                (iso(datetime.now(UTC)), meeting_id),
+                (iso(sandbox.clock()), meeting_id),
             )
     await sandbox.faults.after_commit(VENDOR, "cancel_meeting")
     return JSONResponse({"type": "Success"})

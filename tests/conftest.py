@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
@@ -14,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from config.process_exit import exit_now
 from contracts import SEARCH_ATTRIBUTES
 from tests.payload_keys import SESSION_CONVERTER, install_session_key
+from tests.pinned_time import CALENDAR_INSTANTS, PinnedInstant, working_week_anchor
 from tests.servers import SandboxServer, binary, running_sandbox
 
 # Before any Settings is built: the code under test and the test's clients encrypt alike.
@@ -28,8 +30,26 @@ def sandbox_server() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
-    """The session's sandbox, reset to its seed data with no faults."""
-    sandbox_server.reset()
+    """The session's sandbox, reset to its seed data with no faults, at the working-week anchor.
+
+    The wall clock only places the anchor (tests/pinned_time.py): the calendar a test sees, a
+    Tuesday 10:00 in the rep's zone, is the same whatever hour the test runs at.
+    """
+    sandbox_server.reset(now=working_week_anchor(datetime.now(UTC)))
+    return sandbox_server
+
+
+@pytest.fixture(params=CALENDAR_INSTANTS, ids=lambda instant: instant.name)
+def calendar_instant(request: pytest.FixtureRequest) -> PinnedInstant:
+    """Each pinned instant of tests/pinned_time.py in turn: a calendar test runs at all of them."""
+    instant: PinnedInstant = request.param
+    return instant
+
+
+@pytest.fixture
+def pinned_sandbox(sandbox_server: SandboxServer, calendar_instant: PinnedInstant) -> SandboxServer:
+    """The sandbox seeded and frozen at the calendar instant."""
+    sandbox_server.reset(now=calendar_instant.at, frozen=True)
     return sandbox_server
 
 

@@ -173,7 +173,9 @@ def outcome_for(call_id: str, *, slot: datetime | None) -> CallOutcome:
         trial_account_id=f"trial-{call_id}",
         timezone="America/Denver",
     )
-    ended = datetime.now(UTC)
+    ended = datetime.now(
+        UTC
+    )  # a timestamp on a record, not a calendar decision: the wall clock is fine
     meeting = None
     if slot is not None:
         meeting = BookingRequest(call_id=call_id, slot_start=slot, guest=trialist)
@@ -480,7 +482,7 @@ async def test_run_worker_reports_ready_and_returns_when_stopped(
         _env_file=None,
         temporal_address=target_of(dev_env),
         temporal_task_queue=f"worker-test-{uuid.uuid4()}",
-        sandbox_url=sandbox.url,
+        sandbox=sandbox,
         worker_metrics_port=0,
         worker_shutdown_grace_seconds=1,
     )

@@ -150,7 +150,7 @@ async def test_a_confirmed_booking_then_call_ended_completes_the_follow_up(
     call_id = new_call_id()
     person = make_trialist(call_id)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         booked = await handoff.book_meeting(request, wait=10.0)
@@ -175,14 +175,14 @@ async def test_a_taken_slot_comes_back_unavailable_with_alternatives(
     first_call, second_call = new_call_id(), new_call_id()
     first, second = make_trialist(first_call), make_trialist(second_call)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, first))[0]
         taken = await handoff.book_meeting(booking_request(first_call, first, slot), wait=10.0)
         assert taken.status is BookingHandoffStatus.CONFIRMED
         late = await handoff.book_meeting(booking_request(second_call, second, slot), wait=10.0)
     assert late.status is BookingHandoffStatus.UNAVAILABLE and late.meeting_id is None
     assert late.alternatives and slot not in late.alternatives
-    assert all(alternative > datetime.now(UTC) for alternative in late.alternatives)
+    assert all(alternative > sandbox.clock() for alternative in late.alternatives)
 
 
 async def test_a_refused_booking_is_rejected_at_once_with_the_reason(
@@ -191,8 +191,9 @@ async def test_a_refused_booking_is_rejected_at_once_with_the_reason(
     call_id = new_call_id()
     person = make_trialist(call_id)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+    # The workflow checks slots against Temporal's clock, which is the wall clock here.
     past = booking_request(call_id, person, datetime.now(UTC) - timedelta(hours=1))
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
         refused, elapsed = await timed(handoff.book_meeting(past, wait=10.0))
     assert refused.status is BookingHandoffStatus.REJECTED
     assert refused.reason is not None and "in the past" in refused.reason
@@ -207,7 +208,7 @@ async def test_a_slow_booking_is_pending_and_the_workflow_finishes_it(
     call_id = new_call_id()
     person = make_trialist(call_id)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         sandbox.add_fault(vendor="chilipiper", operation="schedule_simple", latency_ms=800)
         request = booking_request(call_id, person, slot)
@@ -228,7 +229,7 @@ async def test_a_booking_parked_for_an_operator_is_pending_not_refused(
     call_id = new_call_id()
     person = make_trialist(call_id)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         # A permanent vendor error: the workflow parks the booking and fails the update.
         sandbox.add_fault(
@@ -249,7 +250,7 @@ async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
     call_id = new_call_id()
     person = make_trialist(call_id)
     down = handoff_to(tmp_path, target=closed_port(), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         booked, booking_time = await timed(down.book_meeting(request, wait=2.0))
@@ -298,14 +299,14 @@ async def test_temporal_without_a_worker_is_too_slow_so_the_booking_is_queued(
         tmp_path, target=target_of(dev_env), task_queue=task_queue, handoff_timeout=SHORT_TIMEOUT
     )
     await handoff.client()  # connected: only the acceptance is slow
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
     # No worker polls the queue now: Temporal takes the start but nobody accepts the update.
     request = booking_request(call_id, person, slot)
     queued, elapsed = await timed(handoff.book_meeting(request, wait=2.0))
     assert queued.status is BookingHandoffStatus.QUEUED
     assert SHORT_TIMEOUT <= elapsed < SHORT_TIMEOUT + MARGIN
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
         relayed = await handoff.relay().deliver_due_once()
         assert (relayed.delivered, relayed.failed) == (1, 0)
         ended = await handoff.call_ended(call_outcome(call_id, person, requested=request))
@@ -321,7 +322,7 @@ async def test_a_hung_temporal_host_costs_the_handoff_timeout_and_no_more(
 ) -> None:
     call_id = new_call_id()
     person = make_trialist(call_id)
-    slot = datetime.now(UTC) + timedelta(days=1)
+    slot = datetime.now(UTC) + timedelta(days=1)  # never booked: Temporal is silent here
     with silent_server() as target:
         handoff = handoff_to(
             tmp_path, target=target, task_queue=task_queue, handoff_timeout=SHORT_TIMEOUT
@@ -344,7 +345,7 @@ async def test_call_ended_sends_the_calls_queued_booking_first(
     person = make_trialist(call_id)
     down = handoff_to(tmp_path, target=closed_port(), task_queue=task_queue)
     up = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         assert (await down.book_meeting(request, wait=2.0)).status is BookingHandoffStatus.QUEUED
@@ -364,7 +365,7 @@ async def test_a_booking_delivered_after_call_ended_is_refused_once_and_nothing_
     call_id = new_call_id()
     person = make_trialist(call_id)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         ended = await handoff.call_ended(call_outcome(call_id, person, requested=request))
@@ -415,7 +416,7 @@ async def test_a_process_killed_after_its_outbox_write_delivers_on_the_next_star
 ) -> None:
     call_id = new_call_id()
     person = make_trialist(call_id)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         outcome = call_outcome(call_id, person, requested=request)

@@ -229,19 +229,6 @@ def test_puts_from_many_threads_are_all_stored(outbox: Outbox) -> None:
     assert outbox.pending_count() == 200
 
 
-def test_a_write_is_fast(outbox: Outbox) -> None:
-    """bench/realtime.py holds the p99 ≤ 5 ms target; this bound leaves room for a busy CI box."""
-    samples = []
-    for n in range(300):
-        payload = outcome(f"call-speed-{n}")
-        started = time.perf_counter()
-        outbox.put(payload)
-        samples.append(time.perf_counter() - started)
-    samples.sort()
-    assert samples[len(samples) // 2] < 0.005
-    assert samples[int(len(samples) * 0.99) - 1] < 0.025
-
-
 # --- the relay ----------------------------------------------------------------------------------
 
 

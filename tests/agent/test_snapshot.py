@@ -75,7 +75,9 @@ def test_notes_respect_the_contract_limits() -> None:
 def test_outcome_fields_build_a_valid_call_outcome() -> None:
     state = state_with_history()
     state.request_meeting(request())
-    now = datetime.now(UTC)
+    now = datetime.now(
+        UTC
+    )  # a timestamp on a record, not a calendar decision: the wall clock is fine
     outcome = CallOutcome(
         call_id="call-1",
         trialist=TRIALIST,

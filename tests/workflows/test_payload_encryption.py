@@ -110,7 +110,7 @@ async def test_a_handed_off_follow_up_is_unreadable_at_rest_and_opens_with_the_k
         follow_up_step_schedule_to_close_seconds=20,
     )
     handoff = FollowUpHandoff.from_settings(settings)  # the agent's own path, session key
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
         assert (await handoff.call_ended(outcome)).status is CallEndedStatus.DELIVERED
         handle = dev_env.client.get_workflow_handle(workflow_id_for(call_id))
         assert (await result(handle)).status is FollowUpStatus.COMPLETED
@@ -139,7 +139,7 @@ async def test_a_failed_vendor_call_leaves_no_readable_error_in_the_history(
     call_id = new_call_id()
     outcome = outcome_for(call_id)
     sandbox.add_fault(vendor="hubspot", operation="batch_upsert_contacts", status=400, error_rate=1)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
         handle = await dev_env.client.start_workflow(
             "CallFollowUpWorkflow",
             follow_up_input(call_id),
@@ -218,11 +218,11 @@ async def test_key_rotation_a_follow_up_from_key_a_completes_under_key_b(
 ) -> None:
     call_id = new_call_id()
     under_a = client_with(dev_env, encrypted_data_converter(KEY_A))
-    async with follow_up_worker(under_a, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(under_a, task_queue, sandbox=sandbox):
         handle = await _start_waiting(under_a, task_queue, call_id)
     # The worker restarts with B as the current key and A as previous: it replays from scratch.
     rotated = client_with(dev_env, encrypted_data_converter(KEY_B, [KEY_A]))
-    async with follow_up_worker(rotated, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(rotated, task_queue, sandbox=sandbox):
         moved = rotated.get_workflow_handle(handle.id)
         await moved.signal(CALL_ENDED_SIGNAL, outcome_for(call_id))
         assert (await result(moved)).status is FollowUpStatus.COMPLETED
@@ -245,11 +245,11 @@ async def test_a_key_removed_too_early_stops_with_a_clear_error_and_loses_nothin
 ) -> None:
     call_id = new_call_id()
     under_a = client_with(dev_env, encrypted_data_converter(KEY_A))
-    async with follow_up_worker(under_a, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(under_a, task_queue, sandbox=sandbox):
         handle = await _start_waiting(under_a, task_queue, call_id)
     only_b = client_with(dev_env, encrypted_data_converter(KEY_B))
     caplog.set_level(logging.WARNING)
-    async with follow_up_worker(only_b, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(only_b, task_queue, sandbox=sandbox):
         await only_b.get_workflow_handle(handle.id).signal(CALL_ENDED_SIGNAL, outcome_for(call_id))
 
         async def task_failed() -> bool:
@@ -274,6 +274,6 @@ async def test_a_key_removed_too_early_stops_with_a_clear_error_and_loses_nothin
 
     # A task failure is retried, not fatal: with A back as previous the follow-up completes.
     restored = client_with(dev_env, encrypted_data_converter(KEY_B, [KEY_A]))
-    async with follow_up_worker(restored, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(restored, task_queue, sandbox=sandbox):
         progress = await result(restored.get_workflow_handle(handle.id))
     assert progress.status is FollowUpStatus.COMPLETED
