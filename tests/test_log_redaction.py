@@ -6,10 +6,9 @@ import io
 import logging
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from config.log_redaction import install_refused_input_filter
-from contracts.models import Trialist
 
 
 def logged_with_filter(emit: object) -> str:
@@ -26,14 +25,20 @@ def logged_with_filter(emit: object) -> str:
     return stream.getvalue()
 
 
+class Contact(BaseModel):
+    """A model without hide_input_in_errors (contracts' models set it; a library's may not)."""
+
+    phone: int
+    extension: int
+
+
+# Not written in the call below: a traceback quotes the source line that raised.
+REFUSED = {"phone": "ring Wilhelmina on +44 7700 900123", "extension": "Wilhelmina Strathearn"}
+
+
 def refused() -> ValidationError:
     with pytest.raises(ValidationError) as raised:
-        Trialist(
-            email="not-an-email-wilhelmina",
-            name="Wilhelmina Strathearn",
-            phone="ring Wilhelmina on +44 7700 900123",
-            trial_account_id="trial-x",
-        )
+        Contact(**REFUSED)  # type: ignore[arg-type]
     return raised.value
 
 
@@ -49,7 +54,7 @@ def test_a_logged_validation_error_keeps_its_reasons_and_loses_the_input() -> No
 
     text = logged_with_filter(emit)
     assert "Wilhelmina" not in text and "7700" not in text
-    assert "2 validation errors for Trialist" in text and "input_value=<hidden>" in text
+    assert "2 validation errors for Contact" in text and "input_value=<hidden>" in text
     assert "dropping it" in text and "Traceback" in text
 
 
