@@ -17,6 +17,8 @@ from temporalio.worker import Worker
 
 from activities.follow_up import FollowUpActivities
 from config.clock import Clock, system_clock
+from config.encryption import EncryptionSetupError
+from config.log_redaction import install_refused_input_filter
 from config.process_exit import exits_cleanly
 from config.settings import VENDORS, Settings, VendorMode, get_settings
 from config.temporal import (
@@ -86,7 +88,8 @@ async def run_worker(
 
     `clock` is where the activities' calendar searches start (a pinned one in tests).
 
-    Raises TemporalConnectError, TemporalSetupError, MetricsPortError or WorkerStartError.
+    Raises TemporalConnectError, TemporalSetupError, MetricsPortError, WorkerStartError or
+    EncryptionSetupError (no payload key: the worker never runs unencrypted).
     """
     if stop is not None:
         await _run(settings, stop=stop, ready=ready, clock=clock)
@@ -215,10 +218,18 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The SDK logs an undecodable signal with pydantic's error, which quotes the refused input.
+    install_refused_input_filter()
     settings = get_settings()
     try:
         asyncio.run(run_worker(settings))
-    except (TemporalConnectError, TemporalSetupError, MetricsPortError, WorkerStartError) as error:
+    except (
+        TemporalConnectError,
+        TemporalSetupError,
+        MetricsPortError,
+        WorkerStartError,
+        EncryptionSetupError,
+    ) as error:
         raise SystemExit(f"worker: {error}") from None
 
 

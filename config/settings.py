@@ -7,10 +7,12 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.codec import check_key_id, decode_key_text, parse_previous_keys
 from contracts.models import (
     MAX_CALL_ENDED_TIMEOUT_SECONDS,
     MAX_LIVENESS_SECONDS,
@@ -83,6 +85,50 @@ class Settings(BaseSettings):
         default=None, description="Temporal Cloud API key; turns TLS on."
     )
     temporal_tls: bool = Field(default=False, description="Use TLS to reach Temporal.")
+
+    # --- payload encryption and the codec server (contracts/codec.py, config/encryption.py) -----
+    payload_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="AES-256 key (base64 of 32 bytes; `trialist codec-key` makes one) that "
+        "encrypts every Temporal payload and the outbox. Unset: the dev key in DATA_DIR "
+        "(see PAYLOAD_ENCRYPTION_DEV_KEY).",
+    )
+    payload_encryption_key_id: str = Field(
+        default="key-1",
+        description="Id stored with each payload sealed by PAYLOAD_ENCRYPTION_KEY; a new key "
+        "needs a new id.",
+    )
+    payload_encryption_previous_keys: SecretStr | None = Field(
+        default=None,
+        description="Retired keys that still decrypt older payloads: `id:base64key`, "
+        "comma-separated. Remove one only once no history or outbox row needs it.",
+    )
+    payload_encryption_dev_key: bool = Field(
+        default=True,
+        description="Without PAYLOAD_ENCRYPTION_KEY, use the dev key DATA_DIR/payload-dev-key "
+        "(`trialist dev` creates it, mode 0600). false (compose, production): no key, no start.",
+    )
+    codec_server_host: str = Field(
+        default="127.0.0.1", description="Interface the codec server binds; 0.0.0.0 in a container."
+    )
+    codec_server_port: int = Field(
+        default=8234, ge=1, le=65535, description="Port of the codec server (/encode, /decode)."
+    )
+    codec_server_url: str | None = Field(
+        default=None,
+        description="The codec server's URL as the UI and CLI reach it. Unset: "
+        "http://localhost:CODEC_SERVER_PORT.",
+    )
+    codec_server_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the codec server requires. Unset: the dev token "
+        "DATA_DIR/codec-server-token, under the same rule as PAYLOAD_ENCRYPTION_DEV_KEY.",
+    )
+    codec_server_ui_origin: str | None = Field(
+        default=None,
+        description="The one browser origin the codec server allows (CORS). Unset: the "
+        "origin of TEMPORAL_UI_URL, or of the local dev UI.",
+    )
 
     # --- sandbox ------------------------------------------------------------------------------
     sandbox_host: str = Field(default="127.0.0.1", description="Interface the sandbox binds.")
@@ -320,6 +366,37 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @field_validator("payload_encryption_key")
+    @classmethod
+    def _key_is_aes_256(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_key_text(value.get_secret_value())
+        return value
+
+    @field_validator("payload_encryption_key_id")
+    @classmethod
+    def _key_id_is_a_name(cls, value: str) -> str:
+        return check_key_id(value)
+
+    @field_validator("payload_encryption_previous_keys")
+    @classmethod
+    def _previous_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_previous_keys(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _current_key_id_is_not_retired(self) -> Settings:
+        previous = self.payload_encryption_previous_keys
+        if previous is not None and self.payload_encryption_key is not None:
+            retired = {key.id for key in parse_previous_keys(previous.get_secret_value())}
+            if self.payload_encryption_key_id in retired:
+                raise ValueError(
+                    f"PAYLOAD_ENCRYPTION_KEY_ID {self.payload_encryption_key_id!r} is also in "
+                    "PAYLOAD_ENCRYPTION_PREVIOUS_KEYS: a new key needs a new id"
+                )
+        return self
+
     # --- derived values -------------------------------------------------------------------------
     @property
     def sandbox_base_url(self) -> str:
@@ -361,6 +438,16 @@ class Settings(BaseSettings):
         return (
             f"{self.temporal_ui_base}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"
         )
+
+    @property
+    def codec_server_public_url(self) -> str:
+        return (self.codec_server_url or f"http://localhost:{self.codec_server_port}").rstrip("/")
+
+    @property
+    def codec_allowed_origin(self) -> str:
+        """scheme://host[:port] of the UI, the one origin the codec server answers."""
+        parts = urlsplit(self.codec_server_ui_origin or self.temporal_ui_base)
+        return f"{parts.scheme}://{parts.netloc}"
 
     @property
     def llm_configured(self) -> bool:

@@ -1,4 +1,4 @@
-"""One way to reach Temporal: pydantic converter, start-up retries, set-up checks, metrics."""
+"""One way to reach Temporal: the encrypting converter, start-up retries, set-up checks, metrics."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
+from config.encryption import data_converter_for
 from config.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,9 +69,12 @@ async def connect(
 ) -> Client:
     """A client for `settings.temporal_target`, retried with doubling delays while it starts.
 
-    `attempts` defaults to `settings.worker_connect_attempts`; raises `TemporalConnectError`.
+    Every client gets the one data converter (pydantic + the payload codec, keys from settings).
+    `attempts` defaults to `settings.worker_connect_attempts`; raises `TemporalConnectError`, or
+    `EncryptionSetupError` (before any attempt) when there is no payload key.
     `rpc_retries` replaces the SDK's retries of each later RPC (the handoff fails fast).
     """
+    converter = data_converter_for(settings)
     total = attempts if attempts is not None else settings.worker_connect_attempts
     if total < 1:
         raise ValueError(f"attempts must be at least 1, got {total}")
@@ -79,7 +83,11 @@ async def connect(
     for attempt in range(1, total + 1):
         try:
             return await _connect_once(
-                settings, runtime=runtime, identity=identity, rpc_retries=rpc_retries
+                settings,
+                converter=converter,
+                runtime=runtime,
+                identity=identity,
+                rpc_retries=rpc_retries,
             )
         except RPCError as error:
             if error.status not in _RETRYABLE_STATUSES or attempt == total:
@@ -105,6 +113,7 @@ async def connect(
 async def _connect_once(
     settings: Settings,
     *,
+    converter: DataConverter,
     runtime: Runtime | None,
     identity: str | None,
     rpc_retries: RetryConfig | None = None,
@@ -113,7 +122,7 @@ async def _connect_once(
     return await Client.connect(
         settings.temporal_target,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=converter,
         api_key=api_key.get_secret_value() if api_key is not None else None,
         # None lets the SDK turn TLS on by itself when an API key is set (Temporal Cloud).
         tls=True if settings.temporal_tls else None,

@@ -44,6 +44,7 @@ from handoff.messages import (
 from handoff.ordering import REFUSAL_PROBE_SECONDS, MessageKind
 from handoff.outbox import Outbox, OutboxMessage, Payload
 from handoff.relay import DrainReport, OutboxRelay, Rejection
+from handoff.sealing import OutboxSealer
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +122,12 @@ class FollowUpHandoff:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FollowUpHandoff:
-        """A handoff with its outbox at `settings.data_dir / "outbox.db"`; connects on first use."""
-        return cls(settings=settings, outbox=Outbox.in_dir(settings.data_dir))
+        """A handoff with its outbox at `settings.data_dir / "outbox.db"`; connects on first use.
+
+        The outbox seals with the same keys as the Temporal client; EncryptionSetupError without.
+        """
+        sealer = OutboxSealer.from_settings(settings)
+        return cls(settings=settings, outbox=Outbox.in_dir(settings.data_dir, sealer=sealer))
 
     # --- the handoffs of a call ----------------------------------------------------------------
 

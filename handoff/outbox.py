@@ -11,12 +11,17 @@ Ordering: a call's messages are due in handoff/ordering.py's order (a booking, t
 checkpoint, then call_ended); a later one waits while an earlier one of its call backs off or is
 being sent by another relay. A call keeps one checkpoint row: a newer checkpoint replaces it.
 Several processes may share the file: `due(lease=...)` claims rows in one transaction.
+
+At rest: payloads are sealed with the Temporal payload codec's keys (handoff/sealing.py), the file
+is mode 0600, and a delivered row's payload is erased at once; its row (ids and notes, no personal
+data) is deleted after DELIVERED_RETENTION_SECONDS.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -25,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from config.settings import get_settings
 from contracts.models import BookingRequest, CallCheckpoint, CallOutcome
 from handoff.ordering import MAX_HOLD_ATTEMPTS, MessageKind, sql_rank
+from handoff.sealing import OutboxSealer
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,9 @@ SCHEMA_VERSION: Final = 2
 Synchronous = Literal["NORMAL", "FULL"]
 DEFAULT_SYNCHRONOUS: Final[Synchronous] = "FULL"
 MAX_ERROR_CHARS: Final = 500
+FILE_MODE: Final = 0o600  # SQLite gives the -wal and -shm files the database file's mode
+# A delivered row (payload erased) stays this long, so a repeat of it is recognised, then goes.
+DELIVERED_RETENTION_SECONDS: Final = 3600
 Payload = BookingRequest | CallCheckpoint | CallOutcome
 BUSY_TIMEOUT_MS: Final = 5000  # another process's relay may hold the write lock for a moment
 
@@ -164,14 +174,26 @@ def kind_of(payload: Payload) -> MessageKind:
 
 
 class Outbox:
-    """The SQLite outbox file. Every method is a short synchronous call, safe from any thread."""
+    """The SQLite outbox file. Every method is a short synchronous call, safe from any thread.
 
-    def __init__(self, path: Path | str, *, synchronous: Synchronous = DEFAULT_SYNCHRONOUS) -> None:
+    Payloads are sealed with `sealer`, by default the keys of this process's settings.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
+        sealer: OutboxSealer | None = None,
+    ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # Callers that only pass a path (`python -m agent drain-outbox`) seal with their settings.
+        self._sealer = sealer or OutboxSealer.from_settings(get_settings())
+        _create_private(self.path)
         # Autocommit: each statement is its own transaction unless a method opens one.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -206,10 +228,14 @@ class Outbox:
 
     @classmethod
     def in_dir(
-        cls, data_dir: Path | str, *, synchronous: Synchronous = DEFAULT_SYNCHRONOUS
+        cls,
+        data_dir: Path | str,
+        *,
+        synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
+        sealer: OutboxSealer | None = None,
     ) -> Outbox:
         """The outbox file of a data directory (`settings.data_dir`)."""
-        return cls(Path(data_dir) / OUTBOX_FILE_NAME, synchronous=synchronous)
+        return cls(Path(data_dir) / OUTBOX_FILE_NAME, synchronous=synchronous, sealer=sealer)
 
     def close(self) -> None:
         with self._lock:
@@ -225,7 +251,7 @@ class Outbox:
         """
         kind = kind_of(payload)
         key = dedupe_key(payload)
-        body = payload.model_dump_json()
+        body = self._sealer.seal(payload.model_dump_json())
         seq = payload.seq if isinstance(payload, CallCheckpoint) else 0
         at = time.time() if now is None else now
         conflict = (
@@ -260,14 +286,20 @@ class Outbox:
         """Done with this message; `note` records why when the workflow refused it (terminal).
 
         With `seq`, only if the row still holds that checkpoint: a newer one stored meanwhile
-        must still be sent.
+        must still be sent. Its payload is erased now; rows delivered more than
+        DELIVERED_RETENTION_SECONDS ago go.
         """
         at = time.time() if now is None else now
         with self._lock:
             self._db.execute(
                 "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, leased_until = 0, "
-                "last_error = COALESCE(?, last_error) WHERE id = ? AND (? IS NULL OR seq = ?)",
+                "last_error = COALESCE(?, last_error), payload = X'' "
+                "WHERE id = ? AND (? IS NULL OR seq = ?)",
                 (at, _clip(note), id, seq, seq),
+            )
+            self._db.execute(
+                "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?",
+                (at - DELIVERED_RETENTION_SECONDS,),
             )
 
     def mark_failed(self, id: int, error: str, next_attempt_at: float) -> None:
@@ -322,23 +354,25 @@ class Outbox:
         }
         with self._lock, self._transaction():
             rows = self._db.execute(_DUE, params).fetchall()
+            # Opened inside the transaction: a row that can't be opened leaves nothing leased.
+            messages = [_message(row, self._sealer) for row in rows]
             if lease is not None and rows:
                 self._db.executemany(
                     "UPDATE outbox SET leased_until = ? WHERE id = ?",
                     [(now + lease, row[0]) for row in rows],
                 )
-        return [_message(row) for row in rows]
+        return messages
 
     def get(self, id: int) -> OutboxMessage | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (id,)).fetchone()
-        return _message(row) if row is not None else None
+        return _message(row, self._sealer) if row is not None else None
 
     def pending_for(self, call_id: str) -> list[OutboxMessage]:
         """A call's undelivered messages in delivery order, whatever their backoff."""
         with self._lock:
             rows = self._db.execute(_PENDING_FOR, (call_id,)).fetchall()
-        return [_message(row) for row in rows]
+        return [_message(row, self._sealer) for row in rows]
 
     def pending_count(self, call_id: str | None = None) -> int:
         query = "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"
@@ -358,7 +392,7 @@ class Outbox:
             args = (call_id,)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
-        return [_message(row) for row in rows]
+        return [_message(row, self._sealer) for row in rows]
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -372,14 +406,14 @@ class Outbox:
         self._db.execute("COMMIT")
 
 
-def _message(row: tuple[Any, ...]) -> OutboxMessage:
+def _message(row: tuple[Any, ...], sealer: OutboxSealer) -> OutboxMessage:
     (id, kind, call_id, key, payload, created, attempts, next_at, leased, error, done, seq) = row
     return OutboxMessage(
         id=int(id),
         kind=MessageKind(kind),
         call_id=str(call_id),
         dedupe_key=str(key),
-        payload=str(payload),
+        payload=_opened(payload, sealer),
         created_at=float(created),
         attempts=int(attempts),
         next_attempt_at=float(next_at),
@@ -388,6 +422,23 @@ def _message(row: tuple[Any, ...]) -> OutboxMessage:
         delivered_at=None if done is None else float(done),
         seq=int(seq),
     )
+
+
+def _opened(stored: bytes | str, sealer: OutboxSealer) -> str:
+    """A row's payload: sealed bytes; text in rows written before sealing; empty once delivered."""
+    if isinstance(stored, str):
+        return stored
+    return sealer.open(stored) if stored else ""
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite opens it (tighten an older one)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    os.chmod(path, FILE_MODE)
+    for suffix in ("-wal", "-shm"):
+        sibling = path.with_name(path.name + suffix)
+        if sibling.exists():
+            os.chmod(sibling, FILE_MODE)
 
 
 def _clip(text: str | None) -> str | None:

@@ -32,14 +32,13 @@ from handoff.ordering import (
     UNREACHABLE_BACKOFF_SECONDS,
     rank,
 )
-from handoff.outbox import Outbox, OutboxMessage
+from handoff.outbox import DELIVERED_RETENTION_SECONDS, Outbox, OutboxMessage
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RELAY_INTERVAL: Final = 5.0
 DEFAULT_INITIAL_BACKOFF: Final = 1.0
 DEFAULT_MAX_BACKOFF: Final = 300.0
-DELIVERED_RETENTION_SECONDS: Final = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecution,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -24,6 +25,7 @@ from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
+from contracts.codec import PayloadKeyError
 from contracts.models import (
     FollowUpProgress,
     FollowUpStatus,
@@ -51,6 +53,7 @@ WAIT_POLL_SECONDS: Final = 0.5
 LAST_ERROR_CHARS: Final = 120
 # The UI summary reads "Trial call follow-up for <who>: <what>"; the table shows <who> only.
 _SUMMARY_WHO: Final = re.compile(r"^Trial call follow-up for (?P<who>.+?): ")
+UNREADABLE_SUMMARY: Final = "(encrypted with a key not configured here)"
 # Steps in these states have not settled yet after a retry.
 UNSETTLED: Final = frozenset({StepState.PENDING, StepState.RUNNING})
 
@@ -179,7 +182,7 @@ class FollowUps:
         return FollowUpRow(
             call_id=_call_id(execution.id),
             workflow_id=execution.id,
-            who=who_from_summary(await description.static_summary()),
+            who=await _who(description),
             status=attributes.get(FOLLOW_UP_STATUS) or _closed_status(execution),
             failed_step=attributes.get(FOLLOW_UP_FAILED_STEP) or None,
             last_error=last_error,
@@ -277,6 +280,8 @@ class FollowUps:
             return progress
         except (WorkflowQueryRejectedError, WorkflowQueryFailedError) as error:
             raise OperatorError(f"query {PROGRESS_QUERY} failed: {error}") from None
+        except PayloadKeyError as error:  # the worker's key is not among this CLI's keys
+            raise OperatorError(f"cannot read the {PROGRESS_QUERY} answer: {error}") from None
         except RPCError as error:
             if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
                 raise OperatorError(
@@ -294,6 +299,8 @@ class FollowUps:
             raise OperatorError(
                 f"the follow-up rejected {name}: {_failure_message(error)}"
             ) from None
+        except PayloadKeyError as error:
+            raise OperatorError(f"cannot read the answer to {name}: {error}") from None
         except RPCError as error:
             if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
                 raise OperatorError(
@@ -301,6 +308,14 @@ class FollowUps:
                     f"is the worker running on task queue {self.settings.temporal_task_queue}?"
                 ) from None
             raise OperatorError(f"update {name} failed: {error.message}") from None
+
+
+async def _who(description: WorkflowExecutionDescription) -> str:
+    """Who, from the decoded static summary; a summary under a key we lack is shown as such."""
+    try:
+        return who_from_summary(await description.static_summary())
+    except PayloadKeyError:
+        return UNREADABLE_SUMMARY
 
 
 def _failure_message(error: WorkflowUpdateFailedError) -> str:

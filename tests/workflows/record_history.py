@@ -2,6 +2,8 @@
 
 Starts a dev server and the sandbox, runs each scenario with the real worker code, and writes
 `tests/histories/<scenario>.json`. Re-record only for an intended, versioned workflow change.
+Payloads are encrypted with the committed fixture key (tests/payload_keys.py), as in production;
+histories recorded before the codec are plain and replay as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.follow_up import chilipiper_guest
@@ -31,6 +32,7 @@ from contracts import (
     StepState,
     workflow_id_for,
 )
+from tests.payload_keys import HISTORY_CONVERTER
 from tests.servers import SandboxServer, binary, running_sandbox
 from tests.workflows.scenario import (
     booking_request,
@@ -181,7 +183,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 async def record(names: list[str], directory: Path) -> None:
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=HISTORY_CONVERTER,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_existing_path=binary("temporal"),
     )
