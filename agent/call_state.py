@@ -85,6 +85,9 @@ class ConversationState:
         self._notes: list[str] = []
         self._requested_meeting: BookingRequest | None = None
         self._booking: BookingConfirmation | None = None
+        # Bumped on every change (and every undo), so checkpoints know when there is news.
+        self._version = 0
+        self._listeners: list[Callable[[], None]] = []
         for name, value in (signals or {}).items():
             self.record_signal(name, value)
         for note in notes:
@@ -94,6 +97,20 @@ class ConversationState:
     @property
     def stage(self) -> Stage:
         return self._stage
+
+    @property
+    def version(self) -> int:
+        """How many changes the state has seen: a checkpoint's sequence number."""
+        return self._version
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every change, undone ones included."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        self._version += 1
+        for listener in self._listeners:
+            listener()
 
     @property
     def signals(self) -> dict[str, str]:
@@ -228,6 +245,7 @@ class ConversationState:
         self._booking = snapshot.booking
 
     def _journal(self, undo: Undo) -> None:
+        self._changed()
         for journal in reversed(_OPEN_TRANSACTIONS.get()):
             if journal.state is self:
                 journal.undo.append(undo)
@@ -275,6 +293,7 @@ class StateTransaction:
         for undo in reversed(changes):
             undo()
         if changes:
+            self._state._changed()
             logger.info(
                 "conversation state: undid %d change(s) after %s", len(changes), exc_type.__name__
             )

@@ -9,12 +9,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.call_state import ConversationState
+from agent.checkpoints import CallCheckpoints
 from agent.resilience.breaker import BreakerRegistry
 from agent.resilience.fallbacks import SpokenFallbacks
 from agent.resilience.filler import FillerLines
 from agent.resilience.guard import RealtimeGuard
 from config.clock import Clock, system_clock
-from contracts.models import BookingRequest, CallOutcome, EndedReason, Trialist
+from contracts.models import BookingRequest, CallCheckpoint, CallOutcome, EndedReason, Trialist
 from handoff.follow_up import BookingHandoff, CallEndedHandoff, FollowUpHandoff
 from integrations.amplitude import AmplitudeUserProfile
 from integrations.chilipiper import ChiliPiperGuest, FreeSlots
@@ -42,6 +43,10 @@ class SlotFinder(Protocol):
 
 class Handoff(Protocol):
     """Hands work to the call's Temporal workflow; never raises for Temporal being down."""
+
+    def call_started(self, call_id: str, *, trialist: Trialist, started_at: datetime) -> None: ...
+
+    async def checkpoint(self, checkpoint: CallCheckpoint) -> object: ...
 
     async def book_meeting(self, request: BookingRequest, *, wait: float) -> BookingHandoff: ...
 
@@ -82,6 +87,8 @@ class CallServices:
     booking_wait_seconds: float
     filler_after_seconds: float
     clock: Clock = system_clock
+    # Tells the follow-up what the call learns while it talks (None: a test without them).
+    checkpoints: CallCheckpoints | None = None
     # How the call is ending, once known (end_call, an agent error); the first verdict stands.
     ended_reason: EndedReason | None = None
     _session: AgentSession[Any] | None = field(default=None, repr=False)
@@ -140,9 +147,12 @@ class AgentRuntime:
             fillers=fillers,
             rng=self.rng,
         )
+        started_at = clock()
+        state = ConversationState()
+        self.handoff.call_started(call_id, trialist=trialist, started_at=started_at)
         return CallServices(
-            call=CallInfo(call_id=call_id, trialist=trialist, started_at=clock()),
-            state=ConversationState(),
+            call=CallInfo(call_id=call_id, trialist=trialist, started_at=started_at),
+            state=state,
             trial_activity=self.trial_activity,
             slots=self.slots,
             handoff=self.handoff,
@@ -151,4 +161,12 @@ class AgentRuntime:
             booking_wait_seconds=self.settings.booking_wait_seconds,
             filler_after_seconds=self.settings.filler_after_seconds,
             clock=clock,
+            checkpoints=CallCheckpoints(
+                call_id=call_id,
+                state=state,
+                sink=self.handoff,
+                clock=clock,
+                interval=self.settings.checkpoint_interval_seconds,
+                keepalive=self.settings.checkpoint_keepalive_seconds,
+            ),
         )

@@ -70,6 +70,9 @@ with workflow.unsafe.imports_passed_through():
         LogCallHubSpotOutput,
         LogCallSalesforceInput,
         LogCallSalesforceOutput,
+        OweReplyHubSpotInput,
+        OweReplyOutput,
+        OweReplySalesforceInput,
         RecordMeetingHubSpotInput,
         RecordMeetingHubSpotOutput,
         RecordMeetingSalesforceInput,
@@ -223,6 +226,14 @@ class VendorFreeActivities:
     async def track_analytics(self, input: TrackAnalyticsInput) -> TrackAnalyticsOutput:
         return TrackAnalyticsOutput(events_sent=2, events_ingested=2)
 
+    @activity.defn(name=FollowUpStep.OWE_REPLY_SALESFORCE.value)
+    async def owe_reply_salesforce(self, input: OweReplySalesforceInput) -> OweReplyOutput:
+        return OweReplyOutput(record_id=f"task-reply-{input.call_id}")
+
+    @activity.defn(name=FollowUpStep.OWE_REPLY_HUBSPOT.value)
+    async def owe_reply_hubspot(self, input: OweReplyHubSpotInput) -> OweReplyOutput:
+        return OweReplyOutput(record_id=f"note-reply-{input.call_id}")
+
     def activity_methods(self) -> list[Callable[..., Any]]:
         return [
             self.upsert_salesforce_lead,
@@ -233,6 +244,8 @@ class VendorFreeActivities:
             self.record_meeting_salesforce,
             self.record_meeting_hubspot,
             self.track_analytics,
+            self.owe_reply_salesforce,
+            self.owe_reply_hubspot,
         ]
 
 

@@ -53,6 +53,10 @@ class TemporalSetupError(Exception):
     """The server is up but not ready for us: a missing namespace or search attribute."""
 
 
+class NamespaceMissingError(TemporalSetupError):
+    """The server answers but does not know the namespace (TEMPORAL_NAMESPACE)."""
+
+
 class MetricsPortError(Exception):
     """The Prometheus exporter could not bind; the message names the setting to change."""
 
@@ -162,7 +166,7 @@ async def check_namespace(client: Client) -> None:
     except RPCError as error:
         if error.status != RPCStatusCode.NOT_FOUND:
             raise
-        raise TemporalSetupError(
+        raise NamespaceMissingError(
             f"namespace {namespace!r} does not exist on Temporal at "
             f"{client.service_client.config.target_host} — create it with "
             f"`temporal operator namespace create --namespace {namespace}` "

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from config.settings import Settings, describe_validation_error, get_settings
 from contracts.models import FollowUpStep
 from operators.cli import app
+from tests.payload_keys import SESSION_KEY
 from tests.properties import TALLY, cases
 from tests.servers import free_port
 
@@ -32,7 +33,12 @@ SECRET = "pat-na1-do-not-print-me"
 def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
     """The developer's environment without any of our settings, plus `values`."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    env.update(DATA_DIR=str(tmp_path / ".data"), **values)
+    env.update(
+        DATA_DIR=str(tmp_path / ".data"),
+        PAYLOAD_ENCRYPTION_KEY=SESSION_KEY.to_base64(),
+        PAYLOAD_ENCRYPTION_KEY_ID=SESSION_KEY.id,
+        **values,
+    )
     return env
 
 
@@ -118,7 +124,8 @@ def cli_on_dev_server(
     dev_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> CliRunner:
     for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
+        if not name.startswith("payload_encryption"):
+            monkeypatch.delenv(name.upper(), raising=False)
     monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / ".data"))
     monkeypatch.chdir(tmp_path)

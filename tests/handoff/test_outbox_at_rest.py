@@ -19,7 +19,8 @@ from contracts.models import (
     QualificationSignals,
     Trialist,
 )
-from handoff.outbox import DELIVERED_RETENTION_SECONDS, MessageKind, Outbox, OutboxRelay, Rejection
+from handoff.outbox import DELIVERED_RETENTION_SECONDS, MessageKind, Outbox
+from handoff.relay import OutboxRelay, Rejection
 from handoff.sealing import OutboxSealer, SealedPayloadError
 
 NOW = 1_800_000_000.0
@@ -170,7 +171,9 @@ async def test_a_key_removed_too_early_keeps_the_row_and_says_which_setting(
         raise AssertionError("an unreadable row must not be delivered")
 
     caplog.set_level(logging.ERROR, logger="handoff.outbox")
-    relay = OutboxRelay(outbox=too_early, deliver=never, clock=lambda: NOW + 5)
+    relay = OutboxRelay(
+        outbox=too_early, deliver=never, unreachable=lambda _: False, clock=lambda: NOW + 5
+    )
     await relay._safe_pass(startup=True)  # the relay logs and tries again next pass
     assert "'key-a'" in caplog.text and "PAYLOAD_ENCRYPTION_PREVIOUS_KEYS" in caplog.text
     assert found_in(caplog.text.encode()) == []
