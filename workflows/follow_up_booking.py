@@ -16,8 +16,6 @@ from typing import Final
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from zoneinfo import ZoneInfo
-
     from contracts.activities import BookMeetingInput, BookMeetingOutput, MeetingRecord, OwedReply
     from contracts.models import (
         BookingRequest,
@@ -26,10 +24,10 @@ with workflow.unsafe.imports_passed_through():
         FollowUpStep,
         StepState,
     )
+    from workflows.promises import nearest_acceptable  # pure; outside the restricted zoneinfo
 
 from workflows.follow_up_runner import StepRunner
 from workflows.follow_up_steps import SPEC_BY_STEP
-from workflows.promises import nearest_acceptable
 
 # Gates what follow-ups started before it did not do: move or hand over a promised booking.
 KEEP_PROMISES_PATCH: Final = "keep-promised-bookings"
@@ -46,10 +44,13 @@ class BookingRules(StepRunner):
             return meeting
         result = self._booking_result
         free = list(result.alternatives) if result is not None else []
-        zone = ZoneInfo(promised.guest.timezone)
         window = timedelta(minutes=self._input.alternative_window_minutes)
         alternative = nearest_acceptable(
-            promised.slot_start, free, window=window, zone=zone, now=workflow.now()
+            promised.slot_start,
+            free,
+            window=window,
+            timezone=promised.guest.timezone,
+            now=workflow.now(),
         )
         if alternative is not None:
             self._start_booking(promised.model_copy(update={"slot_start": alternative}))

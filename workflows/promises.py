@@ -1,4 +1,8 @@
-"""Promises a call made to its caller: which booking is owed, and a free slot that keeps it."""
+"""Promises a call made to its caller: which booking is owed, and a free slot that keeps it.
+
+Pure functions. The workflow imports this module passed through its sandbox, whose restricted
+`zoneinfo` cannot make tzinfo objects; zones are deterministic for a given tzdata.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ def nearest_acceptable(
     free: Sequence[datetime],
     *,
     window: timedelta,
-    zone: ZoneInfo,
+    timezone: str,
     now: datetime,
 ) -> datetime | None:
     """The free slot nearest the one asked for, within `window`, on the caller's same day.
@@ -24,6 +28,7 @@ def nearest_acceptable(
     An invite for another day, or far from the hour the caller chose, is not the promise they
     heard: then there is none, and a person replies instead.
     """
+    zone = ZoneInfo(timezone)
     day = requested.astimezone(zone).date()
     acceptable = [
         slot
