@@ -124,10 +124,12 @@ class AgentRuntime:
     rng: random.Random = field(default_factory=random.Random)
 
     async def start_background(self) -> None:
-        """Start the outbox relay in this event loop (idempotent): it delivers what's pending."""
+        """Start, in this event loop (idempotent), the outbox relay and the breakers' store sync."""
+        await self.breakers.start()
         await self.handoff.start_relay()
 
     async def aclose(self) -> None:
+        await self.breakers.aclose()
         await self.handoff.aclose()
         if self.clients is not None:
             await self.clients.aclose()

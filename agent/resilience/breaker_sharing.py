@@ -1,0 +1,214 @@
+"""The link between a process's breakers and the shared store: ordered writes, sync, fallback.
+
+The hot path never waits on the store, with one exception: a caller who would be the probe of a
+half-open breaker asks for the lease, for at most the store timeout. Everything else is sent in
+the background, one operation at a time and in order, and each answer updates the breaker. A
+background sync keeps every breaker's view current. When the store is slow, locked or gone, the
+link logs it once and the breakers run on their own state until the store answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from agent.resilience.breaker_store import (
+    BreakerStore,
+    SharedState,
+    StoreAnswer,
+    StoreUnavailableError,
+)
+
+if TYPE_CHECKING:
+    from agent.resilience.breaker import CircuitBreaker
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORE_TIMEOUT_SECONDS = 0.05
+DEFAULT_SYNC_SECONDS = 0.1
+# How often a link that lost its store tries it again.
+RECOVERY_SECONDS = 1.0
+# Writes queued behind a slow store beyond this are dropped: the local state already has them.
+MAX_QUEUED = 256
+
+StoreCall = Callable[[BreakerStore], Awaitable[StoreAnswer]]
+
+
+@dataclass(eq=False)
+class _Op:
+    breaker: CircuitBreaker
+    call: StoreCall
+    answered: asyncio.Future[StoreAnswer | None] | None = None
+    # Set when the waiting caller gave up: a lease granted after that is handed straight back.
+    abandoned: bool = False
+    token: str | None = field(default=None)
+
+
+class StoreLink:
+    """One per process: runs the store operations of every breaker of a BreakerRegistry."""
+
+    def __init__(
+        self,
+        store: BreakerStore,
+        *,
+        timeout: float = DEFAULT_STORE_TIMEOUT_SECONDS,
+        sync_interval: float = DEFAULT_SYNC_SECONDS,
+    ) -> None:
+        if timeout <= 0 or sync_interval <= 0:
+            raise ValueError("the store timeout and the sync interval must be positive")
+        self.store = store
+        self.timeout = timeout
+        self.sync_interval = sync_interval
+        self.degraded = False
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._queue: asyncio.Queue[_Op] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def shared(self) -> bool:
+        """Whether breakers follow the store now: started, and the store answering."""
+        return not self.degraded and self._queue is not None
+
+    def attach(self, breaker: CircuitBreaker) -> None:
+        self._breakers[breaker.service] = breaker
+
+    @property
+    def started(self) -> bool:
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
+    async def start(self) -> None:
+        """Start the writer and the sync in this event loop, after one first sync (idempotent)."""
+        if self.started:
+            return
+        self._queue = asyncio.Queue()
+        await self._sync_once()
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="breaker-store-writer"),
+            asyncio.create_task(self._sync_loop(), name="breaker-store-sync"),
+        ]
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.store.aclose()
+
+    # --- what breakers call ------------------------------------------------------------------
+
+    def send(self, breaker: CircuitBreaker, call: StoreCall) -> None:
+        """Queue a write for `breaker`; its answer updates the breaker. Never waits."""
+        if self.degraded or self._queue is None:
+            return
+        if self._queue.qsize() >= MAX_QUEUED:
+            self._lost("its writes queue up faster than it answers")
+            return
+        self._queue.put_nowait(_Op(breaker=breaker, call=call))
+
+    async def ask(self, breaker: CircuitBreaker, call: StoreCall, *, token: str) -> StoreAnswer:
+        """Run `call` and wait for its answer at most the store timeout (a probe lease)."""
+        if not self.shared or self._queue is None:
+            raise StoreUnavailableError("the breaker store link is not running")
+        answered: asyncio.Future[StoreAnswer | None] = asyncio.get_running_loop().create_future()
+        op = _Op(breaker=breaker, call=call, answered=answered, token=token)
+        self._queue.put_nowait(op)
+        try:
+            async with asyncio.timeout(self.timeout):
+                answer = await asyncio.shield(answered)
+        except TimeoutError:
+            op.abandoned = True
+            self._lost("it was too slow to grant a probe lease")
+            raise StoreUnavailableError("the probe lease took too long") from None
+        if answer is None:
+            raise StoreUnavailableError("the breaker store did not answer")
+        return answer
+
+    # --- background work ---------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            op = await self._queue.get()
+            answer = None if self.degraded else await self._call(op.call)
+            if op.answered is None:
+                op.breaker.write_done(answer)
+            elif op.abandoned and answer is not None:
+                if answer.granted:
+                    # Nobody waits for this lease any more: hand it back (or let it expire).
+                    await self._call(_release(op.breaker.service, op.token or ""))
+                else:
+                    op.breaker.apply_shared(answer.state)
+            _resolve(op, answer)
+
+    async def _call(self, call: StoreCall) -> StoreAnswer | None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await call(self.store)
+        except (TimeoutError, StoreUnavailableError) as error:
+            self._lost(str(error) or "it did not answer in time")
+            return None
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECOVERY_SECONDS if self.degraded else self.sync_interval)
+            await self._sync_once()
+
+    async def _sync_once(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                snapshot = await self.store.snapshot(self._breakers)
+        except (TimeoutError, StoreUnavailableError) as error:
+            self._lost(str(error) or "it did not answer in time")
+            return
+        if self.degraded:
+            await self._recover(snapshot)
+            return
+        for service, state in snapshot.items():
+            self._breakers[service].apply_shared(state)
+
+    async def _recover(self, snapshot: dict[str, SharedState]) -> None:
+        """The store is back: push what this process learned alone, then follow the store."""
+        for service, state in snapshot.items():
+            breaker = self._breakers[service]
+            pause = breaker.pause_left()
+            if pause is not None and not state.tripped:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        state = (await self.store.trip(service, pause=pause)).state
+                except (TimeoutError, StoreUnavailableError):
+                    return  # gone again; the next sync retries
+            breaker.apply_shared(state)
+        self.degraded = False
+        logger.info("breaker store %s is back: breaker state is shared again", self.store.name)
+
+    def _lost(self, why: str) -> None:
+        if self.degraded:
+            return
+        self.degraded = True
+        for breaker in self._breakers.values():
+            breaker.store_lost()
+        # The reason names an error type only: a Redis URL can carry a password.
+        logger.warning(
+            "breaker store %s unavailable (%s): each process keeps its own breaker state "
+            "until it is back",
+            self.store.name,
+            why,
+        )
+
+
+def _resolve(op: _Op, answer: StoreAnswer | None) -> None:
+    if op.answered is not None and not op.answered.done():
+        op.answered.set_result(answer)
+
+
+def _release(service: str, token: str) -> StoreCall:
+    async def call(store: BreakerStore) -> StoreAnswer:
+        return await store.release_probe(service, token=token)
+
+    return call
