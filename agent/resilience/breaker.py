@@ -270,9 +270,11 @@ class CircuitBreaker:
                     service, epoch=epoch, threshold=threshold, reset=reset
                 )
 
+            # Shared, the store's answer opens it (within a millisecond): this process's count
+            # may be stale, and opening on it would refuse callers the store would admit.
             sent = self._send(failed)
-        if self._failures >= self.failure_threshold:
-            self._open(announce=not sent)
+        if self._failures >= self.failure_threshold and not sent:
+            self._open(announce=True)
 
     def release(self, admission: Admission) -> None:
         """The call ended with no verdict on the service (cancelled, or a bug of ours)."""
@@ -312,6 +314,11 @@ class CircuitBreaker:
         self.record_success(admission)
         return result
 
+    @property
+    def tripping(self) -> bool:
+        """Open, or about to be: the failures counted here reached the threshold."""
+        return self.state is BreakerState.OPEN or self._failures >= self.failure_threshold
+
     def retry_in(self) -> float:
         """Seconds until the next probe may start (0 when half-open)."""
         return self._retry_in()
@@ -336,6 +343,8 @@ class CircuitBreaker:
         """From now on this breaker decides alone, from the state it has."""
         self._pending_writes = 0
         self._lease_until = 0.0
+        if self._state is BreakerState.CLOSED and self._failures >= self.failure_threshold:
+            self._open(announce=True)  # failures whose writes the store never took
 
     def pause_left(self) -> float | None:
         """None when closed; else the seconds until half-open (0 once there)."""

@@ -32,6 +32,8 @@ DEFAULT_STORE_TIMEOUT_SECONDS = 0.05
 DEFAULT_SYNC_SECONDS = 0.1
 # How often a link that lost its store tries it again.
 RECOVERY_SECONDS = 1.0
+# The first contact (connect, schema, scripts) runs in the background and may take longer.
+FIRST_CONTACT_SECONDS = 2.0
 # Writes queued behind a slow store beyond this are dropped: the local state already has them.
 MAX_QUEUED = 256
 
@@ -64,6 +66,7 @@ class StoreLink:
         self.timeout = timeout
         self.sync_interval = sync_interval
         self.degraded = False
+        self._ready = False  # the first contact succeeded
         self._breakers: dict[str, CircuitBreaker] = {}
         self._queue: asyncio.Queue[_Op] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,7 +74,7 @@ class StoreLink:
     @property
     def shared(self) -> bool:
         """Whether breakers follow the store now: started, and the store answering."""
-        return not self.degraded and self._queue is not None
+        return self._ready and not self.degraded and self._queue is not None
 
     def attach(self, breaker: CircuitBreaker) -> None:
         self._breakers[breaker.service] = breaker
@@ -81,11 +84,11 @@ class StoreLink:
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def start(self) -> None:
-        """Start the writer and the sync in this event loop, after one first sync (idempotent)."""
+        """Start the writer and the sync in this event loop (idempotent). Until the first
+        contact with the store succeeds, a few milliseconds later, breakers decide alone."""
         if self.started:
             return
         self._queue = asyncio.Queue()
-        await self._sync_once()
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="breaker-store-writer"),
             asyncio.create_task(self._sync_loop(), name="breaker-store-sync"),
@@ -98,6 +101,7 @@ class StoreLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._queue = None
         await self.store.aclose()
 
     # --- what breakers call ------------------------------------------------------------------
@@ -155,17 +159,36 @@ class StoreLink:
             return None
 
     async def _sync_loop(self) -> None:
+        while not await self._first_contact():
+            await asyncio.sleep(RECOVERY_SECONDS)
         while True:
             await asyncio.sleep(RECOVERY_SECONDS if self.degraded else self.sync_interval)
             await self._sync_once()
 
+    async def _first_contact(self) -> bool:
+        try:
+            async with asyncio.timeout(max(self.timeout, FIRST_CONTACT_SECONDS)):
+                await self.store.prepare()
+                snapshot = await self.store.snapshot(self._breakers)
+        except (TimeoutError, StoreUnavailableError) as error:
+            self._lost(str(error) or "it did not answer in time")
+            return False
+        self._ready = True
+        await self._adopt(snapshot)
+        return True
+
     async def _sync_once(self) -> None:
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout if not self.degraded else FIRST_CONTACT_SECONDS):
+                if self.degraded:
+                    await self.store.prepare()
                 snapshot = await self.store.snapshot(self._breakers)
         except (TimeoutError, StoreUnavailableError) as error:
             self._lost(str(error) or "it did not answer in time")
             return
+        await self._adopt(snapshot)
+
+    async def _adopt(self, snapshot: dict[str, SharedState]) -> None:
         if self.degraded:
             await self._recover(snapshot)
             return
@@ -191,8 +214,6 @@ class StoreLink:
         if self.degraded:
             return
         self.degraded = True
-        for breaker in self._breakers.values():
-            breaker.store_lost()
         # The reason names an error type only: a Redis URL can carry a password.
         logger.warning(
             "breaker store %s unavailable (%s): each process keeps its own breaker state "
@@ -200,6 +221,8 @@ class StoreLink:
             self.store.name,
             why,
         )
+        for breaker in self._breakers.values():
+            breaker.store_lost()
 
 
 def _resolve(op: _Op, answer: StoreAnswer | None) -> None:

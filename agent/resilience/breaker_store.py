@@ -69,6 +69,11 @@ class BreakerStore(Protocol):
 
     name: str
 
+    async def prepare(self) -> None:
+        """Connect and set up (schema, scripts); called before the first snapshot and after
+        the store was lost."""
+        ...
+
     async def snapshot(self, services: Iterable[str]) -> dict[str, SharedState]: ...
 
     async def record_failure(
@@ -174,6 +179,16 @@ class SqliteBreakerStore:
             db.execute(_SCHEMA)
             self._db = db
         return self._db
+
+    async def prepare(self) -> None:
+        """Open the file and take the write lock once: a store that only reads is no store."""
+
+        def check() -> None:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("COMMIT")
+
+        await self._run(check)
 
     def _read(self, db: sqlite3.Connection, service: str) -> _Row:
         db.execute("INSERT OR IGNORE INTO breaker (service) VALUES (?)", (service,))
@@ -421,10 +436,23 @@ class RedisBreakerStore:
     name = "redis"
 
     def __init__(self, url: str, *, timeout: float) -> None:
+        import redis.asyncio  # noqa: F401  (imported now, not inside the first timed contact)
+
         self._url = url
         self._timeout = timeout
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+
+    async def prepare(self) -> None:
+        """Connect and load every script, so no operation pays for a NOSCRIPT round trip."""
+        from redis.exceptions import RedisError
+
+        client = self._redis()
+        try:
+            for script in self._scripts.values():
+                await client.script_load(script.script)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailableError(f"redis: {type(error).__name__}") from None
 
     def _redis(self) -> Redis:
         if self._client is None:

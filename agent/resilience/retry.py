@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import httpx2
 
-from agent.resilience.breaker import Admission, BreakerState, CircuitBreaker, CircuitOpenError
+from agent.resilience.breaker import Admission, CircuitBreaker, CircuitOpenError
 from integrations.errors import AmbiguousOutcomeError, RateLimitedError, VendorError
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def _retry_delay(
     """The pause before the next attempt, or None when no retry may start."""
     if not exc.retryable or attempt > policy.max_retries:
         return None
-    if breaker.state is BreakerState.OPEN:
+    if breaker.tripping:
         return None  # this failure tripped the breaker: a retry would only be refused
     delay = policy.backoff(attempt, rng)
     if isinstance(exc, RateLimitedError):
