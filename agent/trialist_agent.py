@@ -13,7 +13,6 @@ from livekit.agents import Agent, RunContext, ToolError, function_tool
 
 from agent.call_state import Stage
 from agent.resilience.fallbacks import FallbackKind
-from agent.resilience.filler import FillerTimer
 from agent.services import CallServices
 from contracts.models import BookingConfirmation, BookingRequest, EndedReason
 from handoff.follow_up import BookingHandoff, BookingHandoffStatus
@@ -83,11 +82,12 @@ class PandaDocTrialistAgent(Agent):
         services = context.userdata
         person = services.call.trialist
         with services.state.transaction() as state:
-            profile = await services.guard.call(
-                "amplitude",
-                lambda: services.trial_activity.get_user_profile(person.trial_account_id),
-                fallback_kind=FallbackKind.DATA_NOT_FOUND,
-            )
+            async with services.filler(context):
+                profile = await services.guard.call(
+                    "amplitude",
+                    lambda: services.trial_activity.get_user_profile(person.trial_account_id),
+                    fallback_kind=FallbackKind.DATA_NOT_FOUND,
+                )
             state.set_stage(Stage.DISCOVERY)
             return summarize_activity(profile, now=services.clock(), timezone=person.timezone)
 
@@ -147,13 +147,14 @@ class PandaDocTrialistAgent(Agent):
         zone = ZoneInfo(services.call.trialist.timezone)
         with services.state.transaction() as state:
             state.set_stage(Stage.SCHEDULING)
-            free = await services.guard.call(
-                "chilipiper",
-                lambda: services.slots.find_free_slots(
-                    services.call.guest(), timezone=services.call.trialist.timezone
-                ),
-                fallback_kind=FallbackKind.SERVICE_UNAVAILABLE,
-            )
+            async with services.filler(context):
+                free = await services.guard.call(
+                    "chilipiper",
+                    lambda: services.slots.find_free_slots(
+                        services.call.guest(), timezone=services.call.trialist.timezone
+                    ),
+                    fallback_kind=FallbackKind.SERVICE_UNAVAILABLE,
+                )
             now = services.clock()
             chosen = pick_slots(free.slots, now=now, zone=zone, day=day, time_of_day=time_of_day)
             if not chosen and (day or time_of_day != "any"):
@@ -194,9 +195,7 @@ class PandaDocTrialistAgent(Agent):
             state.set_stage(Stage.SCHEDULING)
             state.request_meeting(request)
             try:
-                with FillerTimer(
-                    after=services.filler_after_seconds, say=services.say, lines=services.fillers
-                ):
+                async with services.filler(context):
                     result = await services.handoff.book_meeting(
                         request, wait=services.booking_wait_seconds
                     )

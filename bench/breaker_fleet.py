@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,50 +61,54 @@ def percentile(samples: list[float], fraction: float) -> float:
 # --- one job process (the `job` command) ---------------------------------------------------------
 
 
-async def play_callers(*, host: int, index: int, seconds: float, seed: int, out: Path) -> None:
+async def play_callers(*, host: int, index: int, seconds: float, seed: int) -> list[dict[str, Any]]:
     """Prewarm like LiveKit does, then play callers until `seconds` after the start signal."""
-    from livekit.agents import JobExecutorType, JobProcess, ToolError
+    from livekit.agents import JobExecutorType, JobProcess
 
     from agent.entrypoint import RUNTIME_KEY, prewarm
-    from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
     from agent.services import AgentRuntime
-    from devtools.demo_calls import DANA
 
     proc = JobProcess(executor_type=JobExecutorType.PROCESS, user_arguments=None, http_proxy=None)
     prewarm(proc)
     runtime: AgentRuntime = proc.userdata[RUNTIME_KEY]
     await runtime.start_background()
-    breaker = runtime.breakers.get("amplitude")
     print("ready", flush=True)
     start_at = float(await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline))
     rng = random.Random(seed)
     await asyncio.sleep(max(start_at - time.time(), 0) + rng.uniform(0, 1.5))
     records: list[dict[str, Any]] = []
-    number = 0
     while time.time() < start_at + seconds:
-        number += 1
-        services = runtime.services_for(call_id=f"bench-{host}-{index}-{number}", trialist=DANA)
-        reached = False
-
-        async def read() -> object:
-            nonlocal reached
-            reached = True
-            return await services.trial_activity.get_user_profile(DANA.trial_account_id)
-
-        was = breaker.state  # what this process believed as the caller arrived
-        began, started = time.time(), time.perf_counter()
-        kind = "answer"
-        try:
-            await services.guard.call("amplitude", read, fallback_kind=FallbackKind.DATA_NOT_FOUND)
-        except ToolError as spoken:
-            kind = next(k.value for k, lines in FALLBACK_LINES.items() if spoken.message in lines)
-        elapsed = time.perf_counter() - started
-        records.append(
-            {"at": began, "elapsed": elapsed, "reached": reached, "was": was.label, "kind": kind}
-        )
+        records.append(await one_caller(runtime, f"bench-{host}-{index}-{len(records)}"))
         await asyncio.sleep(rng.uniform(0.5, 1.5))  # the caller talks before the next lookup
-    out.write_text("\n".join(json.dumps(record) for record in records))
     await runtime.aclose()
+    return records
+
+
+async def one_caller(runtime: Any, call_id: str) -> dict[str, Any]:
+    """One caller's trial-activity lookup, as the tool makes it: what they heard, and when."""
+    from livekit.agents import ToolError
+
+    from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
+    from devtools.demo_calls import DANA
+
+    services = runtime.services_for(call_id=call_id, trialist=DANA)
+    breaker = runtime.breakers.get("amplitude")
+    reached = False
+
+    async def read() -> object:
+        nonlocal reached
+        reached = True
+        return await services.trial_activity.get_user_profile(DANA.trial_account_id)
+
+    was = breaker.state  # what this process believed as the caller arrived
+    began, started = time.time(), time.perf_counter()
+    kind = "answer"
+    try:
+        await services.guard.call("amplitude", read, fallback_kind=FallbackKind.DATA_NOT_FOUND)
+    except ToolError as spoken:
+        kind = next(k.value for k, lines in FALLBACK_LINES.items() if spoken.message in lines)
+    elapsed = time.perf_counter() - started
+    return {"at": began, "elapsed": elapsed, "reached": reached, "was": was.label, "kind": kind}
 
 
 # --- the phases -----------------------------------------------------------------------------------
@@ -113,6 +117,7 @@ async def play_callers(*, host: int, index: int, seconds: float, seed: int, out:
 @dataclass(frozen=True, kw_only=True)
 class HostFigures:
     calls: int
+    store_lost: int  # times a job process lost the store and decided alone
     waited_before_open: int
     probes: int
     probes_per_interval: list[int]
@@ -121,12 +126,14 @@ class HostFigures:
     fallbacks_ms: list[float]
 
     @classmethod
-    def of(cls, records: list[dict[str, Any]], *, reset: float, deadline: float) -> HostFigures:
-        waited = [r for r in records if r["reached"] and r["elapsed"] >= deadline * 0.95]
+    def of(cls, records: list[dict[str, Any]], *, reset: float, logs: list[str]) -> HostFigures:
+        # Waited out the deadline: heard the timeout line (a call cut short hears another).
+        waited = [r for r in records if r["reached"] and r["kind"] == "timeout"]
         probes = sorted(r["at"] for r in records if r["reached"] and r["was"] == "half_open")
         cut = [r for r in records if r["reached"] and r["kind"] == "service_unavailable"]
         return cls(
             calls=len(records),
+            store_lost=sum("unavailable" in line and "breaker store" in line for line in logs),
             waited_before_open=sum(1 for r in waited if r["was"] == "closed"),
             probes=len(probes),
             probes_per_interval=_per_interval(probes, reset),
@@ -169,7 +176,15 @@ def run_phase(
         env["TOOL_DEADLINE_SECONDS"] = str(deadline)
         for index in range(processes):
             out = host_dir / f"job-{index}.jsonl"
-            command = [sys.executable, __file__, "job", str(host), str(index), str(seconds), str(out)]
+            command = [
+                sys.executable,
+                __file__,
+                "job",
+                str(host),
+                str(index),
+                str(seconds),
+                str(out),
+            ]
             with (host_dir / f"job-{index}.log").open("w") as log:
                 child = subprocess.Popen(
                     command,
@@ -198,12 +213,21 @@ def run_phase(
             if child.poll() is None:
                 child.kill()
     by_host: list[list[dict[str, Any]]] = [[] for _ in range(phase.hosts)]
+    logs: list[list[str]] = [[] for _ in range(phase.hosts)]
     for host, _, out in children:
         by_host[host].extend(json.loads(line) for line in out.read_text().splitlines() if line)
-    figures = [HostFigures.of(records, reset=reset, deadline=deadline) for records in by_host]
+        logs[host].extend(out.with_suffix(".log").read_text().splitlines())
+    figures = [
+        HostFigures.of(records, reset=reset, logs=host_logs)
+        for records, host_logs in zip(by_host, logs, strict=True)
+    ]
     if phase.hosts > 1:  # the fleet as one host too
         merged = [record for records in by_host for record in records]
-        figures.append(HostFigures.of(merged, reset=reset, deadline=deadline))
+        figures.append(
+            HostFigures.of(
+                merged, reset=reset, logs=[line for host_logs in logs for line in host_logs]
+            )
+        )
     return figures
 
 
@@ -350,7 +374,11 @@ def print_table(
     width = max(22, *(len(name) + 2 for name, _ in columns))
     rows: list[tuple[str, Callable[[HostFigures], str]]] = [
         ("calls", lambda f: str(f.calls)),
-        (f"waited out the deadline before open (≤ {THRESHOLD})", lambda f: str(f.waited_before_open)),
+        ("store lost by a job process (times)", lambda f: str(f.store_lost)),
+        (
+            f"waited out the deadline before open (≤ {THRESHOLD})",
+            lambda f: str(f.waited_before_open),
+        ),
         ("probes (each waits out the deadline)", lambda f: str(f.probes)),
         ("probes per reset interval (1)", lambda f: _intervals(f.probes_per_interval)),
         ("cut short when it opened", lambda f: _cut(f)),
@@ -369,8 +397,10 @@ def print_table(
 def _intervals(counts: list[int]) -> str:
     if not counts:
         return "none"
-    return f"{min(counts)}-{max(counts)} over {len(counts)}" if min(counts) != max(counts) else (
-        f"{counts[0]} x {len(counts)}"
+    return (
+        f"{min(counts)}-{max(counts)} over {len(counts)}"
+        if min(counts) != max(counts)
+        else (f"{counts[0]} x {len(counts)}")
     )
 
 
@@ -456,10 +486,10 @@ def _hung_sandbox() -> Iterator[str]:
 
 def job_main(argv: list[str]) -> None:
     host, index, seconds, out = int(argv[0]), int(argv[1]), float(argv[2]), Path(argv[3])
-    runner: Awaitable[None] = play_callers(
-        host=host, index=index, seconds=seconds, seed=host * 100 + index, out=out
+    records = asyncio.run(
+        play_callers(host=host, index=index, seconds=seconds, seed=host * 100 + index)
     )
-    asyncio.run(runner)  # type: ignore[arg-type]
+    out.write_text("\n".join(json.dumps(record) for record in records))
 
 
 @exits_cleanly

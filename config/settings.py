@@ -210,10 +210,11 @@ class Settings(BaseSettings):
         default=0.05,
         gt=0,
         le=1.0,
-        description="A breaker store slower than this is bypassed: each process decides alone.",
+        description="The longest a caller waits on the breaker store (a probe lease); its "
+        "background writes get 10x (at least 0.5 s) before each process decides alone.",
     )
     breaker_sync_seconds: float = Field(
-        default=0.1, gt=0, le=10.0, description="How often a job process reads shared breakers."
+        default=0.05, gt=0, le=10.0, description="How often a job process reads shared breakers."
     )
     agent_metrics_port: int = Field(
         default=9465,

@@ -222,6 +222,8 @@ class CircuitBreaker:
             self._probe_in_flight = False
             return await self.admit(lease=lease)  # the link is degraded now: a local decision
         self._probe_in_flight = False
+        if answer is None:  # too slow to grant a lease: this caller neither waits nor probes
+            raise CircuitOpenError(self.service, retry_in=0.0)
         self._apply(answer.state)
         self._announce(answer.transition)
         if answer.granted and self._state is BreakerState.HALF_OPEN:

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_STORE_TIMEOUT_SECONDS = 0.05
-DEFAULT_SYNC_SECONDS = 0.1
+DEFAULT_SYNC_SECONDS = 0.05
+# Background writes and syncs wait longer than a caller would (no caller waits on them): a
+# CPU-starved host must not drop to per-process state over a 50 ms hiccup.
+WRITE_TIMEOUT_FLOOR_SECONDS = 0.5
 # How often a link that lost its store tries it again.
 RECOVERY_SECONDS = 1.0
 # The first contact (connect, schema, scripts) runs in the background and may take longer.
@@ -64,6 +67,7 @@ class StoreLink:
             raise ValueError("the store timeout and the sync interval must be positive")
         self.store = store
         self.timeout = timeout
+        self.write_timeout = write_timeout_for(timeout)
         self.sync_interval = sync_interval
         self.degraded = False
         self._ready = False  # the first contact succeeded
@@ -115,8 +119,14 @@ class StoreLink:
             return
         self._queue.put_nowait(_Op(breaker=breaker, call=call))
 
-    async def ask(self, breaker: CircuitBreaker, call: StoreCall, *, token: str) -> StoreAnswer:
-        """Run `call` and wait for its answer at most the store timeout (a probe lease)."""
+    async def ask(
+        self, breaker: CircuitBreaker, call: StoreCall, *, token: str
+    ) -> StoreAnswer | None:
+        """Run `call` (a probe lease) and wait for its answer at most the store timeout.
+
+        None when the store is slower than that: the caller doesn't wait and doesn't probe, and a
+        lease granted later is handed back. Raises StoreUnavailableError when the store is gone.
+        """
         if not self.shared or self._queue is None:
             raise StoreUnavailableError("the breaker store link is not running")
         answered: asyncio.Future[StoreAnswer | None] = asyncio.get_running_loop().create_future()
@@ -127,8 +137,7 @@ class StoreLink:
                 answer = await asyncio.shield(answered)
         except TimeoutError:
             op.abandoned = True
-            self._lost("it was too slow to grant a probe lease")
-            raise StoreUnavailableError("the probe lease took too long") from None
+            return None
         if answer is None:
             raise StoreUnavailableError("the breaker store did not answer")
         return answer
@@ -152,22 +161,24 @@ class StoreLink:
 
     async def _call(self, call: StoreCall) -> StoreAnswer | None:
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.write_timeout):
                 return await call(self.store)
         except (TimeoutError, StoreUnavailableError) as error:
             self._lost(str(error) or "it did not answer in time")
             return None
 
     async def _sync_loop(self) -> None:
-        while not await self._first_contact():
-            await asyncio.sleep(RECOVERY_SECONDS)
+        contacted = await self._first_contact()
         while True:
             await asyncio.sleep(RECOVERY_SECONDS if self.degraded else self.sync_interval)
-            await self._sync_once()
+            if contacted:
+                await self._sync_once()
+            else:
+                contacted = await self._first_contact()
 
     async def _first_contact(self) -> bool:
         try:
-            async with asyncio.timeout(max(self.timeout, FIRST_CONTACT_SECONDS)):
+            async with asyncio.timeout(FIRST_CONTACT_SECONDS):
                 await self.store.prepare()
                 snapshot = await self.store.snapshot(self._breakers)
         except (TimeoutError, StoreUnavailableError) as error:
@@ -179,7 +190,9 @@ class StoreLink:
 
     async def _sync_once(self) -> None:
         try:
-            async with asyncio.timeout(self.timeout if not self.degraded else FIRST_CONTACT_SECONDS):
+            async with asyncio.timeout(
+                self.write_timeout if not self.degraded else FIRST_CONTACT_SECONDS
+            ):
                 if self.degraded:
                     await self.store.prepare()
                 snapshot = await self.store.snapshot(self._breakers)
@@ -202,7 +215,7 @@ class StoreLink:
             pause = breaker.pause_left()
             if pause is not None and not state.tripped:
                 try:
-                    async with asyncio.timeout(self.timeout):
+                    async with asyncio.timeout(self.write_timeout):
                         state = (await self.store.trip(service, pause=pause)).state
                 except (TimeoutError, StoreUnavailableError):
                     return  # gone again; the next sync retries
@@ -235,3 +248,8 @@ def _release(service: str, token: str) -> StoreCall:
         return await store.release_probe(service, token=token)
 
     return call
+
+
+def write_timeout_for(timeout: float) -> float:
+    """How long a background write or sync may take before the store counts as unavailable."""
+    return max(timeout * 10, WRITE_TIMEOUT_FLOOR_SECONDS)

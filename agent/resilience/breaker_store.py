@@ -244,7 +244,9 @@ class SqliteBreakerStore:
             self._rows = {service: _Row(*rest) for service, *rest in found}
             self._seen_version = version
         now = time.time()
-        return {s: self._rows[s].shared(now) if s in self._rows else SharedState() for s in services}
+        return {
+            s: self._rows[s].shared(now) if s in self._rows else SharedState() for s in services
+        }
 
     async def snapshot(self, services: Iterable[str]) -> dict[str, SharedState]:
         result: dict[str, SharedState] = await self._run(self._snapshot, tuple(services))
@@ -479,7 +481,7 @@ class RedisBreakerStore:
             self._client = client
         return self._client
 
-    async def _script(self, name: str, service: str, *args: object) -> StoreAnswer:
+    async def _script(self, name: str, service: str, *args: str | int) -> StoreAnswer:
         from redis.exceptions import RedisError
 
         client = self._redis()
@@ -536,7 +538,9 @@ class RedisBreakerStore:
 
 def store_from_settings(settings: Settings) -> BreakerStore | None:
     """BREAKER_STORE: None for `process`, the host's SQLite file, or Redis at BREAKER_REDIS_URL."""
-    timeout = settings.breaker_store_timeout_seconds
+    from agent.resilience.breaker_sharing import write_timeout_for
+
+    timeout = write_timeout_for(settings.breaker_store_timeout_seconds)
     if settings.breaker_store == "process":
         return None
     if settings.breaker_store == "sqlite":

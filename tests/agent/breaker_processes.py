@@ -163,7 +163,9 @@ class BreakerProcess:
         return self._pending.pop(command_id)
 
     def call(self, behavior: str, *, deadline: float = 1.0, service: str = "amplitude") -> int:
-        return self.send({"op": "call", "service": service, "behavior": behavior, "deadline": deadline})
+        return self.send(
+            {"op": "call", "service": service, "behavior": behavior, "deadline": deadline}
+        )
 
     def call_now(self, behavior: str, **kwargs: Any) -> dict[str, Any]:
         return self.result(self.call(behavior, **kwargs))
