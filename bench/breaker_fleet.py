@@ -133,7 +133,7 @@ class HostFigures:
         cut = [r for r in records if r["reached"] and r["kind"] == "service_unavailable"]
         return cls(
             calls=len(records),
-            store_lost=sum("unavailable" in line and "breaker store" in line for line in logs),
+            store_lost=sum("breaker store" in line and "unavailable" in line for line in logs),
             waited_before_open=sum(1 for r in waited if r["was"] == "closed"),
             probes=len(probes),
             probes_per_interval=_per_interval(probes, reset),
@@ -427,12 +427,19 @@ def bench(
     deadline: Annotated[float, typer.Option(min=0.1, help="TOOL_DEADLINE_SECONDS.")] = 2.5,
     iterations: Annotated[int, typer.Option(min=100, help="Hot-path calls per store.")] = 20_000,
     only: Annotated[list[str] | None, typer.Option(help="Phases: process, sqlite, redis.")] = None,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep the job processes' records and logs here.")
+    ] = None,
 ) -> None:
     """Print the hot path per store, then the fleet figures of every phase side by side."""
     chosen = [phase for phase in PHASES if not only or phase.key in only]
     print(f"breaker fleet benchmark (Python {sys.version.split()[0]}, {os.cpu_count()} cores)\n")
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="breaker-fleet-")))
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+        workdir = keep or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="breaker-fleet-"))
+        )
         redis_url = stack.enter_context(_redis())
         hot_path_section(iterations, redis_url, workdir)
         sandbox = stack.enter_context(_hung_sandbox())
@@ -485,7 +492,11 @@ def _hung_sandbox() -> Iterator[str]:
 
 
 def job_main(argv: list[str]) -> None:
+    import logging
+
     host, index, seconds, out = int(argv[0]), int(argv[1]), float(argv[2]), Path(argv[3])
+    logging.basicConfig(level=logging.WARNING, format="%(created).3f %(levelname)s %(message)s")
+    logging.getLogger("agent.resilience").setLevel(logging.INFO)  # the store's comings and goings
     records = asyncio.run(
         play_callers(host=host, index=index, seconds=seconds, seed=host * 100 + index)
     )

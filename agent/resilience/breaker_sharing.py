@@ -163,8 +163,8 @@ class StoreLink:
         try:
             async with asyncio.timeout(self.write_timeout):
                 return await call(self.store)
-        except (TimeoutError, StoreUnavailableError) as error:
-            self._lost(str(error) or "it did not answer in time")
+        except Exception as error:  # whatever the store did, the breakers carry on without it
+            self._lost(_why(error))
             return None
 
     async def _sync_loop(self) -> None:
@@ -181,8 +181,8 @@ class StoreLink:
             async with asyncio.timeout(FIRST_CONTACT_SECONDS):
                 await self.store.prepare()
                 snapshot = await self.store.snapshot(self._breakers)
-        except (TimeoutError, StoreUnavailableError) as error:
-            self._lost(str(error) or "it did not answer in time")
+        except Exception as error:
+            self._lost(_why(error))
             return False
         self._ready = True
         await self._adopt(snapshot)
@@ -196,8 +196,8 @@ class StoreLink:
                 if self.degraded:
                     await self.store.prepare()
                 snapshot = await self.store.snapshot(self._breakers)
-        except (TimeoutError, StoreUnavailableError) as error:
-            self._lost(str(error) or "it did not answer in time")
+        except Exception as error:
+            self._lost(_why(error))
             return
         await self._adopt(snapshot)
 
@@ -217,7 +217,7 @@ class StoreLink:
                 try:
                     async with asyncio.timeout(self.write_timeout):
                         state = (await self.store.trip(service, pause=pause)).state
-                except (TimeoutError, StoreUnavailableError):
+                except Exception:
                     return  # gone again; the next sync retries
             breaker.apply_shared(state)
         self.degraded = False
@@ -236,6 +236,15 @@ class StoreLink:
         )
         for breaker in self._breakers.values():
             breaker.store_lost()
+
+
+def _why(error: Exception) -> str:
+    """What went wrong, as an error type: store errors carry their own, safe, text."""
+    if isinstance(error, StoreUnavailableError):
+        return str(error)
+    if isinstance(error, TimeoutError):
+        return "it did not answer in time"
+    return type(error).__name__
 
 
 def _resolve(op: _Op, answer: StoreAnswer | None) -> None:

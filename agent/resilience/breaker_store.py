@@ -13,6 +13,7 @@ transition it made (if any), so exactly one process logs and counts each transit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -446,9 +447,14 @@ class RedisBreakerStore:
         self._scripts: dict[str, AsyncScript] = {}
 
     async def prepare(self) -> None:
-        """Connect and load every script, so no operation pays for a NOSCRIPT round trip."""
+        """Connect afresh and load every script, so no operation pays for a NOSCRIPT round trip.
+
+        A fresh client each time: a command cut off by a timeout can leave a connection with an
+        unread reply, and the next command on it would read the wrong answer.
+        """
         from redis.exceptions import RedisError
 
+        await self.aclose()
         client = self._redis()
         try:
             for script in self._scripts.values():
@@ -489,9 +495,9 @@ class RedisBreakerStore:
         keys = [hash_key, f"{hash_key}:pause", f"{hash_key}:lease"]
         try:
             raw = await self._scripts[name](keys=keys, args=list(args), client=client)
-        except (RedisError, OSError) as error:
+            epoch, tripped, failures, pause_ms, lease_ms, code, granted = (int(x) for x in raw)
+        except (RedisError, OSError, TypeError, ValueError) as error:
             raise StoreUnavailableError(f"redis: {type(error).__name__}") from None
-        epoch, tripped, failures, pause_ms, lease_ms, code, granted = (int(x) for x in raw)
         state = SharedState(
             epoch=epoch,
             tripped=bool(tripped),
@@ -531,9 +537,10 @@ class RedisBreakerStore:
         return await self._script("trip", service, _ms(pause))
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # a client that lost its server closes anyway
+                await client.aclose()
 
 
 def store_from_settings(settings: Settings) -> BreakerStore | None:
