@@ -23,9 +23,12 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from tests.servers import SandboxServer
 
 # `python bench/breaker_fleet.py` puts bench/ on sys.path, not the repository root.
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +75,10 @@ async def play_callers(*, host: int, index: int, seconds: float, seed: int) -> l
     prewarm(proc)
     runtime: AgentRuntime = proc.userdata[RUNTIME_KEY]
     await runtime.start_background()
+    # A warm job process has made calls before: connection pool, lazy imports, the store link.
+    warm = await one_caller(runtime, f"bench-{host}-{index}-warm-up")
+    if warm["kind"] != "answer":
+        raise RuntimeError(f"the warm-up lookup failed: {warm}")
     print("ready", flush=True)
     start_at = float(await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline))
     rng = random.Random(seed)
@@ -162,7 +169,7 @@ def run_phase(
     seconds: float,
     reset: float,
     deadline: float,
-    sandbox_url: str,
+    sandbox: SandboxServer,
     redis_url: str | None,
     workdir: Path,
 ) -> list[HostFigures]:
@@ -171,7 +178,7 @@ def run_phase(
         host_dir = workdir / phase.key / f"host-{host}"
         host_dir.mkdir(parents=True)
         env = job_env(
-            phase, host_dir=host_dir, sandbox_url=sandbox_url, redis_url=redis_url, reset=reset
+            phase, host_dir=host_dir, sandbox_url=sandbox.url, redis_url=redis_url, reset=reset
         )
         env["TOOL_DEADLINE_SECONDS"] = str(deadline)
         for index in range(processes):
@@ -200,6 +207,7 @@ def run_phase(
             assert child.stdout is not None
             if child.stdout.readline().strip() != "ready":
                 raise RuntimeError("a job process failed to prewarm")
+        sandbox.add_fault(vendor="amplitude", operation="user_profile", hang=True)
         start_at = time.time() + 1.0
         for _, child, _ in children:
             assert child.stdin is not None
@@ -212,6 +220,7 @@ def run_phase(
         for _, child, _ in children:
             if child.poll() is None:
                 child.kill()
+        sandbox.reset()  # releases the hung handlers and clears the fault
     by_host: list[list[dict[str, Any]]] = [[] for _ in range(phase.hosts)]
     logs: list[list[str]] = [[] for _ in range(phase.hosts)]
     for host, _, out in children:
@@ -442,7 +451,7 @@ def bench(
         )
         redis_url = stack.enter_context(_redis())
         hot_path_section(iterations, redis_url, workdir)
-        sandbox = stack.enter_context(_hung_sandbox())
+        sandbox = stack.enter_context(_sandbox())
         results = []
         for phase in chosen:
             if phase.store == "redis" and redis_url is None:
@@ -454,7 +463,7 @@ def bench(
                 seconds=seconds,
                 reset=reset,
                 deadline=deadline,
-                sandbox_url=sandbox,
+                sandbox=sandbox,
                 redis_url=redis_url,
                 workdir=workdir,
             )
@@ -480,15 +489,14 @@ def _redis() -> Iterator[str | None]:
 
 
 @contextmanager
-def _hung_sandbox() -> Iterator[str]:
+def _sandbox() -> Iterator[SandboxServer]:
     from tests.servers import running_sandbox
 
     with running_sandbox() as sandbox:
-        sandbox.add_fault(vendor="amplitude", operation="user_profile", hang=True)
         try:
-            yield sandbox.url
+            yield sandbox
         finally:
-            sandbox.reset()  # releases the hung handlers, so the sandbox stops at once
+            sandbox.reset()  # releases any hung handler, so the sandbox stops at once
 
 
 def job_main(argv: list[str]) -> None:

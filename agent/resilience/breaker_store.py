@@ -422,7 +422,25 @@ open(ARGV[1])
 return state(1, 0)
 """
 
-_LUA_READ = "return state(0, 0)"
+# Every service in one round trip: KEYS holds (hash, pause, lease) per service, in order.
+_LUA_READ_ALL = """
+local out = {}
+for i = 1, #KEYS, 3 do
+  local v = redis.call('HMGET', KEYS[i], 'epoch', 'tripped', 'failures')
+  local pause = redis.call('PTTL', KEYS[i + 1])
+  local lease = redis.call('PTTL', KEYS[i + 2])
+  if pause < 0 then pause = 0 end
+  if lease < 0 then lease = 0 end
+  local row = {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, pause, lease}
+  for _, x in ipairs(row) do table.insert(out, x) end
+end
+return out
+"""
+
+
+def _keys(service: str) -> list[str]:
+    hash_key = f"{REDIS_KEY_PREFIX}{service}"
+    return [hash_key, f"{hash_key}:pause", f"{hash_key}:lease"]
 
 
 def _ms(seconds: float) -> int:
@@ -481,9 +499,9 @@ class RedisBreakerStore:
                 ("finish", _LUA_FINISH),
                 ("release", _LUA_RELEASE),
                 ("trip", _LUA_TRIP),
-                ("read", _LUA_READ),
             ):
                 self._scripts[name] = client.register_script(_LUA_STATE + body)
+            self._scripts["read_all"] = client.register_script(_LUA_READ_ALL)
             self._client = client
         return self._client
 
@@ -491,8 +509,7 @@ class RedisBreakerStore:
         from redis.exceptions import RedisError
 
         client = self._redis()
-        hash_key = f"{REDIS_KEY_PREFIX}{service}"
-        keys = [hash_key, f"{hash_key}:pause", f"{hash_key}:lease"]
+        keys = _keys(service)
         try:
             raw = await self._scripts[name](keys=keys, args=list(args), client=client)
             epoch, tripped, failures, pause_ms, lease_ms, code, granted = (int(x) for x in raw)
@@ -508,9 +525,26 @@ class RedisBreakerStore:
         return StoreAnswer(state=state, transition=Transition(code), granted=bool(granted))
 
     async def snapshot(self, services: Iterable[str]) -> dict[str, SharedState]:
+        from redis.exceptions import RedisError
+
         names = list(services)
-        answers = await asyncio.gather(*(self._script("read", s) for s in names))
-        return {name: answer.state for name, answer in zip(names, answers, strict=True)}
+        keys = [key for name in names for key in _keys(name)]
+        try:
+            raw = await self._scripts["read_all"](keys=keys, args=[], client=self._redis())
+            numbers = [int(x) for x in raw]
+        except (RedisError, OSError, TypeError, ValueError) as error:
+            raise StoreUnavailableError(f"redis: {type(error).__name__}") from None
+        states = {}
+        for index, name in enumerate(names):
+            epoch, tripped, failures, pause_ms, lease_ms = numbers[index * 5 : index * 5 + 5]
+            states[name] = SharedState(
+                epoch=epoch,
+                tripped=bool(tripped),
+                failures=failures,
+                pause_left=pause_ms / 1000 if tripped else 0.0,
+                lease_left=lease_ms / 1000,
+            )
+        return states
 
     async def record_failure(
         self, service: str, *, epoch: int, threshold: int, reset: float

@@ -1,7 +1,7 @@
 """A job-process stand-in for breaker tests: breakers from settings, calls on command.
 
 Run by tests/agent/breaker_processes.py. The vendor is an asyncio stand-in (labelled): `hang`
-waits forever, `fail` raises a lost connection, `ok` answers.
+waits forever, `fail` raises a lost connection, `slow` answers after 0.3 s, `ok` answers.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ async def vendor(behavior: str, reached: list[bool]) -> str:
     reached.append(True)
     if behavior == "hang":
         await asyncio.Event().wait()
+    if behavior == "slow":
+        await asyncio.sleep(0.3)
     if behavior == "fail":
         raise ConnectionResetError("stand-in vendor dropped the connection")
     return "answer"
