@@ -177,6 +177,11 @@ def run_phase(
     for host in range(phase.hosts):
         host_dir = workdir / phase.key / f"host-{host}"
         host_dir.mkdir(parents=True)
+        # A host that ran before has its outbox file. Fresh, K processes switching it to WAL at
+        # the same instant can fail with "database is locked" (handoff/outbox.py; reported).
+        from handoff.outbox import Outbox
+
+        Outbox.in_dir(host_dir).close()
         env = job_env(
             phase, host_dir=host_dir, sandbox_url=sandbox.url, redis_url=redis_url, reset=reset
         )

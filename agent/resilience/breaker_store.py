@@ -174,10 +174,17 @@ class SqliteBreakerStore:
             db = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
-            db.execute("PRAGMA journal_mode=WAL")
-            # Breaker state is disposable: losing the last change to a power cut is harmless.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
+            try:
+                # WAL is a property of the file: only its first user switches (and may race; a
+                # "locked" here is a store unavailable for a moment, retried by the link).
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+                # Breaker state is disposable: losing the last change to a power cut is harmless.
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(_SCHEMA)
+            except sqlite3.Error:
+                db.close()
+                raise
             self._db = db
         return self._db
 
