@@ -39,6 +39,7 @@ RECOVERY_SECONDS = 1.0
 FIRST_CONTACT_SECONDS = 2.0
 # Writes queued behind a slow store beyond this are dropped: the local state already has them.
 MAX_QUEUED = 256
+CLOSE_SECONDS = 2.0
 
 StoreCall = Callable[[BreakerStore], Awaitable[StoreAnswer]]
 
@@ -74,6 +75,7 @@ class StoreLink:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._queue: asyncio.Queue[_Op] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     @property
     def shared(self) -> bool:
@@ -99,14 +101,17 @@ class StoreLink:
         ]
 
     async def aclose(self) -> None:
+        # The loops also stop on the flag: a store client may turn a cancellation into an error.
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=CLOSE_SECONDS)
         self._tasks = []
         self._queue = None
-        await self.store.aclose()
+        with contextlib.suppress(Exception):  # a store that hangs on close is left behind
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self.store.aclose()
 
     # --- what breakers call ------------------------------------------------------------------
 
@@ -146,7 +151,7 @@ class StoreLink:
 
     async def _write_loop(self) -> None:
         assert self._queue is not None
-        while True:
+        while not self._closing:
             op = await self._queue.get()
             answer = None if self.degraded else await self._call(op.call)
             if op.answered is None:
@@ -169,7 +174,7 @@ class StoreLink:
 
     async def _sync_loop(self) -> None:
         contacted = await self._first_contact()
-        while True:
+        while not self._closing:
             await asyncio.sleep(RECOVERY_SECONDS if self.degraded else self.sync_interval)
             if contacted:
                 await self._sync_once()

@@ -580,8 +580,10 @@ class RedisBreakerStore:
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(Exception):  # a client that lost its server closes anyway
-                await client.aclose()
+            # A client that lost its server closes anyway; one that hangs on it is left behind.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await client.aclose()
 
 
 def store_from_settings(settings: Settings) -> BreakerStore | None:
