@@ -37,6 +37,9 @@ WRITE_TIMEOUT_FLOOR_SECONDS = 0.5
 RECOVERY_SECONDS = 1.0
 # The first contact (connect, schema, scripts) runs in the background and may take longer.
 FIRST_CONTACT_SECONDS = 2.0
+# start() waits this long for it (milliseconds, normally): a failure counted before the first
+# contact would be lost when the breaker takes the store's state.
+START_WAIT_SECONDS = 0.5
 # Writes queued behind a slow store beyond this are dropped: the local state already has them.
 MAX_QUEUED = 256
 CLOSE_SECONDS = 2.0
@@ -76,6 +79,7 @@ class StoreLink:
         self._queue: asyncio.Queue[_Op] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._contacted = asyncio.Event()
 
     @property
     def shared(self) -> bool:
@@ -90,15 +94,19 @@ class StoreLink:
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def start(self) -> None:
-        """Start the writer and the sync in this event loop (idempotent). Until the first
-        contact with the store succeeds, a few milliseconds later, breakers decide alone."""
+        """Start the writer and the sync in this event loop (idempotent), and wait up to 0.5 s
+        for the first contact with the store. Until it succeeds, breakers decide alone."""
         if self.started:
             return
         self._queue = asyncio.Queue()
+        self._contacted = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="breaker-store-writer"),
             asyncio.create_task(self._sync_loop(), name="breaker-store-sync"),
         ]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(START_WAIT_SECONDS):
+                await self._contacted.wait()
 
     async def aclose(self) -> None:
         # The loops also stop on the flag: a store client may turn a cancellation into an error.
@@ -174,6 +182,7 @@ class StoreLink:
 
     async def _sync_loop(self) -> None:
         contacted = await self._first_contact()
+        self._contacted.set()
         while not self._closing:
             await asyncio.sleep(RECOVERY_SECONDS if self.degraded else self.sync_interval)
             if contacted:
