@@ -37,15 +37,18 @@ COPY --chown=app:app contracts ./contracts
 COPY --chown=app:app integrations ./integrations
 COPY --chown=app:app activities ./activities
 COPY --chown=app:app workflows ./workflows
+COPY --chown=app:app handoff ./handoff
 COPY --chown=app:app agent ./agent
 COPY --chown=app:app sandbox ./sandbox
-COPY --chown=app:app trialist ./trialist
+COPY --chown=app:app config ./config
+COPY --chown=app:app operators ./operators
+COPY --chown=app:app devtools ./devtools
 COPY --chown=app:app worker.py ./
 USER app
 # Bytecode now, as PYTHONDONTWRITEBYTECODE stops imports writing it: Temporal's workflow sandbox
 # re-imports the workflow module on every run and would otherwise compile it each time.
-RUN python -m compileall -q contracts integrations activities workflows agent sandbox trialist \
-        worker.py
+RUN python -m compileall -q contracts integrations activities workflows handoff agent sandbox \
+        config operators devtools worker.py
 # Models (VAD, turn detection) are fetched now, so nothing downloads when a call starts.
 RUN python -m agent download-files
 VOLUME ["/data"]

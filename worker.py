@@ -13,13 +13,18 @@ from typing import Any, TypeVar
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.follow_up import FollowUpActivities
+from config.clock import Clock, system_clock
+from config.encryption import EncryptionSetupError
+from config.log_redaction import install_refused_input_filter
 from config.process_exit import exits_cleanly
 from config.settings import VENDORS, Settings, VendorMode, get_settings
 from config.temporal import (
     MetricsPortError,
+    NamespaceMissingError,
     TemporalConnectError,
     TemporalSetupError,
     cache_workflow_bytecode,
@@ -36,6 +41,15 @@ logger = logging.getLogger("trialist.worker")
 T = TypeVar("T")
 
 WORKER_IDENTITY_PREFIX = "trialist-worker"
+# Between reconnects while Temporal is down: doubling from the first to the last, forever.
+OUTAGE_INITIAL_WAIT = 0.5
+OUTAGE_MAX_WAIT = 15.0
+# A namespace still missing after this many checks, one outage wait apart, is a misconfiguration.
+NAMESPACE_CHECKS = 4
+# What no reconnect fixes: the server refused who we are or what we asked for.
+FATAL_STATUSES = frozenset(
+    {RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.INVALID_ARGUMENT}
+)
 # How often start-up checks whether the worker finished validating and began polling.
 READY_POLL_SECONDS = 0.02
 
@@ -79,43 +93,110 @@ async def run_worker(
     *,
     stop: asyncio.Event | None = None,
     ready: Callable[[], object] | None = None,
+    clock: Clock = system_clock,
 ) -> None:
     """Connect, serve follow-ups until `stop` is set (or SIGTERM/SIGINT when `stop` is None).
 
-    Raises TemporalConnectError, TemporalSetupError, MetricsPortError or WorkerStartError.
+    `clock` is where the activities' calendar searches start (a pinned one in tests).
+
+    Raises TemporalConnectError, TemporalSetupError, MetricsPortError, WorkerStartError or
+    EncryptionSetupError (no payload key: the worker never runs unencrypted).
     """
     if stop is not None:
-        await _run(settings, stop=stop, ready=ready)
+        await _run(settings, stop=stop, ready=ready, clock=clock)
         return
     stop = asyncio.Event()
     signals = _stop_on_signals(stop, settings.worker_shutdown_grace_seconds)
     try:
-        await _run(settings, stop=stop, ready=ready)
+        await _run(settings, stop=stop, ready=ready, clock=clock)
     finally:
         for signum in signals:
             asyncio.get_running_loop().remove_signal_handler(signum)
 
 
 async def _run(
-    settings: Settings, *, stop: asyncio.Event, ready: Callable[[], object] | None
+    settings: Settings, *, stop: asyncio.Event, ready: Callable[[], object] | None, clock: Clock
 ) -> None:
+    """Serve until `stop`, riding out Temporal outages: transient failures at start-up or later
+    mean waiting (bounded, doubling) and connecting again; only a misconfiguration raises."""
     runtime = _metrics_runtime(settings)
-    client = await _unless_stopped(_connect_checked(settings, runtime), stop)
-    if client is None:
-        logger.info("stopped before the worker was ready")
-        return
-    clients = build_vendor_clients(settings)
+    clients = build_vendor_clients(settings, clock=clock)
+    outage = OutageBackoff()
     try:
-        worker = build_worker(client, settings, clients=clients)
-        await _serve(worker, settings=settings, stop=stop, ready=ready)
+        while not stop.is_set():
+            try:
+                client = await _unless_stopped(_connect_checked(settings, runtime, outage), stop)
+                if client is None:
+                    logger.info("stopped before the worker was ready")
+                    return
+                worker = build_worker(client, settings, clients=clients)
+                await _serve(worker, settings=settings, stop=stop, ready=ready, outage=outage)
+                if stop.is_set():
+                    return
+            except Exception as error:
+                if _is_fatal(error, outage):
+                    raise
+                wait = outage.next()
+                logger.warning(
+                    "Temporal is unavailable (%s); the worker connects again in %.1fs",
+                    _short(error),
+                    wait,
+                )
+                await _wait_or_stop(stop, wait)
     finally:
         await clients.aclose()
 
 
-async def _connect_checked(settings: Settings, runtime: Runtime | None) -> Client:
+class OutageBackoff:
+    """How long the worker waits between reconnects: doubling, capped, reset once it serves."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.missing_namespace = 0
+
+    def next(self) -> float:
+        self.failures += 1
+        wait: float = min(OUTAGE_INITIAL_WAIT * 2.0 ** (self.failures - 1), OUTAGE_MAX_WAIT)
+        return wait
+
+    def served(self) -> None:
+        self.failures = 0
+        self.missing_namespace = 0
+
+
+def _is_fatal(error: BaseException, outage: OutageBackoff) -> bool:
+    """A misconfiguration no reconnect can fix; everything else is an outage to wait out."""
+    if isinstance(error, MetricsPortError | EncryptionSetupError):
+        return True
+    if isinstance(error, NamespaceMissingError):
+        # A restarting server can miss its namespaces for a moment; a healthy one never does.
+        outage.missing_namespace += 1
+        return outage.missing_namespace >= NAMESPACE_CHECKS
+    if isinstance(error, TemporalSetupError):
+        return True  # search attributes missing on a server that answers
+    if isinstance(error, TemporalConnectError):
+        cause = error.cause
+        return isinstance(cause, RPCError) and cause.status in FATAL_STATUSES
+    return False
+
+
+async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+async def _connect_checked(
+    settings: Settings, runtime: Runtime | None, outage: OutageBackoff
+) -> Client:
     identity = f"{WORKER_IDENTITY_PREFIX}@{socket.gethostname()}"
     client = await connect(settings, runtime=runtime, identity=identity)
     await check_namespace(client)
+    outage.missing_namespace = 0
     await check_search_attributes(client, SEARCH_ATTRIBUTES)
     return client
 
@@ -136,7 +217,12 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
 
 
 async def _serve(
-    worker: Worker, *, settings: Settings, stop: asyncio.Event, ready: Callable[[], object] | None
+    worker: Worker,
+    *,
+    settings: Settings,
+    stop: asyncio.Event,
+    ready: Callable[[], object] | None,
+    outage: OutageBackoff,
 ) -> None:
     run = asyncio.create_task(worker.run(), name="temporal-worker")
     stopping = asyncio.create_task(stop.wait(), name="worker-stop")
@@ -147,6 +233,7 @@ async def _serve(
         if run.done():
             raise WorkerStartError(f"the worker stopped while starting: {run.exception()}")
         logger.info("%s", ready_line(settings))
+        outage.served()
         if ready is not None:
             ready()
         done, _ = await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -211,10 +298,18 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The SDK logs an undecodable signal with pydantic's error, which quotes the refused input.
+    install_refused_input_filter()
     settings = get_settings()
     try:
         asyncio.run(run_worker(settings))
-    except (TemporalConnectError, TemporalSetupError, MetricsPortError, WorkerStartError) as error:
+    except (
+        TemporalConnectError,
+        TemporalSetupError,
+        MetricsPortError,
+        WorkerStartError,
+        EncryptionSetupError,
+    ) as error:
         raise SystemExit(f"worker: {error}") from None
 
 

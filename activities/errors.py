@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -13,13 +16,18 @@ from temporalio.exceptions import ApplicationError
 
 from integrations.errors import ErrorKind, RateLimitedError, VendorError
 
+logger = logging.getLogger(__name__)
+
 # Bad data from a caller cannot get better by retrying: park the step for an operator.
 INVALID_INPUT_TYPE: Final = "invalid_input"
+# A bug of ours (an exception no vendor caused) needs a fix, not another attempt.
+ACTIVITY_BUG_TYPE: Final = "activity_bug"
 NON_RETRYABLE_ERROR_TYPES: Final = (
     ErrorKind.PERMANENT.value,
     ErrorKind.NOT_FOUND.value,
     ErrorKind.AUTH.value,
     INVALID_INPUT_TYPE,
+    ACTIVITY_BUG_TYPE,
 )
 
 
@@ -70,12 +78,35 @@ def invalid_input_error(error: ValueError, *, attempt: int | None = None) -> App
     )
 
 
+def activity_bug_error(error: Exception, *, attempt: int | None = None) -> ApplicationError:
+    """A non-retryable error for a bug of ours, by exception type and place, without values."""
+    where = ""
+    if error.__traceback__ is not None:
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        where = f" at {Path(frame.filename).name}:{frame.lineno}"
+    message = f"a bug in the activity: {type(error).__name__}{where}"
+    details = {"kind": ACTIVITY_BUG_TYPE, "message": message, "attempt": attempt}
+    return ApplicationError(message, details, type=ACTIVITY_BUG_TYPE, non_retryable=True)
+
+
 @contextmanager
 def vendor_failures() -> Iterator[None]:
-    """Re-raise taxonomy errors and refused input as ApplicationError for Temporal's retries."""
+    """Re-raise taxonomy errors, refused input and our own bugs as ApplicationError.
+
+    Vendor errors keep their retryability; refused input and bugs park the step at once with the
+    attempt that saw them, instead of being retried for the whole step budget as a Python
+    exception would be and then reported as "retries exhausted" after one counted attempt.
+    """
     try:
         yield
     except VendorError as error:
         raise vendor_application_error(error) from error
     except ValueError as error:
         raise invalid_input_error(error, attempt=current_attempt()) from error
+    except ApplicationError:
+        raise
+    except Exception as error:
+        # The frames but not the message: an exception's text can quote personal data.
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        logger.error("activity bug: %s\n%s", type(error).__name__, frames)
+        raise activity_bug_error(error, attempt=current_attempt()) from error

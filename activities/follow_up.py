@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
+from zoneinfo import ZoneInfo
 
 from temporalio import activity
 
@@ -14,11 +15,16 @@ from activities.heartbeats import AttemptHeartbeats
 from contracts.activities import (
     BookMeetingInput,
     BookMeetingOutput,
+    CallRecord,
     LogCallHubSpotInput,
     LogCallHubSpotOutput,
     LogCallSalesforceInput,
     LogCallSalesforceOutput,
     MeetingRecord,
+    OwedReply,
+    OweReplyHubSpotInput,
+    OweReplyOutput,
+    OweReplySalesforceInput,
     RecordMeetingHubSpotInput,
     RecordMeetingHubSpotOutput,
     RecordMeetingSalesforceInput,
@@ -33,7 +39,6 @@ from contracts.models import (
     BookingRequest,
     BookingResult,
     BookingStatus,
-    CallOutcome,
     EndedReason,
     FollowUpStep,
     Trialist,
@@ -54,6 +59,7 @@ from integrations.salesforce import (
     SalesforceCallTask,
     SalesforceLead,
     SalesforceMeetingEvent,
+    SalesforceReplyTask,
 )
 
 if TYPE_CHECKING:  # only the type: a worker builds the clients and injects them
@@ -71,6 +77,7 @@ CALL_OUTCOME_MISSING_EVENT: Final = "trial_call_outcome_missing"
 MEETING_BOOKED_EVENT: Final = "trial_meeting_booked"
 
 CALL_SUBJECT: Final = "Voice agent call: PandaDoc trial"
+REPLY_OWED_SUBJECT: Final = "Reply owed: the caller's meeting request could not be booked"
 SALESFORCE_TEXT_MAX: Final = TEXT_AREA_MAX
 HUBSPOT_NOTE_MAX: Final = NOTE_BODY_MAX
 SALESFORCE_FIRST_NAME_MAX: Final = 40  # Lead.FirstName's length
@@ -81,6 +88,7 @@ HUBSPOT_CALL_STATUS: Final[dict[EndedReason, CallStatus]] = {
     EndedReason.CALLER_HUNG_UP: "COMPLETED",
     EndedReason.DROPPED: "COMPLETED",
     EndedReason.AGENT_ERROR: "FAILED",
+    EndedReason.AGENT_LOST: "FAILED",
 }
 
 
@@ -101,6 +109,8 @@ class FollowUpActivities:
             self.record_meeting_salesforce,
             self.record_meeting_hubspot,
             self.track_analytics,
+            self.owe_reply_salesforce,
+            self.owe_reply_hubspot,
         ]
 
     # --- CRM --------------------------------------------------------------------------------------
@@ -124,16 +134,16 @@ class FollowUpActivities:
     @activity.defn(name=FollowUpStep.LOG_CALL_SALESFORCE.value)
     async def log_call_salesforce(self, input: LogCallSalesforceInput) -> LogCallSalesforceOutput:
         """A completed call Task on the Lead, keyed by the call id."""
-        outcome = input.outcome
+        call = input.call
         with vendor_failures():
             task = SalesforceCallTask(
                 call_id=input.call_id,
                 lead_id=input.lead_id,
                 subject=CALL_SUBJECT,
-                description=call_log_text(outcome, limit=SALESFORCE_TEXT_MAX),
-                started_at=outcome.started_at,
-                duration_seconds=outcome.duration_seconds,
-                disposition=outcome.ended_reason.value,
+                description=call_log_text(input.call_id, call, limit=SALESFORCE_TEXT_MAX),
+                started_at=call.started_at,
+                duration_seconds=call.duration_seconds,
+                disposition=call.ended_reason.value,
             )
             result = await self._clients.salesforce.upsert_call_task(task)
         logger.info("call %s: salesforce call task written", input.call_id)
@@ -142,23 +152,23 @@ class FollowUpActivities:
     @activity.defn(name=FollowUpStep.LOG_CALL_HUBSPOT.value)
     async def log_call_hubspot(self, input: LogCallHubSpotInput) -> LogCallHubSpotOutput:
         """A call engagement and a note with summary, notes and signals, both keyed by call id."""
-        outcome = input.outcome
+        record = input.call
         hubspot = self._clients.hubspot
         heartbeats = AttemptHeartbeats()
         with vendor_failures():
             call = HubSpotCall(
                 call_id=input.call_id,
                 title=CALL_SUBJECT,
-                body=outcome.summary or None,
-                started_at=outcome.started_at,
-                duration_seconds=outcome.duration_seconds,
-                status=HUBSPOT_CALL_STATUS[outcome.ended_reason],
-                to_number=outcome.trialist.phone,
+                body=record.summary or None,
+                started_at=record.started_at,
+                duration_seconds=record.duration_seconds,
+                status=HUBSPOT_CALL_STATUS[record.ended_reason],
+                to_number=input.to_number,
             )
             note = HubSpotNote(
                 call_id=input.call_id,
-                body=call_log_text(outcome, limit=HUBSPOT_NOTE_MAX),
-                timestamp=outcome.ended_at,
+                body=call_log_text(input.call_id, record, limit=HUBSPOT_NOTE_MAX),
+                timestamp=record.ended_at,
             )
             # Only a retry can find its own earlier write; a first attempt skips the searches.
             retry = current_attempt() > 1
@@ -207,6 +217,39 @@ class FollowUpActivities:
             )
         logger.info("call %s: hubspot meeting written", input.call_id)
         return RecordMeetingHubSpotOutput(meeting_engagement_id=ref.id, attempt=current_attempt())
+
+    # --- a promise that could not be kept ---------------------------------------------------------
+
+    @activity.defn(name=FollowUpStep.OWE_REPLY_SALESFORCE.value)
+    async def owe_reply_salesforce(self, input: OweReplySalesforceInput) -> OweReplyOutput:
+        """An open, high-priority Task for the rep on the Lead: reply to the caller."""
+        with vendor_failures():
+            task = SalesforceReplyTask(
+                call_id=input.call_id,
+                lead_id=input.lead_id,
+                subject=REPLY_OWED_SUBJECT,
+                description=reply_owed_text(input.call_id, input.owed),
+                due=input.owed.requested_slot.date(),
+            )
+            result = await self._clients.salesforce.upsert_reply_task(task)
+        logger.info("call %s: salesforce reply-owed task written", input.call_id)
+        return OweReplyOutput(record_id=result.id, attempt=current_attempt())
+
+    @activity.defn(name=FollowUpStep.OWE_REPLY_HUBSPOT.value)
+    async def owe_reply_hubspot(self, input: OweReplyHubSpotInput) -> OweReplyOutput:
+        """A note on the contact, once per call: the caller is owed a reply."""
+        with vendor_failures():
+            note = HubSpotNote(
+                call_id=input.call_id,
+                body=f"{REPLY_OWED_SUBJECT}. {reply_owed_text(input.call_id, input.owed)}",
+                timestamp=input.owed.requested_slot,
+                purpose="reply_owed",
+            )
+            ref = await self._clients.hubspot.create_note(
+                note, contact_id=input.contact_id, may_exist=current_attempt() > 1
+            )
+        logger.info("call %s: hubspot reply-owed note written", input.call_id)
+        return OweReplyOutput(record_id=ref.id, attempt=current_attempt())
 
     # --- booking ----------------------------------------------------------------------------------
 
@@ -293,49 +336,71 @@ class FollowUpActivities:
 
 
 def salesforce_lead(input: UpsertPersonInput) -> SalesforceLead:
-    trialist = input.trialist
+    person = input.person
     return SalesforceLead(
-        trial_account_id=trialist.trial_account_id,
-        first_name=trialist.first_name[:SALESFORCE_FIRST_NAME_MAX],
-        last_name=trialist.last_name[:SALESFORCE_LAST_NAME_MAX],
-        email=trialist.email,
-        company=trialist.company,
-        phone=trialist.phone,
+        trial_account_id=person.trial_account_id,
+        first_name=person.first_name[:SALESFORCE_FIRST_NAME_MAX],
+        last_name=person.last_name[:SALESFORCE_LAST_NAME_MAX],
+        email=person.email,
+        company=person.company,
+        phone=person.phone,
         qualification_signals=input.signals.filled(),
     )
 
 
 def hubspot_contact(input: UpsertPersonInput) -> HubSpotContact:
-    trialist = input.trialist
+    person = input.person
     return HubSpotContact(
-        email=trialist.email,
-        first_name=trialist.first_name,
-        last_name=trialist.last_name,
-        company=trialist.company,
-        phone=trialist.phone,
-        trial_account_id=trialist.trial_account_id,
+        email=person.email,
+        first_name=person.first_name,
+        last_name=person.last_name,
+        company=person.company,
+        phone=person.phone,
+        trial_account_id=person.trial_account_id,
         qualification_signals=input.signals.filled(),
     )
 
 
-def call_log_text(outcome: CallOutcome, *, limit: int) -> str:
-    """What a rep reads about the call: summary, notes and qualification signals."""
+def call_log_text(call_id: str, call: CallRecord, *, limit: int) -> str:
+    """What a rep reads about the call: summary, notes and qualification signals.
+
+    Every caller-given value is one line (the contracts fold newlines), so none can pose as a
+    line or a section of this record.
+    """
     lines = [
-        f"Voice agent call {outcome.call_id}: {outcome.ended_reason.value}, "
-        f"{outcome.duration_seconds // 60} min {outcome.duration_seconds % 60} s."
+        f"Voice agent call {call_id}: {call.ended_reason.value}, "
+        f"{call.duration_seconds // 60} min {call.duration_seconds % 60} s."
     ]
-    if outcome.summary:
-        lines += ["", "Summary:", outcome.summary]
-    signals = outcome.signals.filled()
+    if call.ended_reason is EndedReason.AGENT_LOST:
+        lines += [
+            "",
+            "The voice agent lost this call before it ended. What follows is what it had "
+            f"recorded by {call.ended_at.isoformat()}, its last checkpoint.",
+        ]
+    if call.summary:
+        lines += ["", "Summary:", call.summary]
+    signals = call.signals.filled()
     if signals:
         lines += ["", "Qualification signals:", *(f"- {k}: {v}" for k, v in signals.items())]
-    if outcome.notes:
-        lines += ["", "Notes:", *(f"- {note}" for note in outcome.notes)]
-    if outcome.requested_meeting is not None:
-        when = outcome.requested_meeting.slot_start.isoformat()
-        lines += ["", f"Meeting requested for {when}."]
+    if call.notes:
+        lines += ["", "Notes:", *(f"- {note}" for note in call.notes)]
+    if call.requested_slot is not None:
+        lines += ["", f"Meeting requested for {call.requested_slot.isoformat()}."]
     text = "\n".join(lines)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def reply_owed_text(call_id: str, owed: OwedReply) -> str:
+    """What the rep reads: what was promised, why it could not be kept, what is free nearby."""
+    zone = ZoneInfo(owed.timezone)
+    asked = owed.requested_slot.astimezone(zone).strftime("%A %B %d at %H:%M %Z")
+    free = ", ".join(slot.astimezone(zone).strftime("%a %b %d %H:%M") for slot in owed.alternatives)
+    return (
+        f"During voice agent call {call_id} the caller asked for a meeting on {asked} and was "
+        f"told a calendar invite would follow by email. It was not booked: {owed.reason}. "
+        "Please reply to them with another time"
+        + (f"; free times close to it: {free}." if free else ".")
+    )
 
 
 def meeting_text(call_id: str, meeting: MeetingRecord) -> str:
@@ -359,18 +424,18 @@ def chilipiper_guest(trialist: Trialist) -> ChiliPiperGuest:
 def analytics_events(input: TrackAnalyticsInput) -> list[AmplitudeEvent]:
     """The events of one call, each with an insert id derived from the call id."""
     events: list[AmplitudeEvent] = []
-    outcome = input.outcome
-    if outcome is not None:
+    call = input.call
+    if call is not None:
         properties: dict[str, Any] = {
             "call_id": input.call_id,
-            "ended_reason": outcome.ended_reason.value,
-            "duration_seconds": outcome.duration_seconds,
-            "meeting_requested": outcome.requested_meeting is not None,
+            "ended_reason": call.ended_reason.value,
+            "duration_seconds": call.duration_seconds,
+            "meeting_requested": call.meeting_requested,
             "meeting_booked": input.meeting is not None,
-            "notes": len(outcome.notes),
-            **{f"signal_{name}": value for name, value in outcome.signals.filled().items()},
+            "notes": call.notes_count,
+            **{f"signal_{name}": value for name, value in call.signals.filled().items()},
         }
-        events.append(_event(input, CALL_COMPLETED_EVENT, outcome.ended_at, properties))
+        events.append(_event(input, CALL_COMPLETED_EVENT, call.ended_at, properties))
     elif input.outcome_missing:
         properties = {"call_id": input.call_id, "meeting_booked": input.meeting is not None}
         events.append(_event(input, CALL_OUTCOME_MISSING_EVENT, input.tracked_at, properties))

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 # Subcommands that run calls, so they need a model before anything starts.
 NEEDS_LLM = frozenset({"console", "dev", "start", "connect"})
 EXIT_CONFIG = 2
+# drain-outbox stops after this long even if Temporal keeps accepting (a huge backlog): run again.
+DRAIN_SECONDS = 600.0
 
 
 def _settings_or_exit() -> Settings:
@@ -29,7 +31,11 @@ def _run_demo(argv: list[str]) -> None:
 
 
 def _drain_outbox() -> None:
-    """Deliver what the outbox holds now, for an operator, without starting an agent."""
+    """Deliver everything the outbox holds, for an operator, without starting an agent.
+
+    Passes run until the outbox is empty or Temporal cannot be reached; exits 0 only when nothing
+    is left, and says what still waits and why.
+    """
     import asyncio
 
     from handoff.follow_up import drain_outbox
@@ -43,17 +49,34 @@ def _drain_outbox() -> None:
     print(f"outbox {path}: {pending} pending")
     if pending == 0:
         return
-    result = asyncio.run(drain_outbox(settings))
-    after = Outbox.in_dir(settings.data_dir)
-    left = after.pending_count()
-    after.close()
+    report = asyncio.run(drain_outbox(settings, within=DRAIN_SECONDS))
     print(
-        f"delivered {result.delivered}, refused for good {result.rejected}, "
-        f"failed {result.failed}; {left} still pending"
+        f"delivered {report.delivered}, refused for good {report.rejected} "
+        f"in {report.passes} pass(es); {report.pending} still pending"
     )
-    if left:
-        print("Temporal may still be unreachable: run it again later.", file=sys.stderr)
+    if report.pending:
+        why = _still_waiting(settings)
+        if report.unreachable:
+            why.insert(0, f"Temporal is unreachable ({report.last_error}); run it again later")
+        for line in why:
+            print(f"  {line}", file=sys.stderr)
         raise SystemExit(1)
+
+
+def _still_waiting(settings: Settings) -> list[str]:
+    """One line per message still in the outbox: which, for which call, and its last error."""
+    from handoff.outbox import Outbox
+
+    outbox = Outbox.in_dir(settings.data_dir)
+    try:
+        waiting = [message for message in outbox.messages() if not message.delivered]
+    finally:
+        outbox.close()
+    return [
+        f"{message.kind} of call {message.call_id}: {message.attempts} attempt(s), "
+        f"last error: {message.last_error or 'none yet'}"
+        for message in waiting[:20]
+    ] + ([f"... and {len(waiting) - 20} more"] if len(waiting) > 20 else [])
 
 
 def _run_livekit(command: str) -> None:

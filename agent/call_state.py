@@ -13,9 +13,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contracts.fields import fold_text
 from contracts.models import (
     MAX_NOTE_CHARS,
     MAX_NOTES,
+    NOTES_MAX_BYTES,
     BookingConfirmation,
     BookingRequest,
     QualificationSignals,
@@ -27,7 +29,9 @@ NAMED_SIGNALS: tuple[str, ...] = tuple(
     name for name in QualificationSignals.model_fields if name != "extras"
 )
 MAX_SIGNAL_VALUE_CHARS = 200
-_SIGNAL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_SIGNAL_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}", re.ASCII)
+# How much of a model's argument a refusal may quote back to it.
+ECHO_CHARS = 40
 
 
 class Stage(StrEnum):
@@ -81,6 +85,9 @@ class ConversationState:
         self._notes: list[str] = []
         self._requested_meeting: BookingRequest | None = None
         self._booking: BookingConfirmation | None = None
+        # Bumped on every change (and every undo), so checkpoints know when there is news.
+        self._version = 0
+        self._listeners: list[Callable[[], None]] = []
         for name, value in (signals or {}).items():
             self.record_signal(name, value)
         for note in notes:
@@ -90,6 +97,20 @@ class ConversationState:
     @property
     def stage(self) -> Stage:
         return self._stage
+
+    @property
+    def version(self) -> int:
+        """How many changes the state has seen: a checkpoint's sequence number."""
+        return self._version
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every change, undone ones included."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        self._version += 1
+        for listener in self._listeners:
+            listener()
 
     @property
     def signals(self) -> dict[str, str]:
@@ -135,7 +156,7 @@ class ConversationState:
     def record_signal(self, name: str, value: str | int) -> str:
         """Record one qualification signal; returns the normalized name. Raises ValueError."""
         key = _signal_name(name)
-        text = str(value).strip()
+        text = fold_text(str(value))
         if not text:
             raise ValueError(f"signal {key!r} needs a value")
         if len(text) > MAX_SIGNAL_VALUE_CHARS:
@@ -156,13 +177,16 @@ class ConversationState:
         return key
 
     def add_note(self, note: str) -> None:
-        text = note.strip()
+        text = fold_text(note)
         if not text:
             raise ValueError("a note needs some text")
         if len(text) > MAX_NOTE_CHARS:
             raise ValueError(f"a note is limited to {MAX_NOTE_CHARS} characters")
         if len(self._notes) >= MAX_NOTES:
             raise ValueError(f"the call already has the maximum of {MAX_NOTES} notes")
+        used = sum(len(kept.encode()) for kept in self._notes)
+        if used + len(text.encode()) > NOTES_MAX_BYTES:
+            raise ValueError("the call's notes are full; keep this one shorter or skip it")
         self._notes.append(text)
 
         def undo() -> None:
@@ -221,6 +245,7 @@ class ConversationState:
         self._booking = snapshot.booking
 
     def _journal(self, undo: Undo) -> None:
+        self._changed()
         for journal in reversed(_OPEN_TRANSACTIONS.get()):
             if journal.state is self:
                 journal.undo.append(undo)
@@ -268,6 +293,7 @@ class StateTransaction:
         for undo in reversed(changes):
             undo()
         if changes:
+            self._state._changed()
             logger.info(
                 "conversation state: undid %d change(s) after %s", len(changes), exc_type.__name__
             )
@@ -284,19 +310,20 @@ class StateTransaction:
         self.__exit__(exc_type, exc, tb)
 
 
-def preserved(state: ConversationState) -> StateTransaction:
-    """`with preserved(state): ...` — the same as `state.transaction()`."""
-    return state.transaction()
-
-
 def _signal_name(name: str) -> str:
-    key = re.sub(r"[\s-]+", "_", name.strip().lower())
-    if not _SIGNAL_NAME.match(key):
+    key = re.sub(r"[\s-]+", "_", fold_text(name).lower())
+    if not _SIGNAL_NAME.fullmatch(key):
         raise ValueError(
-            f"signal name {name!r} must be 1-40 letters, digits or underscores, starting with a "
-            f"letter; the usual ones are {', '.join(NAMED_SIGNALS)}"
+            f"signal name {echo(name)} must be 1-40 letters, digits or underscores, starting "
+            f"with a letter; the usual ones are {', '.join(NAMED_SIGNALS)}"
         )
     return key
+
+
+def echo(text: str, limit: int = ECHO_CHARS) -> str:
+    """A model's argument quoted back to it: one line, bounded, so a huge one stays out."""
+    folded = fold_text(text)
+    return repr(folded if len(folded) <= limit else folded[: limit - 1] + "…")
 
 
 def _to_qualification_signals(signals: Mapping[str, str]) -> QualificationSignals:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +34,7 @@ from agent.session_end import (
     wait_for_answer,
 )
 from agent.trialist_agent import PandaDocTrialistAgent
+from config.clock import Clock, system_clock
 from config.settings import Settings, get_settings
 from contracts.models import CallId, EndedReason, Trialist
 from handoff.follow_up import FollowUpHandoff
@@ -56,6 +56,10 @@ CONSOLE_TRIALIST = Trialist(
 )
 
 
+# A call dispatch is a few hundred bytes; far more is not one.
+MAX_DISPATCH_CHARS = 16 * 1024
+
+
 class CallDispatch(BaseModel):
     """The job metadata of a dispatched call: `{"call_id": ..., "trialist": {...}}`.
 
@@ -63,18 +67,22 @@ class CallDispatch(BaseModel):
     to answer before it speaks.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
 
     call_id: CallId
     trialist: Trialist
     sip_participant_identity: str | None = None
 
 
-def build_runtime(settings: Settings) -> AgentRuntime:
-    """What the process shares across calls: vendor clients, breakers and the Temporal handoff."""
-    clients = build_vendor_clients(settings)
+def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> AgentRuntime:
+    """What the process shares across calls: vendor clients, breakers and the Temporal handoff.
+
+    `clock` is the calls' calendar (the wall clock; a pinned one in tests and demos).
+    """
+    clients = build_vendor_clients(settings, clock=clock)
     return AgentRuntime(
         settings=settings,
+        clock=clock,
         trial_activity=clients.amplitude,
         slots=clients.chilipiper,
         handoff=FollowUpHandoff.from_settings(settings),
@@ -118,14 +126,16 @@ def read_dispatch(metadata: str, *, fallback_call_id: str) -> CallDispatch:
     """The call to make from job metadata; an empty one (console) talks to CONSOLE_TRIALIST."""
     if not metadata.strip():
         return CallDispatch(call_id=fallback_call_id, trialist=CONSOLE_TRIALIST)
+    if len(metadata) > MAX_DISPATCH_CHARS:
+        raise ValueError(f"job metadata is not a call dispatch (over {MAX_DISPATCH_CHARS} chars)")
     try:
-        return CallDispatch.model_validate(json.loads(metadata))
-    except (json.JSONDecodeError, ValidationError) as error:
+        # pydantic's JSON parser: bounded nesting, no RecursionError, no NaN surprises.
+        return CallDispatch.model_validate_json(metadata)
+    except ValidationError as error:
         # Field names only: the metadata carries personal data.
-        problem = (
-            "not JSON"
-            if isinstance(error, json.JSONDecodeError)
-            else ", ".join(".".join(str(p) for p in e["loc"]) for e in error.errors())
+        problem = ", ".join(
+            ".".join(str(part) for part in item["loc"]) or "not JSON"
+            for item in error.errors(include_input=False)
         )
         raise ValueError(f"job metadata is not a call dispatch ({problem})") from None
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.call_state import ConversationState
+from agent.checkpoints import CallCheckpoints
 from agent.resilience.breaker import BreakerRegistry
 from agent.resilience.fallbacks import SpokenFallbacks
 from agent.resilience.filler import FillerLines
 from agent.resilience.guard import RealtimeGuard
-from contracts.models import BookingRequest, CallOutcome, EndedReason, Trialist
+from config.clock import Clock, system_clock
+from contracts.models import BookingRequest, CallCheckpoint, CallOutcome, EndedReason, Trialist
 from handoff.follow_up import BookingHandoff, CallEndedHandoff, FollowUpHandoff
 from integrations.amplitude import AmplitudeUserProfile
 from integrations.chilipiper import ChiliPiperGuest, FreeSlots
@@ -28,12 +29,6 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class TrialActivitySource(Protocol):
@@ -50,6 +45,10 @@ class SlotFinder(Protocol):
 
 class Handoff(Protocol):
     """Hands work to the call's Temporal workflow; never raises for Temporal being down."""
+
+    def call_started(self, call_id: str, *, trialist: Trialist, started_at: datetime) -> None: ...
+
+    async def checkpoint(self, checkpoint: CallCheckpoint) -> object: ...
 
     async def book_meeting(self, request: BookingRequest, *, wait: float) -> BookingHandoff: ...
 
@@ -89,7 +88,9 @@ class CallServices:
     fillers: FillerLines
     booking_wait_seconds: float
     filler_after_seconds: float
-    clock: Clock = utc_now
+    clock: Clock = system_clock
+    # Tells the follow-up what the call learns while it talks (None: a test without them).
+    checkpoints: CallCheckpoints | None = None
     # How the call is ending, once known (end_call, an agent error); the first verdict stands.
     ended_reason: EndedReason | None = None
     _session: AgentSession[Any] | None = field(default=None, repr=False)
@@ -130,6 +131,7 @@ class AgentRuntime:
     breakers: BreakerRegistry
     clients: VendorClients | None = None
     rng: random.Random = field(default_factory=random.Random)
+    clock: Clock = system_clock
 
     async def start_background(self) -> None:
         """Start, in this event loop (idempotent), the outbox relay and the breakers' store sync."""
@@ -143,9 +145,10 @@ class AgentRuntime:
             await self.clients.aclose()
 
     def services_for(
-        self, *, call_id: str, trialist: Trialist, clock: Clock = utc_now
+        self, *, call_id: str, trialist: Trialist, clock: Clock | None = None
     ) -> CallServices:
         """Fresh per-call state, fallbacks and fillers over the process's shared clients."""
+        clock = clock or self.clock
         fillers = FillerLines(rng=self.rng)
         guard = RealtimeGuard.from_settings(
             self.settings,
@@ -153,9 +156,12 @@ class AgentRuntime:
             fallbacks=SpokenFallbacks(rng=self.rng),
             rng=self.rng,
         )
+        started_at = clock()
+        state = ConversationState()
+        self.handoff.call_started(call_id, trialist=trialist, started_at=started_at)
         return CallServices(
-            call=CallInfo(call_id=call_id, trialist=trialist, started_at=clock()),
-            state=ConversationState(),
+            call=CallInfo(call_id=call_id, trialist=trialist, started_at=started_at),
+            state=state,
             trial_activity=self.trial_activity,
             slots=self.slots,
             handoff=self.handoff,
@@ -164,4 +170,12 @@ class AgentRuntime:
             booking_wait_seconds=self.settings.booking_wait_seconds,
             filler_after_seconds=self.settings.filler_after_seconds,
             clock=clock,
+            checkpoints=CallCheckpoints(
+                call_id=call_id,
+                state=state,
+                sink=self.handoff,
+                clock=clock,
+                interval=self.settings.checkpoint_interval_seconds,
+                keepalive=self.settings.checkpoint_keepalive_seconds,
+            ),
         )

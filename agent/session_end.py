@@ -91,6 +91,8 @@ class CallLifecycle:
 
     async def _send(self) -> CallEndedHandoff | None:
         services = self._services
+        if services.checkpoints is not None:
+            await services.checkpoints.stop()  # the outcome says all of it now
         reason = services.ended_reason or EndedReason.DROPPED
         outcome = build_outcome(services, reason, answered=self.answered)
         self.outcome = outcome
@@ -206,6 +208,8 @@ def attach_call_handlers(
 ) -> CallLifecycle:
     """Wire a call's session: filler speech, error policy and the outcome handoff at close."""
     services.bind_session(session)
+    if services.checkpoints is not None:
+        services.checkpoints.start()  # the first one creates the call's follow-up
     lifecycle = lifecycle or CallLifecycle(services=services)
     session.on("error", SessionErrorPolicy(session=session, services=services))
     session.on("close", lifecycle.on_close)

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+import traceback
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from livekit.agents import Agent, RunContext, ToolError, function_tool
+from pydantic import ValidationError
 
-from agent.call_state import Stage
+from agent.call_state import Stage, echo
 from agent.resilience.fallbacks import FallbackKind
 from agent.services import CallServices
-from contracts.models import BookingConfirmation, BookingRequest, EndedReason
+from contracts.models import BOOKING_HORIZON, BookingConfirmation, BookingRequest, EndedReason
 from handoff.follow_up import BookingHandoff, BookingHandoffStatus
 from integrations.amplitude import AmplitudeUserProfile
 
 logger = logging.getLogger(__name__)
 
 MAX_OFFERED_SLOTS = 3
+# An ISO 8601 start time with an offset is 25 characters; anything much longer is not one.
+MAX_START_TIME_CHARS = 64
+MAX_DAY_CHARS = 40  # "Wednesday" and the like; longer is no day name
 # A slot this close to now cannot be prepared for; the caller is offered another.
 MIN_BOOKING_NOTICE = timedelta(minutes=15)
 # How the tools hand ISO start times to the model next to the spoken form.
@@ -57,6 +64,26 @@ and call end_call.
 """
 
 
+@contextlib.contextmanager
+def only_tool_errors(services: CallServices, tool: str) -> Iterator[None]:
+    """Whatever goes wrong in a tool reaches the model as a ToolError it can speak from.
+
+    Any other exception would reach it only as "An internal error occurred", with no line to say.
+    Logged by type and place only: arguments and vendor replies can hold personal data.
+    """
+    try:
+        yield
+    except ToolError:
+        raise
+    except Exception as error:
+        frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+        logger.error(
+            "call %s: %s failed (%s%s)", services.call.call_id, tool, type(error).__name__, where
+        )
+        raise ToolError(services.guard.fallbacks.line(FallbackKind.TOOL_FAILURE)) from None
+
+
 class PandaDocTrialistAgent(Agent):
     """Checks in on a trial, qualifies the caller and books a meeting with a sales rep."""
 
@@ -81,7 +108,10 @@ class PandaDocTrialistAgent(Agent):
         """
         services = context.userdata
         person = services.call.trialist
-        with services.state.transaction() as state:
+        with (
+            only_tool_errors(services, "lookup_trial_activity"),
+            services.state.transaction() as state,
+        ):
             async with services.filler(context):
                 profile = await services.guard.call(
                     "amplitude",
@@ -105,14 +135,17 @@ class PandaDocTrialistAgent(Agent):
                 "Google Docs", "this quarter", "decision maker".
         """
         state = context.userdata.state
-        try:
-            with state.transaction():
-                key = state.record_signal(name, value)
-                if state.stage in (Stage.OPENING, Stage.DISCOVERY):
-                    state.set_stage(Stage.QUALIFYING)
-        except ValueError as error:
-            raise ToolError(f"Not saved: {error}. Fix the name or value and try again.") from None
-        return f"Saved {key.replace('_', ' ')}: {state.signals[key]}."
+        with only_tool_errors(context.userdata, "record_qualification_signal"):
+            try:
+                with state.transaction():
+                    key = state.record_signal(name, value)
+                    if state.stage in (Stage.OPENING, Stage.DISCOVERY):
+                        state.set_stage(Stage.QUALIFYING)
+            except ValueError as error:
+                raise ToolError(
+                    f"Not saved: {error}. Fix the name or value and try again."
+                ) from None
+            return f"Saved {key.replace('_', ' ')}: {echo(state.signals[key])}."
 
     @function_tool
     async def add_call_note(self, context: RunContext[CallServices], note: str) -> str:
@@ -122,12 +155,13 @@ class PandaDocTrialistAgent(Agent):
             note: One or two sentences in plain words, e.g. "Wants Salesforce integration".
         """
         state = context.userdata.state
-        try:
-            with state.transaction():
-                state.add_note(note)
-        except ValueError as error:
-            raise ToolError(f"Not saved: {error}.") from None
-        return "Note saved."
+        with only_tool_errors(context.userdata, "add_call_note"):
+            try:
+                with state.transaction():
+                    state.add_note(note)
+            except ValueError as error:
+                raise ToolError(f"Not saved: {error}.") from None
+            return "Note saved."
 
     @function_tool
     async def find_meeting_times(
@@ -145,7 +179,10 @@ class PandaDocTrialistAgent(Agent):
         """
         services = context.userdata
         zone = ZoneInfo(services.call.trialist.timezone)
-        with services.state.transaction() as state:
+        with (
+            only_tool_errors(services, "find_meeting_times"),
+            services.state.transaction() as state,
+        ):
             state.set_stage(Stage.SCHEDULING)
             async with services.filler(context):
                 free = await services.guard.call(
@@ -180,6 +217,11 @@ class PandaDocTrialistAgent(Agent):
                 e.g. "2025-06-03T10:00:00-04:00".
         """
         services = context.userdata
+        with only_tool_errors(services, "book_meeting"):
+            return await self._book(context, start_time)
+
+    async def _book(self, context: RunContext[CallServices], start_time: str) -> str:
+        services = context.userdata
         person = services.call.trialist
         zone = ZoneInfo(person.timezone)
         now = services.clock()
@@ -189,7 +231,17 @@ class PandaDocTrialistAgent(Agent):
                 "That time has passed or is too soon to prepare for. Ask for a later time, or call "
                 "find_meeting_times."
             )
-        request = BookingRequest(call_id=services.call.call_id, slot_start=start, guest=person)
+        if start > now + BOOKING_HORIZON:
+            raise ToolError(
+                f"That is more than {BOOKING_HORIZON.days} days away, too far ahead to book. Ask "
+                "for a time in the next few weeks, or call find_meeting_times."
+            )
+        try:
+            request = BookingRequest(call_id=services.call.call_id, slot_start=start, guest=person)
+        except ValidationError:
+            raise ToolError(
+                "That time can't be booked. Pass a start_time from find_meeting_times."
+            ) from None
         spoken = spoken_time(start, now=now, zone=zone)
         with services.state.transaction() as state:
             state.set_stage(Stage.SCHEDULING)
@@ -366,15 +418,17 @@ def spoken_time(moment: datetime, *, now: datetime, zone: ZoneInfo) -> str:
 
 def parse_start_time(text: str, *, zone: ZoneInfo) -> datetime:
     """An ISO 8601 start time; one without an offset is read in the caller's timezone."""
+    cleaned = text.strip().replace("Z", "+00:00") if len(text) <= MAX_START_TIME_CHARS else ""
     try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+        parsed = datetime.fromisoformat(cleaned)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=zone)
+        parsed.astimezone(UTC)  # an offset that leaves datetime's range raises here, not later
+    except (ValueError, OverflowError):
         raise ToolError(
-            f"{text!r} is not a start time. Pass the start_time from find_meeting_times, such as "
-            "2025-06-03T10:00:00-04:00."
+            f"{echo(text)} is not a start time. Pass the start_time from find_meeting_times, "
+            "such as 2025-06-03T10:00:00-04:00."
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
     return parsed
 
 
@@ -384,7 +438,7 @@ def offered_start_times(tool_output: str) -> list[tuple[str, str]]:
 
 
 def _resolve_day(day: str | None, *, now: datetime, zone: ZoneInfo) -> date | None:
-    if not day or not day.strip():
+    if not day or not day.strip() or len(day) > MAX_DAY_CHARS:
         return None
     text = day.strip().lower()
     today = now.astimezone(zone).date()

@@ -5,7 +5,9 @@ server and a sandbox and, on the same server and worker options, runs N bare wor
 follow-up workflows on stand-in activities with no vendor call (our orchestration alone), and N
 follow-ups end to end (signal-with-start of `call_ended` with a meeting to book). The bare
 workflow is started the same way and runs no-op activities in the follow-up's count and
-dependency order."""
+dependency order. Every client encrypts with the payload codec, as in production; the follow-ups
+run once more on a client and worker without the codec, interleaved with the encrypted ones
+(plain, encrypted, encrypted, plain, n/2 each), for the codec's throughput ratio."""
 
 from __future__ import annotations
 
@@ -68,6 +70,9 @@ with workflow.unsafe.imports_passed_through():
         LogCallHubSpotOutput,
         LogCallSalesforceInput,
         LogCallSalesforceOutput,
+        OweReplyHubSpotInput,
+        OweReplyOutput,
+        OweReplySalesforceInput,
         RecordMeetingHubSpotInput,
         RecordMeetingHubSpotOutput,
         RecordMeetingSalesforceInput,
@@ -78,11 +83,13 @@ with workflow.unsafe.imports_passed_through():
         UpsertPersonInput,
         UpsertSalesforceLeadOutput,
     )
+    from contracts.codec import PayloadKey, encrypted_data_converter
     from integrations.chilipiper import ChiliPiperGuest
     from integrations.clients import build_vendor_clients
     from integrations.http import build_http_client
 
 TARGET_RATIO = 0.8
+CODEC_TARGET_RATIO = 0.95
 WARM_UP_RUNS = 3
 NOOP_TIMEOUT = timedelta(seconds=30)
 RESULT_TIMEOUT_SECONDS = 120.0
@@ -219,6 +226,14 @@ class VendorFreeActivities:
     async def track_analytics(self, input: TrackAnalyticsInput) -> TrackAnalyticsOutput:
         return TrackAnalyticsOutput(events_sent=2, events_ingested=2)
 
+    @activity.defn(name=FollowUpStep.OWE_REPLY_SALESFORCE.value)
+    async def owe_reply_salesforce(self, input: OweReplySalesforceInput) -> OweReplyOutput:
+        return OweReplyOutput(record_id=f"task-reply-{input.call_id}")
+
+    @activity.defn(name=FollowUpStep.OWE_REPLY_HUBSPOT.value)
+    async def owe_reply_hubspot(self, input: OweReplyHubSpotInput) -> OweReplyOutput:
+        return OweReplyOutput(record_id=f"note-reply-{input.call_id}")
+
     def activity_methods(self) -> list[Callable[..., Any]]:
         return [
             self.upsert_salesforce_lead,
@@ -229,6 +244,8 @@ class VendorFreeActivities:
             self.record_meeting_salesforce,
             self.record_meeting_hubspot,
             self.track_analytics,
+            self.owe_reply_salesforce,
+            self.owe_reply_hubspot,
         ]
 
 
@@ -332,6 +349,14 @@ class Reading:
     http_requests: int
     http_seconds: float
     heartbeats: float  # RecordActivityTaskHeartbeat calls the server received
+
+    def plus(self, other: Reading) -> Reading:
+        return Reading(
+            cpu={key: value + other.cpu.get(key, 0.0) for key, value in self.cpu.items()},
+            http_requests=self.http_requests + other.http_requests,
+            http_seconds=self.http_seconds + other.http_seconds,
+            heartbeats=self.heartbeats + other.heartbeats,
+        )
 
     def since(self, before: Reading) -> Reading:
         return Reading(
@@ -466,6 +491,16 @@ class Batch:
     def cpu_ms_each(self, participant: str) -> float:
         return 1000 * self.used.cpu.get(participant, 0.0) / self.count
 
+    def joined(self, other: Batch) -> Batch:
+        """Two runs of the same batch as one (their times, latencies and costs added)."""
+        return Batch(
+            name=self.name,
+            seconds=self.seconds + other.seconds,
+            latencies=self.latencies + other.latencies,
+            workflow_ids=self.workflow_ids + other.workflow_ids,
+            used=self.used.plus(other.used),
+        )
+
 
 StartOne = Callable[[int], Awaitable[WorkflowHandle[Any, Any]]]
 
@@ -539,19 +574,28 @@ class Bench:
     bare_queue: str
     orchestration_queue: str  # the follow-up workflow with VendorFreeActivities
     meter: Meter
+    plain_client: Client  # the same server without the payload codec
+    plain_queue: str  # the production worker on `plain_client`
 
 
 async def follow_up_batch(
-    bench: Bench, *, n: int, concurrency: int, label: str, task_queue: str | None = None
+    bench: Bench,
+    *,
+    n: int,
+    concurrency: int,
+    label: str,
+    task_queue: str | None = None,
+    client: Client | None = None,
 ) -> Batch:
-    """N follow-ups on the production worker, or on `task_queue` (the vendor-free stand-ins)."""
+    """N follow-ups on the production worker, or on `task_queue` (stand-ins, or no codec)."""
     settings = bench.settings
+    starter = client or bench.client
     slots = await free_slots(settings, n)
     run = uuid.uuid4().hex[:8]
 
     async def start(index: int) -> WorkflowHandle[Any, Any]:
         call_id = f"bench-{run}-{index}"
-        return await bench.client.start_workflow(
+        return await starter.start_workflow(
             WORKFLOW_TYPE,
             FollowUpInput(
                 call_id=call_id,
@@ -624,6 +668,7 @@ class Report:
     follow_ups: Batch
     bare: Batch
     orchestration: Batch  # the follow-up workflow on VendorFreeActivities
+    plain_follow_ups: Batch  # the same follow-ups without the payload codec
     follow_up_workflow_tasks: float  # per workflow
     bare_workflow_tasks: float
     orchestration_workflow_tasks: float
@@ -636,6 +681,10 @@ class Report:
     def orchestration_ratio(self) -> float:
         return self.orchestration.per_second / self.bare.per_second
 
+    @property
+    def codec_ratio(self) -> float:
+        return self.follow_ups.per_second / self.plain_follow_ups.per_second
+
 
 async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> Report:
     from tests.servers import binary, free_port
@@ -643,7 +692,8 @@ async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> R
 
     metrics_port = free_port()
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        # Production's converter: pydantic + the payload codec, with a key made for this run.
+        data_converter=encrypted_data_converter(PayloadKey.generate("bench")),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_existing_path=binary("temporal"),
         dev_server_log_level="error",
@@ -652,6 +702,11 @@ async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> R
     try:
         with running_sandbox(sandbox_mode) as (sandbox, sandbox_pid, sandbox_tid):
             client = env.client
+            plain = Client(
+                client.service_client,
+                namespace=client.namespace,
+                data_converter=pydantic_data_converter,
+            )
             bench = Bench(
                 client=client,
                 sandbox=sandbox,
@@ -665,11 +720,17 @@ async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> R
                     http=HttpTally(),
                     metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
                 ),
+                plain_client=plain,
+                plain_queue=f"bench-plain-{uuid.uuid4()}",
             )
             http = bench.meter.http.client(bench.settings)
             clients = build_vendor_clients(bench.settings, http=http)
             # The production worker, and a bare one with the same options on its own queue.
             follow_worker = build_worker(client, bench.settings, clients=clients)
+            # The same production worker without the codec, for the codec's own cost.
+            plain_worker = build_worker(
+                plain, bench.settings, clients=clients, task_queue=bench.plain_queue
+            )
             cache_workflow_bytecode([BareWorkflow])  # as build_worker does for the follow-up
             bare_worker = Worker(
                 client,
@@ -688,7 +749,7 @@ async def benchmark(*, n: int, concurrency: int, sandbox_mode: SandboxMode) -> R
                 task_queue=bench.orchestration_queue,
             )
             try:
-                async with follow_worker, bare_worker, orchestration_worker:
+                async with follow_worker, plain_worker, bare_worker, orchestration_worker:
                     return await measure(bench, n=n, concurrency=concurrency, mode=sandbox_mode)
             finally:
                 await clients.aclose()
@@ -713,8 +774,7 @@ async def measure(bench: Bench, *, n: int, concurrency: int, mode: SandboxMode) 
         bench, n=n, concurrency=concurrency, label="no vendor I/O", task_queue=queue
     )
     await check_completed(bench, orchestration.workflow_ids)
-    follow_ups = await follow_up_batch(bench, n=n, concurrency=concurrency, label="follow-ups")
-    await check_follow_ups(bench, follow_ups.workflow_ids)
+    follow_ups, plain_follow_ups = await codec_batches(bench, n=n, concurrency=concurrency)
     return Report(
         n=n,
         concurrency=concurrency,
@@ -723,12 +783,48 @@ async def measure(bench: Bench, *, n: int, concurrency: int, mode: SandboxMode) 
         follow_ups=follow_ups,
         bare=bare,
         orchestration=orchestration,
+        plain_follow_ups=plain_follow_ups,
         follow_up_workflow_tasks=await workflow_tasks_each(bench.client, follow_ups.workflow_ids),
         bare_workflow_tasks=await workflow_tasks_each(bench.client, bare.workflow_ids),
         orchestration_workflow_tasks=await workflow_tasks_each(
             bench.client, orchestration.workflow_ids
         ),
     )
+
+
+async def codec_batches(bench: Bench, *, n: int, concurrency: int) -> tuple[Batch, Batch]:
+    """Follow-ups with and without the codec, interleaved plain, encrypted, encrypted, plain.
+
+    The order cancels a steady drift (a server and sandbox that fill up as the run goes on);
+    each leg books its own meetings on a reset sandbox calendar.
+    """
+    first, second = (n + 1) // 2, n // 2
+    legs: dict[str, list[Batch]] = {"follow-ups": [], "no codec": []}
+    for label, size in (("no codec", first), ("follow-ups", first), ("follow-ups", second),
+                        ("no codec", second)):  # fmt: skip
+        if size == 0:
+            continue
+        bench.sandbox.reset()
+        plain = label == "no codec"
+        batch = await follow_up_batch(
+            bench,
+            n=size,
+            concurrency=concurrency,
+            label=label,
+            task_queue=bench.plain_queue if plain else None,
+            client=bench.plain_client if plain else None,
+        )
+        await check_follow_ups(bench, batch.workflow_ids)
+        legs[label].append(batch)
+    encrypted, without = (legs[label] for label in ("follow-ups", "no codec"))
+    return _joined(encrypted), _joined(without)
+
+
+def _joined(batches: Sequence[Batch]) -> Batch:
+    total = batches[0]
+    for batch in batches[1:]:
+        total = total.joined(batch)
+    return total
 
 
 async def workflow_tasks_each(client: Client, ids: Sequence[str]) -> float:
@@ -818,7 +914,7 @@ def describe(report: Report) -> list[str]:
         "the same groups and is started the same way (signal-with-start of call_ended, same "
         "payload)",
     ]
-    for batch in (report.follow_ups, report.bare, report.orchestration):
+    for batch in (report.follow_ups, report.bare, report.orchestration, report.plain_follow_ups):
         lines.append(
             f"  {batch.name:<15} {batch.per_second:7.2f}/s   "
             f"p50 {_ms(batch.percentile(0.5)):>8}   p99 {_ms(batch.percentile(0.99)):>8}   "
@@ -832,10 +928,17 @@ def describe(report: Report) -> list[str]:
         "with stand-in activities that make no vendor call (VendorFreeActivities): what our "
         "orchestration costs beyond Temporal's own, apart from the vendor requests"
     )
+    codec_verdict = "meets" if report.codec_ratio >= CODEC_TARGET_RATIO else "is BELOW"
+    lines.append(
+        f"ratio follow-ups with/without the payload codec: {report.codec_ratio:.2f} — "
+        f"{codec_verdict} the target of {CODEC_TARGET_RATIO} (same server and worker options, "
+        "legs interleaved plain/encrypted/encrypted/plain)"
+    )
     lines.append("cost per workflow (CPU from /proc):")
     lines.append(_cost_line(report.follow_ups, report.follow_up_workflow_tasks))
     lines.append(_cost_line(report.bare, report.bare_workflow_tasks))
     lines.append(_cost_line(report.orchestration, report.orchestration_workflow_tasks))
+    lines.append(_cost_line(report.plain_follow_ups, report.follow_up_workflow_tasks))
     if report.follow_ups.used.cpu:
         lines.append(
             "CPU ratio bare/follow-up: "

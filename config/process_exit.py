@@ -42,14 +42,27 @@ def exits_cleanly(main: Callable[P, R]) -> Callable[P, None]:
             code = _code_of(stop)
         except KeyboardInterrupt:
             code = 130
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
+        except BaseException as error:
+            report_crash(error)
             code = 1
         exit_now(code)
 
     return wrapper
+
+
+def report_crash(error: BaseException) -> None:
+    """One line for the user; the traceback goes to a private file, never to the terminal."""
+    import tempfile
+    import traceback
+
+    try:
+        handle, path = tempfile.mkstemp(prefix="trialist-crash-", suffix=".log")
+        with os.fdopen(handle, "w") as file:  # mkstemp makes it 0600: tracebacks can hold data
+            traceback.print_exception(error, file=file)
+        where = f"; details in {path}"
+    except OSError:
+        where = ""
+    print(f"error: unexpected {type(error).__name__}, a bug{where}", file=sys.stderr)
 
 
 def _code_of(stop: SystemExit) -> int:

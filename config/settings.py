@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.codec import check_key_id, decode_key_text, parse_previous_keys
+from contracts.models import (
+    MAX_CALL_ENDED_TIMEOUT_SECONDS,
+    MAX_LIVENESS_SECONDS,
+    MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS,
+)
 
 Vendor = Literal["salesforce", "hubspot", "chilipiper", "amplitude"]
 VENDORS: tuple[Vendor, ...] = ("salesforce", "hubspot", "chilipiper", "amplitude")
 
 # Amplitude serves profiles from another host than tracking.
 AMPLITUDE_PROFILE_API_URL = "https://profile-api.amplitude.com"
+
+# A DNS name, an IPv4 address or a bracketed IPv6 address, as gRPC targets take them.
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]", re.ASCII)
 
 # Credentials the sandbox accepts; used only when a vendor points at the sandbox.
 SANDBOX_CREDENTIAL = "sandbox-secret"
@@ -35,6 +47,8 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         env_ignore_empty=True,
+        # A refused value may be a secret: errors name the variable, never its value.
+        hide_input_in_errors=True,
     )
 
     # --- local data -------------------------------------------------------------------------
@@ -72,6 +86,50 @@ class Settings(BaseSettings):
     )
     temporal_tls: bool = Field(default=False, description="Use TLS to reach Temporal.")
 
+    # --- payload encryption and the codec server (contracts/codec.py, config/encryption.py) -----
+    payload_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="AES-256 key (base64 of 32 bytes; `trialist codec-key` makes one) that "
+        "encrypts every Temporal payload and the outbox. Unset: the dev key in DATA_DIR "
+        "(see PAYLOAD_ENCRYPTION_DEV_KEY).",
+    )
+    payload_encryption_key_id: str = Field(
+        default="key-1",
+        description="Id stored with each payload sealed by PAYLOAD_ENCRYPTION_KEY; a new key "
+        "needs a new id.",
+    )
+    payload_encryption_previous_keys: SecretStr | None = Field(
+        default=None,
+        description="Retired keys that still decrypt older payloads: `id:base64key`, "
+        "comma-separated. Remove one only once no history or outbox row needs it.",
+    )
+    payload_encryption_dev_key: bool = Field(
+        default=True,
+        description="Without PAYLOAD_ENCRYPTION_KEY, use the dev key DATA_DIR/payload-dev-key "
+        "(`trialist dev` creates it, mode 0600). false (compose, production): no key, no start.",
+    )
+    codec_server_host: str = Field(
+        default="127.0.0.1", description="Interface the codec server binds; 0.0.0.0 in a container."
+    )
+    codec_server_port: int = Field(
+        default=8234, ge=1, le=65535, description="Port of the codec server (/encode, /decode)."
+    )
+    codec_server_url: str | None = Field(
+        default=None,
+        description="The codec server's URL as the UI and CLI reach it. Unset: "
+        "http://localhost:CODEC_SERVER_PORT.",
+    )
+    codec_server_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the codec server requires. Unset: the dev token "
+        "DATA_DIR/codec-server-token, under the same rule as PAYLOAD_ENCRYPTION_DEV_KEY.",
+    )
+    codec_server_ui_origin: str | None = Field(
+        default=None,
+        description="The one browser origin the codec server allows (CORS). Unset: the "
+        "origin of TEMPORAL_UI_URL, or of the local dev UI.",
+    )
+
     # --- sandbox ------------------------------------------------------------------------------
     sandbox_host: str = Field(default="127.0.0.1", description="Interface the sandbox binds.")
     sandbox_port: int = Field(
@@ -84,10 +142,10 @@ class Settings(BaseSettings):
 
     # --- vendors: a base URL set means the real API, unset means the sandbox --------------------
     http_connect_timeout_seconds: float = Field(
-        default=2.0, gt=0, description="Connect timeout of vendor HTTP calls."
+        default=2.0, gt=0, allow_inf_nan=False, description="Connect timeout of vendor HTTP calls."
     )
     http_read_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="Read timeout of vendor HTTP calls."
+        default=5.0, gt=0, allow_inf_nan=False, description="Read timeout of vendor HTTP calls."
     )
 
     salesforce_base_url: str | None = Field(
@@ -147,6 +205,7 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         default=9464,
         ge=0,
+        allow_inf_nan=False,
         le=65535,
         description="Port of the worker's Prometheus metrics; 0 disables.",
     )
@@ -155,7 +214,10 @@ class Settings(BaseSettings):
         description="Interface for the metrics endpoint; 0.0.0.0 in a container.",
     )
     worker_shutdown_grace_seconds: float = Field(
-        default=10.0, ge=0, description="On SIGTERM/SIGINT, how long running activities may finish."
+        default=10.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="On SIGTERM/SIGINT, how long running activities may finish.",
     )
     worker_connect_attempts: int = Field(
         default=10, ge=1, description="Attempts to reach Temporal at start-up."
@@ -164,13 +226,33 @@ class Settings(BaseSettings):
     # --- follow-up workflow (passed into the workflow input; workflows never read settings) ----
     follow_up_call_ended_timeout_seconds: float = Field(
         default=4 * 3600,
-        gt=0,
+        ge=1,
+        le=MAX_CALL_ENDED_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
         description="How long a follow-up waits for call_ended before going on without it.",
     )
     follow_up_step_schedule_to_close_seconds: float = Field(
         default=3600,
-        gt=0,
+        ge=1,
+        le=MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS,
+        allow_inf_nan=False,
         description="Total retry time of one step before it parks in needs_attention.",
+    )
+
+    follow_up_liveness_seconds: float = Field(
+        default=180.0,
+        ge=10,
+        le=MAX_LIVENESS_SECONDS,
+        allow_inf_nan=False,
+        description="No checkpoint for this long: the agent is lost and the follow-up goes on "
+        "with the last one.",
+    )
+    follow_up_alternative_window_minutes: int = Field(
+        default=120,
+        ge=0,
+        le=24 * 60,
+        description="A promised booking found taken after the call is moved to the nearest free "
+        "slot this close to it; 0: a person replies instead.",
     )
 
     # --- real-time agent ----------------------------------------------------------------------
@@ -178,22 +260,59 @@ class Settings(BaseSettings):
         default=3, ge=1, description="Consecutive failures that open a service's breaker."
     )
     breaker_reset_seconds: float = Field(
-        default=30.0, gt=0, description="Time before an open breaker admits one probe."
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Time before an open breaker admits one probe.",
     )
     tool_deadline_seconds: float = Field(
-        default=2.5, gt=0, description="A vendor-calling tool answers or speaks a fallback by then."
+        default=2.5,
+        gt=0,
+        allow_inf_nan=False,
+        description="A vendor-calling tool answers or speaks a fallback by then.",
     )
     filler_after_seconds: float = Field(
-        default=1.0, gt=0, description="A tool still running after this says one filler line."
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="A tool still running after this says one filler line.",
     )
     booking_wait_seconds: float = Field(
-        default=2.0, gt=0, description="How long book_meeting waits for the confirmation."
+        default=2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long book_meeting waits for the confirmation.",
     )
     handoff_timeout_seconds: float = Field(
-        default=1.0, gt=0, description="Temporal slower than this: the handoff goes to the outbox."
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Temporal slower than this: the handoff goes to the outbox.",
+    )
+    handoff_call_ended_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        allow_inf_nan=False,
+        description="At the end of a call, Temporal slower than this: call_ended goes to the "
+        "outbox.",
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        allow_inf_nan=False,
+        description="What a call learns is checkpointed to its follow-up at most this often.",
+    )
+    checkpoint_keepalive_seconds: float = Field(
+        default=45.0,
+        gt=0,
+        le=600,
+        allow_inf_nan=False,
+        description="A call with nothing new still tells its follow-up it is alive this often.",
     )
     outbox_relay_interval_seconds: float = Field(
-        default=5.0, gt=0, description="Time between outbox relay passes."
+        default=5.0, gt=0, allow_inf_nan=False, description="Time between outbox relay passes."
     )
 
     # --- shared breaker state and the agent's metrics (issue 14) -------------------------------
@@ -250,6 +369,16 @@ class Settings(BaseSettings):
         default=None, description="For `openai:` plugin models."
     )
 
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.rpartition(":")
+        if not _HOST.fullmatch(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be host:port, such as localhost:7233 or temporal:7233")
+        return value
+
     @model_validator(mode="after")
     def _real_vendors_need_credentials(self) -> Settings:
         required: dict[str, tuple[str, ...]] = {
@@ -267,6 +396,37 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{url_field.upper()} is set, so the real API is used, but "
                     f"{', '.join(missing)} is missing"
+                )
+        return self
+
+    @field_validator("payload_encryption_key")
+    @classmethod
+    def _key_is_aes_256(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_key_text(value.get_secret_value())
+        return value
+
+    @field_validator("payload_encryption_key_id")
+    @classmethod
+    def _key_id_is_a_name(cls, value: str) -> str:
+        return check_key_id(value)
+
+    @field_validator("payload_encryption_previous_keys")
+    @classmethod
+    def _previous_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_previous_keys(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _current_key_id_is_not_retired(self) -> Settings:
+        previous = self.payload_encryption_previous_keys
+        if previous is not None and self.payload_encryption_key is not None:
+            retired = {key.id for key in parse_previous_keys(previous.get_secret_value())}
+            if self.payload_encryption_key_id in retired:
+                raise ValueError(
+                    f"PAYLOAD_ENCRYPTION_KEY_ID {self.payload_encryption_key_id!r} is also in "
+                    "PAYLOAD_ENCRYPTION_PREVIOUS_KEYS: a new key needs a new id"
                 )
         return self
 
@@ -313,6 +473,16 @@ class Settings(BaseSettings):
         )
 
     @property
+    def codec_server_public_url(self) -> str:
+        return (self.codec_server_url or f"http://localhost:{self.codec_server_port}").rstrip("/")
+
+    @property
+    def codec_allowed_origin(self) -> str:
+        """scheme://host[:port] of the UI, the one origin the codec server answers."""
+        parts = urlsplit(self.codec_server_ui_origin or self.temporal_ui_base)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
     def llm_configured(self) -> bool:
         return self.llm_model is not None
 
@@ -326,10 +496,11 @@ class SettingsError(SystemExit):
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    lines = ["invalid configuration:"]
-    for item in error.errors():
+    """One line per bad variable, naming it and the rule; never its value (it may be a secret)."""
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
         name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
-        lines.append(f"  {name}: {item['msg']}")
+        lines.append(f"invalid setting {name}: {item['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

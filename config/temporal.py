@@ -1,4 +1,4 @@
-"""One way to reach Temporal: pydantic converter, start-up retries, set-up checks, metrics."""
+"""One way to reach Temporal: the encrypting converter, start-up retries, set-up checks, metrics."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
+from config.encryption import data_converter_for
 from config.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ class TemporalSetupError(Exception):
     """The server is up but not ready for us: a missing namespace or search attribute."""
 
 
+class NamespaceMissingError(TemporalSetupError):
+    """The server answers but does not know the namespace (TEMPORAL_NAMESPACE)."""
+
+
 class MetricsPortError(Exception):
     """The Prometheus exporter could not bind; the message names the setting to change."""
 
@@ -64,11 +69,16 @@ async def connect(
     max_delay: float = MAX_RETRY_DELAY_SECONDS,
     runtime: Runtime | None = None,
     identity: str | None = None,
+    rpc_retries: RetryConfig | None = None,
 ) -> Client:
     """A client for `settings.temporal_target`, retried with doubling delays while it starts.
 
-    `attempts` defaults to `settings.worker_connect_attempts`; raises `TemporalConnectError`.
+    Every client gets the one data converter (pydantic + the payload codec, keys from settings).
+    `attempts` defaults to `settings.worker_connect_attempts`; raises `TemporalConnectError`, or
+    `EncryptionSetupError` (before any attempt) when there is no payload key.
+    `rpc_retries` replaces the SDK's retries of each later RPC (the handoff fails fast).
     """
+    converter = data_converter_for(settings)
     total = attempts if attempts is not None else settings.worker_connect_attempts
     if total < 1:
         raise ValueError(f"attempts must be at least 1, got {total}")
@@ -76,7 +86,13 @@ async def connect(
     wait = delay
     for attempt in range(1, total + 1):
         try:
-            return await _connect_once(settings, runtime=runtime, identity=identity)
+            return await _connect_once(
+                settings,
+                converter=converter,
+                runtime=runtime,
+                identity=identity,
+                rpc_retries=rpc_retries,
+            )
         except RPCError as error:
             if error.status not in _RETRYABLE_STATUSES or attempt == total:
                 raise TemporalConnectError(target=target, attempts=attempt, cause=error) from None
@@ -99,19 +115,25 @@ async def connect(
 
 
 async def _connect_once(
-    settings: Settings, *, runtime: Runtime | None, identity: str | None
+    settings: Settings,
+    *,
+    converter: DataConverter,
+    runtime: Runtime | None,
+    identity: str | None,
+    rpc_retries: RetryConfig | None = None,
 ) -> Client:
     api_key = settings.temporal_api_key
     return await Client.connect(
         settings.temporal_target,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=converter,
         api_key=api_key.get_secret_value() if api_key is not None else None,
         # None lets the SDK turn TLS on by itself when an API key is set (Temporal Cloud).
         tls=True if settings.temporal_tls else None,
         connect_timeout=CONNECT_TIMEOUT,
         runtime=runtime,
         identity=identity,
+        retry_config=rpc_retries,
     )
 
 
@@ -144,7 +166,7 @@ async def check_namespace(client: Client) -> None:
     except RPCError as error:
         if error.status != RPCStatusCode.NOT_FOUND:
             raise
-        raise TemporalSetupError(
+        raise NamespaceMissingError(
             f"namespace {namespace!r} does not exist on Temporal at "
             f"{client.service_client.config.target_host} — create it with "
             f"`temporal operator namespace create --namespace {namespace}` "
@@ -181,6 +203,27 @@ async def check_search_attributes(
         )
 
 
+def _workflow_sources(workflows: Iterable[type]) -> list[str]:
+    """Each workflow's module, its packages, and the loaded modules of its package beside it.
+
+    The sandbox re-imports the sibling modules a workflow module imports (its step table, its
+    markdown) as well, so they need a cache too.
+    """
+    names: list[str] = []
+    for workflow_class in workflows:
+        parts = workflow_class.__module__.split(".")
+        names += [".".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+        package = ".".join(parts[:-1])
+        if package:
+            names += sorted(name for name in sys.modules if name.startswith(f"{package}."))
+    sources: list[str] = []
+    for name in dict.fromkeys(names):
+        source = getattr(sys.modules.get(name), "__file__", None)
+        if source is not None and source.endswith(".py"):
+            sources.append(source)
+    return sources
+
+
 def cache_workflow_bytecode(workflows: Iterable[type]) -> list[Path]:
     """Write the bytecode cache of each workflow's module and its packages; the files it could not.
 
@@ -191,19 +234,13 @@ def cache_workflow_bytecode(workflows: Iterable[type]) -> list[Path]:
     (what a normal import would have done) removes the cost. Up-to-date caches are left alone.
     """
     failed: list[Path] = []
-    for workflow_class in workflows:
-        parts = workflow_class.__module__.split(".")
-        for depth in range(1, len(parts) + 1):
-            module = sys.modules.get(".".join(parts[:depth]))
-            source = getattr(module, "__file__", None)
-            if source is None or not source.endswith(".py"):
-                continue
-            if not compileall.compile_file(source, quiet=2):
-                failed.append(Path(source))
-    for source in failed:
+    for source in _workflow_sources(workflows):
+        if not compileall.compile_file(source, quiet=2):
+            failed.append(Path(source))
+    for path in failed:
         logger.warning(
             "could not write the bytecode cache of %s (is its directory read-only?): every "
             "workflow run will compile it again; run `python -m compileall` when building",
-            source,
+            path,
         )
     return failed

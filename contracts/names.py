@@ -12,9 +12,16 @@ WORKFLOW_ID_PREFIX: Final = "call-"
 
 BOOK_MEETING_UPDATE: Final = "book_meeting"
 CALL_ENDED_SIGNAL: Final = "call_ended"
+CHECKPOINT_SIGNAL: Final = "checkpoint"
 RETRY_STEP_UPDATE: Final = "retry_step"
 SKIP_STEP_UPDATE: Final = "skip_step"
 PROGRESS_QUERY: Final = "progress"
+
+# Task queue priorities (1 is first, 5 last): work a caller is waiting on goes before the
+# post-call backlog, which goes before outreach bookkeeping.
+IN_CALL_PRIORITY: Final = 1
+POST_CALL_PRIORITY: Final = 3
+OUTREACH_PRIORITY: Final = 4
 
 # ApplicationError types a book_meeting update fails with (besides validator rejections).
 BOOKING_NOT_DONE_ERROR: Final = "booking_not_done"  # parked for an operator, or skipped

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 from agent.entrypoint import agent_for, build_runtime, new_call_session
 from agent.services import AgentRuntime, CallServices
 from agent.trialist_agent import offered_start_times, spoken_time
+from config.clock import Clock, system_clock
 from config.settings import Settings, Vendor, VendorMode
 from config.temporal import TemporalConnectError, connect
 from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus, StepState, Trialist
@@ -152,6 +153,7 @@ async def run_demo_calls(
     out: Out,
     calls: Sequence[int] = (1, 2, 3),
     follow_seconds: float = DEFAULT_FOLLOW_SECONDS,
+    clock: Clock = system_clock,
 ) -> list[DemoCallResult]:
     """Play the demo calls in order and follow each follow-up until it settles (or time runs out).
 
@@ -161,9 +163,9 @@ async def run_demo_calls(
     if unknown:
         raise ValueError(f"unknown demo call(s) {unknown}: choose from 1, 2 and 3")
     client = await connect(settings, attempts=3)
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, clock=clock)
     await runtime.start_background()
-    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    stamp = clock().strftime("%Y%m%d%H%M%S")
     results: list[DemoCallResult] = []
     try:
         async with httpx2.AsyncClient(base_url=settings.sandbox_base_url, timeout=5.0) as sandbox:
@@ -225,7 +227,11 @@ async def _chilipiper_down(ctx: _DemoContext) -> DemoCallResult:
     slot = await _a_free_slot(ctx, MARCO)
     ctx.out(f"{LABEL} injecting a sandbox fault: every ChiliPiper request answers 503")
     await _add_fault(ctx, vendor="chilipiper", operation="*", error_rate=1.0, status=503)
-    plan = _Plan(trialist=MARCO, turns=_chilipiper_down_turns(MARCO, slot), hang_up_after=4)
+    plan = _Plan(
+        trialist=MARCO,
+        turns=_chilipiper_down_turns(MARCO, slot, now=ctx.runtime.clock()),
+        hang_up_after=4,
+    )
     try:
         return await _play(ctx, title=title, plan=plan, before_follow=_clear_chilipiper)
     finally:
@@ -361,9 +367,11 @@ def _happy_turns(person: Trialist) -> list[ScriptedTurn]:
     ]
 
 
-def _chilipiper_down_turns(person: Trialist, slot: datetime) -> list[ScriptedTurn]:
+def _chilipiper_down_turns(
+    person: Trialist, slot: datetime, *, now: datetime
+) -> list[ScriptedTurn]:
     zone = ZoneInfo(person.timezone)
-    when = spoken_time(slot, now=datetime.now(UTC), zone=zone)
+    when = spoken_time(slot, now=now, zone=zone)
     start = slot.astimezone(zone).isoformat(timespec="seconds")
     return [
         *_greeting(person),
@@ -517,7 +525,8 @@ async def _a_free_slot(ctx: _DemoContext, person: Trialist) -> datetime:
         timezone=person.timezone,
     )
     free = await ctx.runtime.slots.find_free_slots(guest, timezone=person.timezone)
-    later = [slot for slot in free.slots if (slot - datetime.now(UTC)).total_seconds() > 86_400]
+    now = ctx.runtime.clock()
+    later = [slot for slot in free.slots if (slot - now).total_seconds() > 86_400]
     candidates = later or list(free.slots)
     if not candidates:
         raise RuntimeError("the ChiliPiper sandbox offers no free slots")

@@ -22,6 +22,14 @@ import httpx2
 from rich.console import Console
 from rich.markup import escape
 
+from config.encryption import (
+    EncryptionSetupError,
+    codec_server_token,
+    dev_secrets_needed,
+    dev_token_path,
+    ensure_dev_secrets,
+    payload_keys,
+)
 from config.settings import VENDORS, Settings, VendorMode
 from config.temporal import TemporalConnectError, connect
 
@@ -35,6 +43,7 @@ POLL_SECONDS: Final = 0.1
 TEMPORAL_READY_SECONDS: Final = 60.0
 EXISTING_TEMPORAL_READY_SECONDS: Final = 15.0
 SANDBOX_READY_SECONDS: Final = 30.0
+CODEC_SERVER_READY_SECONDS: Final = 30.0
 WORKER_READY_SECONDS: Final = 90.0
 HTTP_PROBE_TIMEOUT: Final = httpx2.Timeout(2.0)
 # A child gets this long after SIGTERM before SIGKILL; the worker adds its own grace period.
@@ -122,6 +131,14 @@ def port_claims(settings: Settings, plan: StackPlan) -> list[PortClaim]:
                 port=settings.temporal_ui_port,
             )
         )
+    claims.append(
+        PortClaim(
+            service="codec server",
+            setting="CODEC_SERVER_PORT",
+            host=settings.codec_server_host,
+            port=settings.codec_server_port,
+        )
+    )
     if plan.start_sandbox:
         claims.append(
             PortClaim(
@@ -216,6 +233,9 @@ def temporal_command(settings: Settings) -> list[str]:
         "warn",
         # There is no network here; the UI would otherwise fetch its news feed.
         "--ui-disable-news-fetch",
+        # The UI decodes payloads through our codec server (for a browser signed in there).
+        "--ui-codec-endpoint",
+        settings.codec_server_public_url,
     ]
     for flag in SEARCH_ATTRIBUTE_FLAGS:
         command += ["--search-attribute", flag]
@@ -393,10 +413,15 @@ class DevStack:
         """Start every service and wait until each is ready; raises DevStackError/StopRequested."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_encryption()
         with self.console.status("starting the dev stack…") as status:
-            status.update("starting Temporal and the sandbox…")
-            # Temporal and the sandbox do not depend on each other: start both, then wait.
-            await self._until_stopped(all_or_nothing(self._start_temporal(), self._start_sandbox()))
+            status.update("starting Temporal, the sandbox and the codec server…")
+            # None of the three depends on another: start all, then wait.
+            await self._until_stopped(
+                all_or_nothing(
+                    self._start_temporal(), self._start_sandbox(), self._start_codec_server()
+                )
+            )
             status.update("starting the worker…")
             await self._until_stopped(self._start_worker())
         self._print_links()
@@ -423,6 +448,36 @@ class DevStack:
         self._ok(
             f"temporal dev server ready on {settings.temporal_target} "
             f"(UI {settings.temporal_ui_base}) in {time.monotonic() - began:.1f}s"
+        )
+
+    def _prepare_encryption(self) -> None:
+        """The dev key and codec token when none is set (0600, never printed), then check both."""
+        if dev_secrets_needed(self.settings):
+            for path in ensure_dev_secrets(self.settings):
+                self._ok(f"created {path.name} in {path.parent} (mode 0600, git-ignored)")
+        try:
+            keys = payload_keys(self.settings)
+            codec_server_token(self.settings)
+        except EncryptionSetupError as error:
+            raise DevStackError(str(error)) from None
+        self._ok(f"payloads encrypted with key id {keys.current.id!r} (AES-256-GCM)")
+
+    async def _start_codec_server(self) -> None:
+        settings = self.settings
+        child = await self._spawn(
+            Child(
+                name="codec server",
+                argv=python_command("-m", "operators.cli", "codec-server"),
+                env=self.env,
+                log_path=self.log_dir / "codec-server.log",
+            )
+        )
+        began = time.monotonic()
+        url = f"http://{settings.codec_server_host}:{settings.codec_server_port}/health"
+        await self._wait_http(child, url, CODEC_SERVER_READY_SECONDS, what="the codec server")
+        self._ok(
+            f"codec server ready on {settings.codec_server_public_url} "
+            f"in {time.monotonic() - began:.1f}s"
         )
 
     async def _start_sandbox(self) -> None:
@@ -564,11 +619,18 @@ class DevStack:
             f"needs attention:  {needs_attention_link(settings)}",
             f"                  (in the UI: filter by {NEEDS_ATTENTION_QUERY} and save the view)",
             "operators:        trialist followups list --status needs_attention",
+            f"decoded UI:       sign in at {settings.codec_server_public_url}/login with "
+            f"{self._token_source()} (docs/operators.md)",
             f"logs:             {self.log_dir}/",
             "Ctrl-C stops everything.",
         ]
         for line in lines:
             self.console.print(escape(line), highlight=False)
+
+    def _token_source(self) -> str:
+        if self.settings.codec_server_token is not None:
+            return "CODEC_SERVER_TOKEN"
+        return f"the token in {dev_token_path(self.settings).resolve()}"
 
     # --- the agent ----------------------------------------------------------------------------
     async def start_agent(self) -> None:

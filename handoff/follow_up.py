@@ -1,4 +1,9 @@
-"""Hands a call's booking and outcome to its Temporal workflow, or to the outbox when it can't."""
+"""FollowUpHandoff: the agent's one door to a call's follow-up, with the outbox behind it.
+
+Each handoff goes straight to Temporal within its budget (handoff/ordering.py); when Temporal is
+down or slow it lands in the outbox and the relay delivers it later. It never raises because
+Temporal is down. The messages themselves are built in handoff/messages.py.
+"""
 
 from __future__ import annotations
 
@@ -12,74 +17,43 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import ValidationError
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateHandle,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-    WorkflowUpdateStage,
-)
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RetryConfig
 
 from config.settings import Settings
-from config.temporal import TemporalConnectError, connect
+from config.temporal import connect
 from contracts.models import (
     BookingRequest,
     BookingResult,
     BookingStatus,
+    CallCheckpoint,
     CallOutcome,
-    FollowUpInput,
-    FollowUpProgress,
-    FollowUpStatus,
+    Trialist,
 )
-from contracts.names import (
-    BOOK_MEETING_UPDATE,
-    BOOKING_NOT_DONE_ERROR,
-    CALL_ENDED_SIGNAL,
-    FOLLOW_UP_STATUS,
-    WORKFLOW_TYPE,
-    follow_up_summary,
-    workflow_id_for,
+from handoff.messages import (
+    ALREADY_FINISHED,
+    NOT_TAKEN,
+    CallIdentity,
+    FollowUpMessages,
+    RefusedError,
+    parked,
+    refusal_reason,
+    unreachable,
 )
-from handoff.outbox import (
-    MessageKind,
-    Outbox,
-    OutboxMessage,
-    OutboxRelay,
-    Rejection,
-    RelayPass,
-    dedupe_key,
-)
+from handoff.ordering import REFUSAL_PROBE_SECONDS, MessageKind
+from handoff.outbox import Outbox, OutboxMessage, Payload
+from handoff.relay import DrainReport, OutboxRelay, Rejection
+from handoff.sealing import OutboxSealer
 
 logger = logging.getLogger(__name__)
 
 ClientFactory = Callable[[], Coroutine[Any, Any, Client]]
-
-# LiveKit kills the job process 10 s after shutdown begins: call_ended, outbox write included,
-# finishes within this.
-CALL_ENDED_BUDGET_SECONDS: Final = 3.0
-# Kept out of the Temporal attempt so the outbox write always fits in the budget.
-OUTBOX_WRITE_RESERVE_SECONDS: Final = 0.5
-ALREADY_FINISHED: Final = "the follow-up of this call has already finished"
-# A refused update comes back with its outcome already known; this is how long we look for one.
-REFUSAL_PROBE_SECONDS: Final = 0.05
-
-# What "Temporal did not take it in time" looks like: the message goes to the outbox.
-_NOT_TAKEN: Final = (
-    TimeoutError,
-    TemporalConnectError,
-    RPCError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-    RuntimeError,  # the SDK's bridge reports transport failures this way
-    OSError,
+SUPERSEDED: Final = "superseded by the call's call_ended, which carries it"
+# The handoff's RPCs fail fast instead of retrying for seconds: a tool is waiting, and the outbox
+# and its relay do the retrying.
+FAST_RPC_RETRIES: Final = RetryConfig(
+    initial_interval_millis=50, max_interval_millis=200, max_elapsed_time_millis=800, max_retries=2
 )
 
 
@@ -102,23 +76,29 @@ class BookingHandoff:
     reason: str | None = None
 
 
-class CallEndedStatus(StrEnum):
-    DELIVERED = "delivered"  # the workflow has the outcome
+class HandoffStatus(StrEnum):
+    DELIVERED = "delivered"  # the workflow has it
     QUEUED = "queued"  # in the outbox; the relay delivers it
     REJECTED = "rejected"  # the call's follow-up had already finished
 
 
 @dataclass(frozen=True, kw_only=True)
-class CallEndedHandoff:
-    status: CallEndedStatus
+class Handed:
+    """What became of a checkpoint or a call_ended."""
+
+    status: HandoffStatus
     reason: str | None = None
 
 
-class FollowUpHandoff:
-    """The agent's one door to Temporal: update/signal-with-start onto `call-{call_id}`.
+# The earlier names, kept for the agent's session end.
+CallEndedStatus = HandoffStatus
+CallEndedHandoff = Handed
 
-    It connects lazily (the first handoff or the relay's first pass) and never raises because
-    Temporal is down or slow: such a handoff lands in the outbox, and the relay sends it later.
+
+class FollowUpHandoff:
+    """The agent's door to Temporal: every message of a call, or the outbox when it can't.
+
+    It connects lazily (the first handoff or the relay's first pass), one connect at a time.
     """
 
     def __init__(
@@ -127,46 +107,59 @@ class FollowUpHandoff:
         settings: Settings,
         outbox: Outbox,
         client_factory: ClientFactory | None = None,
-        call_ended_budget: float = CALL_ENDED_BUDGET_SECONDS,
     ) -> None:
-        if call_ended_budget <= OUTBOX_WRITE_RESERVE_SECONDS:
-            raise ValueError(
-                f"call_ended_budget must exceed {OUTBOX_WRITE_RESERVE_SECONDS}s, "
-                f"got {call_ended_budget}"
-            )
         self.settings = settings
         self.outbox = outbox
+        self.messages = FollowUpMessages(settings)
         self._factory = client_factory or self._connect
         self._client: Client | None = None
         self._connecting: asyncio.Task[Client] | None = None
-        self._handoff_timeout = settings.handoff_timeout_seconds
-        self._call_ended_timeout = min(
-            settings.handoff_timeout_seconds, call_ended_budget - OUTBOX_WRITE_RESERVE_SECONDS
-        )
+        self._in_call_timeout = settings.handoff_timeout_seconds
+        self._call_ended_timeout = settings.handoff_call_ended_timeout_seconds
         self._relay: OutboxRelay | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._relay_stop = asyncio.Event()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FollowUpHandoff:
-        """A handoff with its outbox at `settings.data_dir / "outbox.db"`; connects on first use."""
-        return cls(settings=settings, outbox=Outbox.in_dir(settings.data_dir))
+        """A handoff with its outbox at `settings.data_dir / "outbox.db"`; connects on first use.
 
-    # --- the two handoffs of a call ------------------------------------------------------------
+        The outbox seals with the same keys as the Temporal client; EncryptionSetupError without.
+        """
+        sealer = OutboxSealer.from_settings(settings)
+        return cls(settings=settings, outbox=Outbox.in_dir(settings.data_dir, sealer=sealer))
+
+    # --- the handoffs of a call ----------------------------------------------------------------
+
+    def call_started(self, call_id: str, *, trialist: Trialist, started_at: datetime) -> None:
+        """Remember whom the call is with: every message that may start its follow-up says so."""
+        self.messages.remember(call_id, CallIdentity(trialist=trialist, started_at=started_at))
+
+    async def checkpoint(self, checkpoint: CallCheckpoint) -> Handed:
+        """Signal-with-start `checkpoint` within the in-call budget, else into the outbox."""
+        try:
+            async with asyncio.timeout(self._in_call_timeout):
+                await self.messages.checkpoint(await self.client(), checkpoint)
+        except WorkflowAlreadyStartedError:
+            return Handed(status=HandoffStatus.REJECTED, reason=ALREADY_FINISHED)
+        except NOT_TAKEN as error:
+            self._queue(checkpoint, error, budget=self._in_call_timeout)
+            return Handed(status=HandoffStatus.QUEUED, reason=_not_taken(error))
+        return Handed(status=HandoffStatus.DELIVERED)
 
     async def book_meeting(self, request: BookingRequest, *, wait: float) -> BookingHandoff:
         """Update-with-start `book_meeting`, then wait up to `wait` s (in all) for its result."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            async with asyncio.timeout(self._handoff_timeout):
-                handle = await self._send_booking(await self.client(), request)
+            async with asyncio.timeout(self._in_call_timeout):
+                handle = await self.messages.booking(await self.client(), request)
         except (WorkflowUpdateFailedError, WorkflowAlreadyStartedError) as refused:
-            reason = _refusal_reason(refused)
+            reason = refusal_reason(refused)
             logger.info("call %s: book_meeting refused: %s", request.call_id, reason)
             return _booking(BookingHandoffStatus.REJECTED, request, reason=reason)
-        except _NOT_TAKEN as error:
-            self._queue(request, error)
+        except NOT_TAKEN as error:
+            self._queue(request, error, budget=self._in_call_timeout)
             return _booking(BookingHandoffStatus.QUEUED, request, reason=_not_taken(error))
         # At least the probe: a refusal is known at once and must not pass for "pending".
         remaining = max(wait - (loop.time() - started), REFUSAL_PROBE_SECONDS)
@@ -174,13 +167,13 @@ class FollowUpHandoff:
             async with asyncio.timeout(remaining):
                 result: BookingResult = await handle.result()
         except WorkflowUpdateFailedError as failed:
-            reason = _refusal_reason(failed)
-            if _parked(failed):  # the workflow has it and an operator will finish it
+            reason = refusal_reason(failed)
+            if parked(failed):  # the workflow has it and an operator will finish it
                 logger.warning("call %s: booking parked in the call: %s", request.call_id, reason)
                 return _booking(BookingHandoffStatus.PENDING, request, reason=reason)
             logger.info("call %s: book_meeting refused: %s", request.call_id, reason)
             return _booking(BookingHandoffStatus.REJECTED, request, reason=reason)
-        except _NOT_TAKEN:  # accepted is durable: the workflow finishes the booking
+        except NOT_TAKEN:  # accepted is durable: the workflow finishes the booking
             return _booking(BookingHandoffStatus.PENDING, request, reason="still booking")
         if result.status is BookingStatus.BOOKED:
             return _booking(BookingHandoffStatus.CONFIRMED, request, meeting_id=result.meeting_id)
@@ -188,49 +181,55 @@ class FollowUpHandoff:
             BookingHandoffStatus.UNAVAILABLE, request, alternatives=list(result.alternatives)
         )
 
-    async def call_ended(self, outcome: CallOutcome) -> CallEndedHandoff:
-        """Signal-with-start `call_ended`, bounded; on failure or slowness, into the outbox.
+    async def call_ended(self, outcome: CallOutcome) -> Handed:
+        """Signal-with-start `call_ended` within its own budget, else into the outbox.
 
-        A book_meeting of this call still in the outbox goes first, because the workflow refuses
-        book_meeting once the call has ended (the outcome's requested_meeting covers it anyway).
+        It never waits behind the call's queued messages: a checkpoint says less than the
+        outcome, and a queued booking's request is the outcome's requested_meeting, which the
+        workflow books after the call. Both are marked superseded instead of being resent here.
         """
         call_id = outcome.call_id
+        self._supersede(outcome)
         try:
             async with asyncio.timeout(self._call_ended_timeout):
-                client = await self.client()
-                await self._flush_bookings(client, call_id)
-                await self._send_call_ended(client, outcome)
+                await self.messages.call_ended(await self.client(), outcome)
         except WorkflowAlreadyStartedError:
             logger.warning("call %s: call_ended not sent: %s", call_id, ALREADY_FINISHED)
-            return CallEndedHandoff(status=CallEndedStatus.REJECTED, reason=ALREADY_FINISHED)
-        except _NOT_TAKEN as error:
-            self._queue(outcome, error)
-            return CallEndedHandoff(status=CallEndedStatus.QUEUED, reason=_not_taken(error))
+            return Handed(status=HandoffStatus.REJECTED, reason=ALREADY_FINISHED)
+        except NOT_TAKEN as error:
+            self._queue(outcome, error, budget=self._call_ended_timeout)
+            return Handed(status=HandoffStatus.QUEUED, reason=_not_taken(error))
+        finally:
+            self.messages.forget(call_id)
         # An earlier attempt of this call_ended may sit in the outbox: it is now redundant.
         for stale in self.outbox.pending_for(call_id):
             if stale.kind is MessageKind.CALL_ENDED:
                 self.outbox.mark_delivered(stale.id, note="sent directly by a later attempt")
-        return CallEndedHandoff(status=CallEndedStatus.DELIVERED)
+        return Handed(status=HandoffStatus.DELIVERED)
+
+    def _supersede(self, outcome: CallOutcome) -> None:
+        requested = outcome.requested_meeting
+        for message in self.outbox.pending_for(outcome.call_id):
+            if message.kind is MessageKind.CHECKPOINT:
+                self.outbox.mark_delivered(message.id, note=SUPERSEDED, seq=message.seq)
+            elif message.kind is MessageKind.BOOK_MEETING and requested is not None:
+                with contextlib.suppress(ValidationError):
+                    if message.booking_request().same_slot(requested):
+                        self.outbox.mark_delivered(message.id, note=SUPERSEDED)
 
     # --- the relay's side -----------------------------------------------------------------------
 
     async def deliver(self, message: OutboxMessage) -> Rejection | None:
-        """Replay a stored handoff (a booking waits only for ACCEPTED); raises to be retried."""
+        """Replay a stored message (a booking waits only for ACCEPTED); raises to be retried."""
         try:
-            payload: BookingRequest | CallOutcome = (
-                message.booking_request()
-                if message.kind is MessageKind.BOOK_MEETING
-                else message.call_outcome()
-            )
+            payload = message.payload_model()
         except ValidationError as error:  # a poison message would otherwise be retried forever
             return Rejection(f"stored payload is invalid ({error.error_count()} errors)")
         client = await self.client()
         try:
-            if isinstance(payload, BookingRequest):
-                return await _refusal(await self._send_booking(client, payload))
-            await self._send_call_ended(client, payload)
-        except (WorkflowUpdateFailedError, WorkflowAlreadyStartedError) as refused:
-            return Rejection(_refusal_reason(refused))
+            await self.messages.deliver(client, message, payload)
+        except (RefusedError, WorkflowUpdateFailedError, WorkflowAlreadyStartedError) as refused:
+            return Rejection(refusal_reason(refused))
         return None
 
     def relay(self) -> OutboxRelay:
@@ -239,12 +238,13 @@ class FollowUpHandoff:
             self._relay = OutboxRelay(
                 outbox=self.outbox,
                 deliver=self.deliver,
+                unreachable=unreachable,
                 interval=self.settings.outbox_relay_interval_seconds,
             )
         return self._relay
 
     async def start_relay(self) -> None:
-        """Run the relay in the background (idempotent): a pass now, then every interval."""
+        """Run the relay in the background (idempotent): a pass now, then as the relay decides."""
         if self._relay_task is not None and not self._relay_task.done():
             return
         self._relay_stop = asyncio.Event()
@@ -280,86 +280,21 @@ class FollowUpHandoff:
         return client
 
     async def _connect(self) -> Client:
-        return await connect(self.settings, attempts=1)
+        return await connect(self.settings, attempts=1, rpc_retries=FAST_RPC_RETRIES)
 
-    async def _send_booking(
-        self, client: Client, request: BookingRequest
-    ) -> WorkflowUpdateHandle[BookingResult]:
-        """Update-with-start, returned once ACCEPTED (durable in the workflow's history)."""
-        start: WithStartWorkflowOperation[Any, FollowUpProgress] = WithStartWorkflowOperation(
-            WORKFLOW_TYPE,
-            self._input(request.call_id),
-            id=workflow_id_for(request.call_id),
-            task_queue=self.settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            # A finished follow-up is never started again by a late or repeated message.
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=_IN_CALL,
-            static_summary=follow_up_summary(request.guest.name, request.guest.company),
-            result_type=FollowUpProgress,
-        )
-        handle: WorkflowUpdateHandle[BookingResult] = await client.start_update_with_start_workflow(
-            BOOK_MEETING_UPDATE,
-            request,
-            start_workflow_operation=start,
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-            # The same id on every attempt: the server returns the first one's outcome to a repeat.
-            id=dedupe_key(request),
-            result_type=BookingResult,
-        )
-        return handle
-
-    async def _send_call_ended(self, client: Client, outcome: CallOutcome) -> None:
-        await client.start_workflow(
-            WORKFLOW_TYPE,
-            self._input(outcome.call_id),
-            id=workflow_id_for(outcome.call_id),
-            task_queue=self.settings.temporal_task_queue,
-            start_signal=CALL_ENDED_SIGNAL,
-            start_signal_args=[outcome],
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=_IN_CALL,
-            static_summary=follow_up_summary(outcome.trialist.name, outcome.trialist.company),
-            result_type=FollowUpProgress,
-        )
-
-    async def _flush_bookings(self, client: Client, call_id: str) -> None:
-        """Deliver this call's queued book_meetings now, before its call_ended."""
-        for message in self.outbox.pending_for(call_id):
-            if message.kind is not MessageKind.BOOK_MEETING:
-                continue
-            try:
-                handle = await self._send_booking(client, message.booking_request())
-                refusal = await _refusal(handle)
-            except (WorkflowUpdateFailedError, WorkflowAlreadyStartedError) as refused:
-                refusal = Rejection(_refusal_reason(refused))
-            note = f"refused: {refusal.reason}" if refusal is not None else None
-            self.outbox.mark_delivered(message.id, note=note)
-
-    def _input(self, call_id: str) -> FollowUpInput:
-        return FollowUpInput(
-            call_id=call_id,
-            call_ended_timeout_seconds=self.settings.follow_up_call_ended_timeout_seconds,
-            step_schedule_to_close_seconds=self.settings.follow_up_step_schedule_to_close_seconds,
-        )
-
-    def _queue(self, payload: BookingRequest | CallOutcome, error: BaseException) -> None:
+    def _queue(self, payload: Payload, error: BaseException, *, budget: float) -> None:
         stored = self.outbox.put(payload)
         logger.warning(
             "call %s: Temporal did not take %s within %.1fs (%s); in the outbox as message %d%s",
             payload.call_id,
-            "book_meeting" if isinstance(payload, BookingRequest) else "call_ended",
-            self._handoff_timeout,
+            type(payload).__name__,
+            budget,
             _not_taken(error),
             stored.id,
             "" if stored.stored else " (already there)",
         )
-
-
-_IN_CALL: Final = TypedSearchAttributes(
-    [SearchAttributePair(FOLLOW_UP_STATUS, FollowUpStatus.IN_CALL.value)]
-)
+        if self._relay is not None:
+            self._relay.wake()
 
 
 def _booking(
@@ -368,41 +303,11 @@ def _booking(
     return BookingHandoff(status=status, slot_start=request.slot_start, **fields)
 
 
-async def _refusal(handle: WorkflowUpdateHandle[BookingResult]) -> Rejection | None:
-    """The validator's refusal of an update sent with wait ACCEPTED, or None once accepted."""
-    try:
-        async with asyncio.timeout(REFUSAL_PROBE_SECONDS):
-            await handle.result()
-    except WorkflowUpdateFailedError as failed:
-        return None if _parked(failed) else Rejection(_refusal_reason(failed))
-    except _NOT_TAKEN:  # still running: accepted, which is all a replay waits for
-        return None
-    return None
-
-
-def _parked(failed: WorkflowUpdateFailedError) -> bool:
-    cause = failed.cause
-    return isinstance(cause, ApplicationError) and cause.type == BOOKING_NOT_DONE_ERROR
-
-
-def _refusal_reason(error: BaseException) -> str:
-    """The workflow's own words for a refusal (validator or handler messages carry no PII)."""
-    if isinstance(error, WorkflowAlreadyStartedError):
-        return ALREADY_FINISHED
-    cause = error.__cause__
-    if isinstance(cause, ApplicationError) and cause.message:
-        return cause.message
-    # Anything else (a payload the workflow could not decode) may quote the payload: name it only.
-    return type(cause or error).__name__
-
-
 def _not_taken(error: BaseException) -> str:
-    if isinstance(error, TimeoutError | WorkflowUpdateRPCTimeoutOrCancelledError):
+    if isinstance(error, TimeoutError):
         return "timed out"
-    if isinstance(error, TemporalConnectError):
+    if unreachable(error):
         return "unreachable"
-    if isinstance(error, RPCError):
-        return f"RPC {error.status.name}"
     return type(error).__name__
 
 
@@ -413,13 +318,22 @@ def _retrieve_exception(task: asyncio.Task[Client]) -> None:
             task.exception()
 
 
-async def drain_outbox(settings: Settings) -> RelayPass:
-    """One relay pass over `settings.data_dir`'s outbox, backoffs ignored: for an operator command.
-
-    Like every pass it stops at the first failure (Temporal still down); run it again later.
-    """
+async def drain_outbox(settings: Settings, *, within: float) -> DrainReport:
+    """Deliver everything the outbox holds (passes until empty, or Temporal unreachable)."""
     handoff = FollowUpHandoff.from_settings(settings)
     try:
-        return await handoff.relay().deliver_due_once(startup=True)
+        return await handoff.relay().drain(within=within)
     finally:
         handoff.outbox.close()
+
+
+__all__ = [
+    "BookingHandoff",
+    "BookingHandoffStatus",
+    "CallEndedHandoff",
+    "CallEndedStatus",
+    "FollowUpHandoff",
+    "Handed",
+    "HandoffStatus",
+    "drain_outbox",
+]

@@ -1,4 +1,4 @@
-"""A durable SQLite outbox for handoffs Temporal could not take in time, and its relay.
+"""A durable SQLite outbox for handoffs Temporal could not take in time (handoff/relay.py sends it).
 
 Durability: the file is in WAL mode with `synchronous=FULL`. Any committed `put` survives a killed
 process under NORMAL too (the WAL write has reached the OS before `put` returns, and the next open
@@ -7,45 +7,53 @@ the fsync per commit. FULL fsyncs the WAL on every commit and closes that gap to
 costs ~0.2 ms p50 / under 1 ms p99 per write (NORMAL: ~0.05 / ~0.3 ms), well inside the 5 ms
 budget of a write (bench/realtime.py prints both), so FULL is the default.
 
-Ordering: per call, a `book_meeting` goes before the call's `call_ended`, because the workflow
-refuses `book_meeting` once the call has ended. The CallOutcome carries `requested_meeting`, so a
-`book_meeting` that still arrives late (and is refused) loses nothing: the workflow books from it.
+Ordering: a call's messages are due in handoff/ordering.py's order (a booking, then the latest
+checkpoint, then call_ended); a later one waits while an earlier one of its call backs off or is
+being sent by another relay. A call keeps one checkpoint row: a newer checkpoint replaces it.
+Several processes may share the file: `due(lease=...)` claims rows in one transaction.
+
+At rest: payloads are sealed with the Temporal payload codec's keys (handoff/sealing.py), the file
+is mode 0600, and a delivered row's payload is erased at once; its row (ids and notes, no personal
+data) is deleted after DELIVERED_RETENTION_SECONDS.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import random
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from contracts.models import BookingRequest, CallOutcome
+from config.settings import get_settings
+from contracts.models import BookingRequest, CallCheckpoint, CallOutcome
+from handoff.ordering import MAX_HOLD_ATTEMPTS, MessageKind, sql_rank
+from handoff.sealing import OutboxSealer
 
 logger = logging.getLogger(__name__)
 
 OUTBOX_FILE_NAME: Final = "outbox.db"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 Synchronous = Literal["NORMAL", "FULL"]
 DEFAULT_SYNCHRONOUS: Final[Synchronous] = "FULL"
-# After this many failed attempts of a book_meeting, its call's call_ended is no longer held
-# behind it: the outcome carries requested_meeting, so the workflow books from that instead.
-MAX_HOLD_ATTEMPTS: Final = 5
 MAX_ERROR_CHARS: Final = 500
+FILE_MODE: Final = 0o600  # SQLite gives the -wal and -shm files the database file's mode
+# A delivered row (payload erased) stays this long, so a repeat of it is recognised, then goes.
+DELIVERED_RETENTION_SECONDS: Final = 3600
+Payload = BookingRequest | CallCheckpoint | CallOutcome
 BUSY_TIMEOUT_MS: Final = 5000  # another process's relay may hold the write lock for a moment
 
-_SCHEMA = """
+_KINDS: Final = ", ".join(f"'{kind.value}'" for kind in MessageKind)
+_TABLE = f"""
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     dedupe_key TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL CHECK (kind IN ('book_meeting', 'call_ended')),
+    kind TEXT NOT NULL CHECK (kind IN ({_KINDS})),
     call_id TEXT NOT NULL,
     payload TEXT NOT NULL,
     created_at REAL NOT NULL,
@@ -53,37 +61,40 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at REAL NOT NULL,
     leased_until REAL NOT NULL DEFAULT 0,
     last_error TEXT,
-    delivered_at REAL
+    delivered_at REAL,
+    seq INTEGER NOT NULL DEFAULT 0
 );
+"""
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (next_attempt_at) WHERE delivered_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_pending_call ON outbox (call_id) WHERE delivered_at IS NULL;
 """
 
 _COLUMNS = (
     "id, kind, call_id, dedupe_key, payload, created_at, attempts, next_attempt_at, "
-    "leased_until, last_error, delivered_at"
+    "leased_until, last_error, delivered_at, seq"
 )
 
-# Book_meetings first, then call_endeds; a call_ended waits while its call's book_meeting is
-# backed off or leased by another relay (unless that one has failed MAX_HOLD_ATTEMPTS times).
+# In the order of handoff/ordering.py; a message waits while an earlier-ranked message of its
+# call is backed off or leased by another relay (unless that one failed MAX_HOLD_ATTEMPTS times).
 _DUE = f"""
 SELECT {_COLUMNS} FROM outbox AS m
 WHERE m.delivered_at IS NULL
   AND m.leased_until <= :now
   AND (:ignore_backoff OR m.next_attempt_at <= :now)
-  AND (m.kind != 'call_ended' OR NOT EXISTS (
+  AND NOT EXISTS (
       SELECT 1 FROM outbox AS b
-      WHERE b.call_id = m.call_id AND b.kind = 'book_meeting' AND b.delivered_at IS NULL
+      WHERE b.call_id = m.call_id AND b.delivered_at IS NULL AND b.id != m.id
+        AND {sql_rank("b.kind")} < {sql_rank("m.kind")}
         AND b.attempts < :hold
-        AND ((NOT :ignore_backoff AND b.next_attempt_at > :now) OR b.leased_until > :now)))
-ORDER BY CASE m.kind WHEN 'book_meeting' THEN 0 ELSE 1 END, m.created_at, m.id
+        AND ((NOT :ignore_backoff AND b.next_attempt_at > :now) OR b.leased_until > :now))
+ORDER BY {sql_rank("m.kind")}, m.created_at, m.id
 LIMIT :limit
 """
-
-
-class MessageKind(StrEnum):
-    BOOK_MEETING = "book_meeting"
-    CALL_ENDED = "call_ended"
+_PENDING_FOR = f"""
+SELECT {_COLUMNS} FROM outbox WHERE call_id = ? AND delivered_at IS NULL
+ORDER BY {sql_rank("kind")}, created_at, id
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,10 +112,24 @@ class OutboxMessage:
     leased_until: float
     last_error: str | None
     delivered_at: float | None
+    seq: int = 0
 
     @property
     def delivered(self) -> bool:
         return self.delivered_at is not None
+
+    def payload_model(self) -> Payload:
+        """The stored handoff, validated again (raises pydantic's ValidationError)."""
+        if self.kind is MessageKind.BOOK_MEETING:
+            return self.booking_request()
+        if self.kind is MessageKind.CHECKPOINT:
+            return self.checkpoint()
+        return self.call_outcome()
+
+    def checkpoint(self) -> CallCheckpoint:
+        if self.kind is not MessageKind.CHECKPOINT:
+            raise ValueError(f"outbox message {self.id} is {self.kind}, not checkpoint")
+        return CallCheckpoint.model_validate_json(self.payload)
 
     def booking_request(self) -> BookingRequest:
         if self.kind is not MessageKind.BOOK_MEETING:
@@ -125,33 +150,50 @@ class PutResult:
     stored: bool
 
 
-def dedupe_key(payload: BookingRequest | CallOutcome) -> str:
-    """One key per logical message: a call's outcome, or a call's request for one slot."""
+def dedupe_key(payload: Payload) -> str:
+    """One key per logical message: a call's outcome, its latest checkpoint, a slot's request."""
     if isinstance(payload, CallOutcome):
         return f"{MessageKind.CALL_ENDED}:{payload.call_id}"
+    if isinstance(payload, CallCheckpoint):
+        return f"{MessageKind.CHECKPOINT}:{payload.call_id}"
     start = int(payload.slot_start.timestamp())
     return f"{MessageKind.BOOK_MEETING}:{payload.call_id}:{start}:{payload.duration_minutes}"
 
 
-def kind_of(payload: BookingRequest | CallOutcome) -> MessageKind:
+def kind_of(payload: Payload) -> MessageKind:
     if isinstance(payload, CallOutcome):
         return MessageKind.CALL_ENDED
+    if isinstance(payload, CallCheckpoint):
+        return MessageKind.CHECKPOINT
     if isinstance(payload, BookingRequest):
         return MessageKind.BOOK_MEETING
     raise TypeError(
-        f"the outbox stores BookingRequest or CallOutcome, not {type(payload).__name__}"
+        "the outbox stores BookingRequest, CallCheckpoint or CallOutcome, "
+        f"not {type(payload).__name__}"
     )
 
 
 class Outbox:
-    """The SQLite outbox file. Every method is a short synchronous call, safe from any thread."""
+    """The SQLite outbox file. Every method is a short synchronous call, safe from any thread.
 
-    def __init__(self, path: Path | str, *, synchronous: Synchronous = DEFAULT_SYNCHRONOUS) -> None:
+    Payloads are sealed with `sealer`, by default the keys of this process's settings.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
+        sealer: OutboxSealer | None = None,
+    ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # Callers that only pass a path (`python -m agent drain-outbox`) seal with their settings.
+        self._sealer = sealer or OutboxSealer.from_settings(get_settings())
+        _create_private(self.path)
         # Autocommit: each statement is its own transaction unless a method opens one.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -159,15 +201,41 @@ class Outbox:
         if mode != "wal":
             raise RuntimeError(f"outbox {self.path} could not switch to WAL (got {mode!r})")
         self._db.execute(f"PRAGMA synchronous = {synchronous}")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._install()
+
+    def _install(self) -> None:
+        """Create the table, or bring a file written by an earlier version up to date."""
+        with self._lock, self._transaction():
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            exists = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"
+            ).fetchone()
+            if exists and version < SCHEMA_VERSION:
+                # Version 1 allowed two kinds and had no seq: its rows are copied, none lost.
+                self._db.execute("ALTER TABLE outbox RENAME TO outbox_v1")
+                self._db.execute(_TABLE)
+                self._db.execute(
+                    "INSERT INTO outbox (id, dedupe_key, kind, call_id, payload, created_at, "
+                    "attempts, next_attempt_at, leased_until, last_error, delivered_at) "
+                    "SELECT id, dedupe_key, kind, call_id, payload, created_at, attempts, "
+                    "next_attempt_at, leased_until, last_error, delivered_at FROM outbox_v1"
+                )
+                self._db.execute("DROP TABLE outbox_v1")
+            self._db.execute(_TABLE)
+            for statement in filter(str.strip, _INDEXES.split(";")):
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @classmethod
     def in_dir(
-        cls, data_dir: Path | str, *, synchronous: Synchronous = DEFAULT_SYNCHRONOUS
+        cls,
+        data_dir: Path | str,
+        *,
+        synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
+        sealer: OutboxSealer | None = None,
     ) -> Outbox:
         """The outbox file of a data directory (`settings.data_dir`)."""
-        return cls(Path(data_dir) / OUTBOX_FILE_NAME, synchronous=synchronous)
+        return cls(Path(data_dir) / OUTBOX_FILE_NAME, synchronous=synchronous, sealer=sealer)
 
     def close(self) -> None:
         with self._lock:
@@ -175,18 +243,30 @@ class Outbox:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def put(self, payload: BookingRequest | CallOutcome, *, now: float | None = None) -> PutResult:
-        """Store a handoff for the relay; the same message twice is stored once."""
+    def put(self, payload: Payload, *, now: float | None = None) -> PutResult:
+        """Store a handoff for the relay; the same message twice is stored once.
+
+        A checkpoint replaces its call's stored one when it is newer (a higher seq), even one
+        already delivered: only the latest checkpoint matters.
+        """
         kind = kind_of(payload)
         key = dedupe_key(payload)
-        body = payload.model_dump_json()
+        body = self._sealer.seal(payload.model_dump_json())
+        seq = payload.seq if isinstance(payload, CallCheckpoint) else 0
         at = time.time() if now is None else now
+        conflict = (
+            "DO UPDATE SET payload = excluded.payload, seq = excluded.seq, attempts = 0, "
+            "next_attempt_at = excluded.next_attempt_at, delivered_at = NULL, last_error = NULL "
+            "WHERE excluded.seq > outbox.seq"
+            if kind is MessageKind.CHECKPOINT
+            else "DO NOTHING"
+        )
         with self._lock:
             row = self._db.execute(
                 "INSERT INTO outbox (dedupe_key, kind, call_id, payload, created_at, "
-                "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-                (key, kind.value, payload.call_id, body, at, at),
+                f"next_attempt_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) "
+                f"{conflict} RETURNING id",
+                (key, kind.value, payload.call_id, body, at, at, seq),
             ).fetchone()
             if row is not None:
                 return PutResult(int(row[0]), stored=True)
@@ -195,14 +275,31 @@ class Outbox:
             ).fetchone()
         return PutResult(int(existing[0]), stored=False)
 
-    def mark_delivered(self, id: int, *, note: str | None = None, now: float | None = None) -> None:
-        """Done with this message; `note` records why when the workflow refused it (terminal)."""
+    def mark_delivered(
+        self,
+        id: int,
+        *,
+        note: str | None = None,
+        now: float | None = None,
+        seq: int | None = None,
+    ) -> None:
+        """Done with this message; `note` records why when the workflow refused it (terminal).
+
+        With `seq`, only if the row still holds that checkpoint: a newer one stored meanwhile
+        must still be sent. Its payload is erased now; rows delivered more than
+        DELIVERED_RETENTION_SECONDS ago go.
+        """
         at = time.time() if now is None else now
         with self._lock:
             self._db.execute(
                 "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, leased_until = 0, "
-                "last_error = COALESCE(?, last_error) WHERE id = ?",
-                (at, _clip(note), id),
+                "last_error = COALESCE(?, last_error), payload = X'' "
+                "WHERE id = ? AND (? IS NULL OR seq = ?)",
+                (at, _clip(note), id, seq, seq),
+            )
+            self._db.execute(
+                "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?",
+                (at - DELIVERED_RETENTION_SECONDS,),
             )
 
     def mark_failed(self, id: int, error: str, next_attempt_at: float) -> None:
@@ -257,27 +354,25 @@ class Outbox:
         }
         with self._lock, self._transaction():
             rows = self._db.execute(_DUE, params).fetchall()
+            # Opened inside the transaction: a row that can't be opened leaves nothing leased.
+            messages = [_message(row, self._sealer) for row in rows]
             if lease is not None and rows:
                 self._db.executemany(
                     "UPDATE outbox SET leased_until = ? WHERE id = ?",
                     [(now + lease, row[0]) for row in rows],
                 )
-        return [_message(row) for row in rows]
+        return messages
 
     def get(self, id: int) -> OutboxMessage | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (id,)).fetchone()
-        return _message(row) if row is not None else None
+        return _message(row, self._sealer) if row is not None else None
 
     def pending_for(self, call_id: str) -> list[OutboxMessage]:
-        """A call's undelivered messages, book_meeting first, whatever their backoff."""
+        """A call's undelivered messages in delivery order, whatever their backoff."""
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE call_id = ? AND delivered_at IS NULL "
-                "ORDER BY CASE kind WHEN 'book_meeting' THEN 0 ELSE 1 END, created_at, id",
-                (call_id,),
-            ).fetchall()
-        return [_message(row) for row in rows]
+            rows = self._db.execute(_PENDING_FOR, (call_id,)).fetchall()
+        return [_message(row, self._sealer) for row in rows]
 
     def pending_count(self, call_id: str | None = None) -> int:
         query = "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"
@@ -297,7 +392,7 @@ class Outbox:
             args = (call_id,)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
-        return [_message(row) for row in rows]
+        return [_message(row, self._sealer) for row in rows]
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -311,238 +406,54 @@ class Outbox:
         self._db.execute("COMMIT")
 
 
-def _message(row: tuple[Any, ...]) -> OutboxMessage:
-    (id, kind, call_id, key, payload, created, attempts, next_at, leased, error, delivered) = row
+def _message(row: tuple[Any, ...], sealer: OutboxSealer) -> OutboxMessage:
+    (id, kind, call_id, key, payload, created, attempts, next_at, leased, error, done, seq) = row
     return OutboxMessage(
         id=int(id),
         kind=MessageKind(kind),
         call_id=str(call_id),
         dedupe_key=str(key),
-        payload=str(payload),
+        payload=_opened(payload, sealer),
         created_at=float(created),
         attempts=int(attempts),
         next_attempt_at=float(next_at),
         leased_until=float(leased),
         last_error=None if error is None else str(error),
-        delivered_at=None if delivered is None else float(delivered),
+        delivered_at=None if done is None else float(done),
+        seq=int(seq),
     )
+
+
+def _opened(stored: bytes | str, sealer: OutboxSealer) -> str:
+    """A row's payload: sealed bytes; text in rows written before sealing; empty once delivered."""
+    if isinstance(stored, str):
+        return stored
+    return sealer.open(stored) if stored else ""
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite opens it (tighten an older one)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    os.chmod(path, FILE_MODE)
+    for suffix in ("-wal", "-shm"):
+        sibling = path.with_name(path.name + suffix)
+        if sibling.exists():
+            os.chmod(sibling, FILE_MODE)
 
 
 def _clip(text: str | None) -> str | None:
     return None if text is None else text[:MAX_ERROR_CHARS]
 
 
-# --- the relay ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A terminal refusal by the workflow (e.g. book_meeting after the call ended): not retried."""
-
-    reason: str
-
-
-# Returns None once the message is durably with the workflow, a Rejection when refused for good;
-# raises when it could not be delivered now (it is retried with backoff).
-Deliver = Callable[[OutboxMessage], Awaitable[Rejection | None]]
-
-
-class _Attempt(StrEnum):
-    DELIVERED = "delivered"
-    REJECTED = "rejected"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, kw_only=True)
-class RelayPass:
-    """What one pass did: delivered, refused for good, failed (backed off), or left for later."""
-
-    delivered: int = 0
-    rejected: int = 0
-    failed: int = 0
-    deferred: int = 0
-
-    @property
-    def attempted(self) -> int:
-        return self.delivered + self.rejected + self.failed
-
-
-DEFAULT_RELAY_INTERVAL: Final = 5.0
-DEFAULT_INITIAL_BACKOFF: Final = 1.0
-DEFAULT_MAX_BACKOFF: Final = 300.0
-DEFAULT_DELIVERY_TIMEOUT: Final = 5.0
-DEFAULT_BATCH_SIZE: Final = 10
-DELIVERED_RETENTION_SECONDS: Final = 7 * 24 * 3600
-
-
-class OutboxRelay:
-    """Delivers pending outbox messages at start-up and then every `interval`, at least once.
-
-    Each failed message backs off exponentially (with jitter) on its own. A pass stops at the
-    first failure, since that usually means Temporal is down: one probe per pass, not a storm.
-    Delivery is at-least-once; the workflow's handlers are idempotent, so a repeat changes nothing.
-    """
-
-    def __init__(
-        self,
-        *,
-        outbox: Outbox,
-        deliver: Deliver,
-        interval: float = DEFAULT_RELAY_INTERVAL,
-        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
-        max_backoff: float = DEFAULT_MAX_BACKOFF,
-        delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        clock: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
-    ) -> None:
-        for name, value in (
-            ("interval", interval),
-            ("initial_backoff", initial_backoff),
-            ("max_backoff", max_backoff),
-            ("delivery_timeout", delivery_timeout),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if max_backoff < initial_backoff:
-            raise ValueError("max_backoff must be at least initial_backoff")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.outbox = outbox
-        self._deliver = deliver
-        self.interval = interval
-        self.initial_backoff = initial_backoff
-        self.max_backoff = max_backoff
-        self.delivery_timeout = delivery_timeout
-        self.batch_size = batch_size
-        self._clock = clock
-        self._rng = rng or random.Random()
-        self._wake = asyncio.Event()
-
-    def backoff(self, attempts: int) -> float:
-        """Seconds before the next try after `attempts` failures: doubling, capped, jittered."""
-        base = min(self.initial_backoff * 2.0 ** max(attempts - 1, 0), self.max_backoff)
-        # Jitter in [0.5, 1.0] x base spreads retries of many messages (and many relays) apart.
-        return base * (0.5 + self._rng.random() / 2)
-
-    def wake(self) -> None:
-        """Start the next pass now instead of at the next interval."""
-        self._wake.set()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Pass at start-up (backoffs ignored), then every `interval` until `stop` is set."""
-        with contextlib.suppress(sqlite3.Error):
-            self.outbox.purge_delivered(older_than=self._clock() - DELIVERED_RETENTION_SECONDS)
-        await self._safe_pass(startup=True)
-        while not stop.is_set():
-            await _wait_any(stop, self._wake, within=self.interval)
-            self._wake.clear()
-            if stop.is_set():
-                break
-            await self._safe_pass(startup=False)
-
-    async def _safe_pass(self, *, startup: bool) -> None:
-        try:
-            result = await self.deliver_due_once(startup=startup)
-        except sqlite3.Error as error:  # a locked or broken file: log, and try again next pass
-            logger.error("outbox relay pass failed on the outbox file: %s", error)
-            return
-        if result.attempted:
-            logger.info(
-                "outbox relay: %d delivered, %d refused, %d failed, %d pending",
-                result.delivered,
-                result.rejected,
-                result.failed,
-                self.outbox.pending_count(),
-            )
-
-    async def deliver_due_once(self, *, startup: bool = False) -> RelayPass:
-        """One pass over the due messages, in order; `startup` also takes backed-off ones."""
-        now = self._clock()
-        lease = self.delivery_timeout * self.batch_size + self.interval
-        batch = self.outbox.due(now, self.batch_size, lease=lease, ignore_backoff=startup)
-        delivered = rejected = failed = 0
-        held_calls: set[str] = set()  # calls whose book_meeting failed in this pass
-        for index, message in enumerate(batch):
-            if message.kind is MessageKind.CALL_ENDED and message.call_id in held_calls:
-                self.outbox.release([message.id])
-                continue
-            outcome = await self._attempt(message)
-            if outcome is _Attempt.DELIVERED:
-                delivered += 1
-            elif outcome is _Attempt.REJECTED:
-                rejected += 1
-            else:
-                failed += 1
-                if message.attempts + 1 < MAX_HOLD_ATTEMPTS:
-                    held_calls.add(message.call_id)
-                rest = [later.id for later in batch[index + 1 :]]
-                self.outbox.release(rest)
-                return RelayPass(
-                    delivered=delivered, rejected=rejected, failed=failed, deferred=len(rest)
-                )
-        return RelayPass(delivered=delivered, rejected=rejected)
-
-    async def _attempt(self, message: OutboxMessage) -> _Attempt:
-        """Deliver one message and record the result; a failure is backed off."""
-        try:
-            async with asyncio.timeout(self.delivery_timeout):
-                refusal = await self._deliver(message)
-        except Exception as error:  # any failure is retried later; the relay itself never dies
-            attempts = message.attempts + 1
-            delay = self.backoff(attempts)
-            self.outbox.mark_failed(
-                message.id, _describe(error), next_attempt_at=self._clock() + delay
-            )
-            logger.warning(
-                "outbox: %s of call %s not delivered (attempt %d, %s); next try in %.1fs",
-                message.kind,
-                message.call_id,
-                attempts,
-                type(error).__name__,
-                delay,
-            )
-            return _Attempt.FAILED
-        if refusal is not None:
-            self.outbox.mark_delivered(message.id, note=f"refused: {refusal.reason}")
-            logger.warning(
-                "outbox: %s of call %s refused by the workflow, not retried: %s",
-                message.kind,
-                message.call_id,
-                refusal.reason,
-            )
-            return _Attempt.REJECTED
-        self.outbox.mark_delivered(message.id)
-        logger.info("outbox: %s of call %s delivered", message.kind, message.call_id)
-        return _Attempt.DELIVERED
-
-
-def _describe(error: BaseException) -> str:
-    """Type and message of a delivery error (Temporal's messages carry no personal data)."""
-    text = str(error) or repr(error)
-    return f"{type(error).__name__}: {text}"
-
-
-async def _wait_any(*events: asyncio.Event, within: float) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
 __all__ = [
     "DEFAULT_SYNCHRONOUS",
     "MAX_HOLD_ATTEMPTS",
     "OUTBOX_FILE_NAME",
-    "Deliver",
     "MessageKind",
     "Outbox",
     "OutboxMessage",
-    "OutboxRelay",
+    "Payload",
     "PutResult",
-    "Rejection",
-    "RelayPass",
     "dedupe_key",
+    "kind_of",
 ]

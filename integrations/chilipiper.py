@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from config.clock import Clock, system_clock
 from integrations.errors import (
     AmbiguousOutcomeError,
     AuthError,
@@ -214,6 +215,7 @@ class ChiliPiperClient:
         base_url: str,
         api_token: SecretStr,
         scheduling_link: str,
+        clock: Clock = system_clock,
     ) -> None:
         if not scheduling_link.strip():
             raise ValueError("scheduling_link must be the slug of a Chili Piper scheduling link")
@@ -221,13 +223,15 @@ class ChiliPiperClient:
         self._base_url = base_url.rstrip("/")
         self._api_token = api_token
         self._scheduling_link = scheduling_link.strip()
+        # The search window starts now: on a pinned clock in tests, the sandbox's pinned now.
+        self._clock = clock
         # Meeting length per booking session, so a booking can report its end time.
         self._route_minutes: OrderedDict[str, int] = OrderedDict()
 
     async def find_free_slots(self, guest: ChiliPiperGuest, *, timezone: str) -> FreeSlots:
         """Open a booking session on the scheduling link: a route id and free start times."""
         request = FreeSlotsRequest(guest=guest, timezone=timezone)
-        now = datetime.now(UTC)
+        now = self._clock()
         payload = {
             "link": {"slug": self._scheduling_link},
             "guestEmail": request.guest.email,
@@ -283,7 +287,7 @@ class ChiliPiperClient:
         self, email: str, *, since: datetime | None = None, until: datetime | None = None
     ) -> list[ChiliPiperMeeting]:
         """Every meeting of a guest starting in [since, until), by default -1 day to +21 days."""
-        now = datetime.now(UTC)
+        now = self._clock()
         request = GuestMeetingsRequest(
             email=email,
             since=since or now - RECONCILE_LOOKBACK,

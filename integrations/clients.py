@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import httpx2
 from pydantic import SecretStr
 
+from config.clock import Clock, system_clock
 from config.settings import Settings
 from integrations.amplitude import AmplitudeClient
 from integrations.chilipiper import ChiliPiperClient
@@ -28,9 +29,12 @@ class VendorClients:
 
 
 def build_vendor_clients(
-    settings: Settings, *, http: httpx2.AsyncClient | None = None
+    settings: Settings, *, http: httpx2.AsyncClient | None = None, clock: Clock = system_clock
 ) -> VendorClients:
-    """Clients for every vendor; each one talks to its real API when its base URL is set."""
+    """Clients for every vendor; each one talks to its real API when its base URL is set.
+
+    `clock` is where calendar searches start (free slots, a guest's meetings).
+    """
     http = http or build_http_client(
         connect_timeout=settings.http_connect_timeout_seconds,
         read_timeout=settings.http_read_timeout_seconds,
@@ -57,6 +61,7 @@ def build_vendor_clients(
             base_url=settings.vendor_base_url("chilipiper"),
             api_token=SecretStr(settings.secret("chilipiper_api_token")),
             scheduling_link=settings.chilipiper_scheduling_link,
+            clock=clock,
         ),
         amplitude=AmplitudeClient(
             http=http,

@@ -146,10 +146,12 @@ class HubSpotNote(InputModel):
     call_id: CallKey
     body: LongText
     timestamp: AwareDatetime
+    # A call has one note of each purpose: the call log, and a reply owed to the caller.
+    purpose: Literal["note", "reply_owed"] = "note"
 
     @property
     def voice_call_id(self) -> str:
-        return f"{self.call_id}:note"
+        return f"{self.call_id}:{self.purpose}"
 
     def properties(self) -> dict[str, str]:
         return {

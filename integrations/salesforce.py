@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -160,6 +160,31 @@ class SalesforceCallTask(InputModel):
         return {name: value for name, value in values.items() if value is not None}
 
 
+class SalesforceReplyTask(InputModel):
+    """An open Task for the rep: the caller on this Lead is owed a reply. Keyed per call."""
+
+    call_id: ExternalIdValue
+    lead_id: SalesforceId
+    subject: Text
+    description: TextArea
+    due: date
+
+    @property
+    def key(self) -> str:
+        return f"{self.call_id}:reply"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "Subject": self.subject,
+            "Description": self.description,
+            "Status": "Not Started",
+            "Priority": "High",
+            "TaskSubtype": "Task",
+            "ActivityDate": self.due.isoformat(),
+            "WhoId": self.lead_id,
+        }
+
+
 class SalesforceMeetingEvent(InputModel):
     """A booked meeting as an Event, keyed by the meeting id (an external-id field)."""
 
@@ -310,6 +335,10 @@ class SalesforceClient:
         return await self._upsert(
             "upsert_lead", "Lead", self._lead_field, lead.trial_account_id, fields
         )
+
+    async def upsert_reply_task(self, task: SalesforceReplyTask) -> SalesforceUpsertResult:
+        """Create or update the call's reply-owed Task (external id `<call id>:reply`)."""
+        return await self._upsert("upsert_task", "Task", self._task_field, task.key, task.fields())
 
     async def upsert_call_task(self, task: SalesforceCallTask) -> SalesforceUpsertResult:
         """Create or update the call's Task; its external id is the call id."""

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # The same timezone and phone rules as the models that cross process boundaries.
-from contracts.models import E164Phone, IanaTimezone
+from contracts.fields import E164Phone, IanaTimezone, ShortText
 
 __all__ = ["E164Phone", "IanaTimezone", "InputModel", "Name", "PathId", "Text"]
 
@@ -23,8 +23,8 @@ def _check_path_segment(value: str) -> str:
 
 # An id placed in a URL path: it must not be able to leave its segment.
 PathId = Annotated[str, AfterValidator(_check_path_segment)]
-# A person's or company's name.
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+# A person's or company's name: one line, as the contracts fold it.
+Name = ShortText
 # A one-line text field; 255 is the common CRM string limit.
 Text = Annotated[str, Field(min_length=1, max_length=255)]
 
@@ -32,4 +32,6 @@ Text = Annotated[str, Field(min_length=1, max_length=255)]
 class InputModel(BaseModel):
     """A caller's input: immutable, no unknown fields, surrounding whitespace stripped."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", str_strip_whitespace=True, hide_input_in_errors=True
+    )

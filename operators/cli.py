@@ -1,4 +1,4 @@
-"""`trialist`: `dev` runs the whole stack, `followups` lists and repairs follow-ups."""
+"""`trialist`: `dev` runs the whole stack, `followups` lists and repairs them, `codec-*` decode."""
 
 from __future__ import annotations
 
@@ -13,14 +13,26 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from temporalio.service import RPCError
 
+from config.encryption import EncryptionSetupError, dev_secrets_needed, ensure_dev_secrets
+from config.log_redaction import install_refused_input_filter
 from config.process_exit import exits_cleanly
 from config.settings import Settings, get_settings
-from config.temporal import TemporalConnectError, connect
+from config.temporal import TemporalConnectError, TemporalSetupError, check_namespace, connect
+from contracts.codec import PayloadKey
 from contracts.models import FollowUpProgress, FollowUpStatus, StepProgress, StepState
 from contracts.names import workflow_id_for
 from devtools.devstack import DevStackError, run_dev_stack
-from operators.followups import FollowUpRow, FollowUps, OperatorError, parse_status, parse_step
+from operators.codec_server import serve_codec_server
+from operators.followups import (
+    FollowUpRow,
+    FollowUps,
+    OperatorError,
+    parse_skip,
+    parse_status,
+    parse_step,
+)
 
 T = TypeVar("T")
 
@@ -95,6 +107,47 @@ def dev(
     raise typer.Exit(code)
 
 
+@app.command("codec-server")
+def codec_server() -> None:
+    """Serve /encode and /decode for the Temporal UI and CLI (token, one CORS origin)."""
+    settings = get_settings()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    install_refused_input_filter()
+    try:
+        serve_codec_server(settings)
+    except EncryptionSetupError as error:
+        err.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+
+
+@app.command("codec-key")
+def codec_key(
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Instead: create the missing dev key and codec token under DATA_DIR (0600), "
+            "as `trialist dev` does, for the by-hand flow.",
+        ),
+    ] = False,
+) -> None:
+    """Print a new random AES-256 key for PAYLOAD_ENCRYPTION_KEY (base64)."""
+    if not dev:
+        out.print(PayloadKey.generate("new").to_base64())
+        return
+    settings = get_settings()
+    if not dev_secrets_needed(settings):
+        out.print("PAYLOAD_ENCRYPTION_KEY and CODEC_SERVER_TOKEN are set (or dev keys are off)")
+        return
+    created = ensure_dev_secrets(settings)
+    for path in created:
+        out.print(f"created {path} (mode 0600)")
+    if not created:
+        out.print(f"the dev key and token already exist in {settings.data_dir}")
+
+
 @followups_app.command("list")
 def list_follow_ups(
     status: Annotated[
@@ -164,6 +217,7 @@ def skip(
 ) -> None:
     """Skip a parked step (update skip_step) with a reason; the follow-up carries on."""
     chosen = _checked(parse_step, step)
+    _checked(lambda text: parse_skip(chosen, text), reason)
     settings = get_settings()
 
     async def run(ops: FollowUps) -> FollowUpProgress:
@@ -191,12 +245,17 @@ def _operate(work: Callable[[FollowUps], Awaitable[T]]) -> T:
 
     async def run() -> T:
         client = await connect(settings, attempts=CLI_CONNECT_ATTEMPTS)
+        # A missing namespace would otherwise read as "no such follow-up".
+        await check_namespace(client)
         return await work(FollowUps(client, settings))
 
     try:
         return asyncio.run(run())
-    except (OperatorError, TemporalConnectError) as error:
+    except (OperatorError, TemporalConnectError, TemporalSetupError, EncryptionSetupError) as error:
         err.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    except RPCError as error:  # the server refused something we did not foresee: say what
+        err.print(f"[red]error:[/red] Temporal refused the request: {escape(error.message)}")
         raise typer.Exit(1) from None
 
 

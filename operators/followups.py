@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecution,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -23,6 +25,7 @@ from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
+from contracts.codec import PayloadKeyError
 from contracts.models import (
     FollowUpProgress,
     FollowUpStatus,
@@ -50,6 +53,7 @@ WAIT_POLL_SECONDS: Final = 0.5
 LAST_ERROR_CHARS: Final = 120
 # The UI summary reads "Trial call follow-up for <who>: <what>"; the table shows <who> only.
 _SUMMARY_WHO: Final = re.compile(r"^Trial call follow-up for (?P<who>.+?): ")
+UNREADABLE_SUMMARY: Final = "(encrypted with a key not configured here)"
 # Steps in these states have not settled yet after a retry.
 UNSETTLED: Final = frozenset({StepState.PENDING, StepState.RUNNING})
 
@@ -95,6 +99,15 @@ def parse_step(name: str) -> FollowUpStep:
     except ValueError:
         valid = ", ".join(step.value for step in FollowUpStep)
         raise OperatorError(f"unknown step {name!r}; valid steps: {valid}") from None
+
+
+def parse_skip(step: FollowUpStep, reason: str) -> SkipStepRequest:
+    """The skip_step request, or OperatorError naming what is wrong with --reason."""
+    try:
+        return SkipStepRequest(step=step, reason=reason)
+    except ValidationError as error:
+        problem = "; ".join(item["msg"] for item in error.errors(include_input=False))
+        raise OperatorError(f"--reason: {problem}") from None
 
 
 def parse_status(name: str) -> FollowUpStatus:
@@ -169,7 +182,7 @@ class FollowUps:
         return FollowUpRow(
             call_id=_call_id(execution.id),
             workflow_id=execution.id,
-            who=who_from_summary(await description.static_summary()),
+            who=await _who(description),
             status=attributes.get(FOLLOW_UP_STATUS) or _closed_status(execution),
             failed_step=attributes.get(FOLLOW_UP_FAILED_STEP) or None,
             last_error=last_error,
@@ -197,10 +210,11 @@ class FollowUps:
         """Send update `skip_step`: the step is recorded as skipped with `reason`."""
         if not reason.strip():
             raise OperatorError("--reason must say why the step is skipped")
+        request = parse_skip(step, reason)
         handle, progress = await self._parked(call_id)
         if step not in parked_steps(progress):
             raise OperatorError(_not_parked_step(call_id, step, progress))
-        await self._update(handle, SKIP_STEP_UPDATE, SkipStepRequest(step=step, reason=reason))
+        await self._update(handle, SKIP_STEP_UPDATE, request)
 
     async def wait_settled(
         self, call_id: str, steps: Sequence[FollowUpStep], *, within_seconds: float
@@ -266,6 +280,8 @@ class FollowUps:
             return progress
         except (WorkflowQueryRejectedError, WorkflowQueryFailedError) as error:
             raise OperatorError(f"query {PROGRESS_QUERY} failed: {error}") from None
+        except PayloadKeyError as error:  # the worker's key is not among this CLI's keys
+            raise OperatorError(f"cannot read the {PROGRESS_QUERY} answer: {error}") from None
         except RPCError as error:
             if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
                 raise OperatorError(
@@ -283,6 +299,8 @@ class FollowUps:
             raise OperatorError(
                 f"the follow-up rejected {name}: {_failure_message(error)}"
             ) from None
+        except PayloadKeyError as error:
+            raise OperatorError(f"cannot read the answer to {name}: {error}") from None
         except RPCError as error:
             if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
                 raise OperatorError(
@@ -290,6 +308,14 @@ class FollowUps:
                     f"is the worker running on task queue {self.settings.temporal_task_queue}?"
                 ) from None
             raise OperatorError(f"update {name} failed: {error.message}") from None
+
+
+async def _who(description: WorkflowExecutionDescription) -> str:
+    """Who, from the decoded static summary; a summary under a key we lack is shown as such."""
+    try:
+        return who_from_summary(await description.static_summary())
+    except PayloadKeyError:
+        return UNREADABLE_SUMMARY
 
 
 def _failure_message(error: WorkflowUpdateFailedError) -> str:

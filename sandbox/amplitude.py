@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle, FaultInjected
+from sandbox.json_body import BodyRefused, StrictJsonRoute, parse_json
+from sandbox.openapi_bodies import request_body
 from sandbox.state import VendorSchema
 
 if TYPE_CHECKING:
@@ -25,6 +27,8 @@ VENDOR = "amplitude"
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
 DEFAULT_MAX_EVENTS_PER_REQUEST = 2000
 DEFAULT_MIN_ID_LENGTH = 5
+MAX_MIN_ID_LENGTH = 1024
+MAX_EVENT_TIME_MS = 253_402_300_799_999  # the last millisecond of year 9999
 EPS_THRESHOLD = 1000  # reported in 429 bodies, as the real API does
 NOT_SEEN_BEFORE = "User id and device id not seen before"
 PROFILE_THROTTLED = (
@@ -200,9 +204,34 @@ def _bad_request(error: str, **fields: Any) -> JSONResponse:
 class LimitsUpdate(BaseModel):
     """Lower the documented limits so tests can exercise 413 and short ids cheaply."""
 
-    max_events_per_request: int | None = Field(default=None, ge=1)
-    max_payload_bytes: int | None = Field(default=None, ge=1)
-    min_id_length: int | None = Field(default=None, ge=1)
+    max_events_per_request: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_payload_bytes: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    min_id_length: int | None = Field(default=None, ge=1, le=MAX_MIN_ID_LENGTH)
+
+
+class Event(BaseModel):
+    """One HTTP V2 event, as documented (a subset of the optional fields)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    event_type: str = Field(min_length=1)
+    user_id: str | None = Field(default=None, min_length=DEFAULT_MIN_ID_LENGTH)
+    device_id: str | None = Field(default=None, min_length=DEFAULT_MIN_ID_LENGTH)
+    time: int | None = Field(default=None, ge=0, le=MAX_EVENT_TIME_MS)
+    event_properties: dict[str, Any] | None = None
+    user_properties: dict[str, Any] | None = None
+    insert_id: str | None = None
+    session_id: int | None = None
+
+
+class UploadOptions(BaseModel):
+    min_id_length: int | None = Field(default=None, ge=1, le=MAX_MIN_ID_LENGTH)
+
+
+class UploadRequest(BaseModel):
+    api_key: str
+    events: list[Event] = Field(min_length=1, max_length=DEFAULT_MAX_EVENTS_PER_REQUEST)
+    options: UploadOptions | None = None
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -217,8 +246,8 @@ def _sandbox(request: Request) -> Sandbox:
 
 def _json(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = parse_json(raw)
+    except BodyRefused:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -234,9 +263,8 @@ async def _throttle_with_senders(request: Request, injected: FaultInjected) -> F
     default = _json(bytes(_throttled().body))
     if response.status_code != 429 or _json(bytes(response.body)) != default:
         return injected  # a fault's own body is sent as given
-    try:
-        events = json.loads(await request.body()).get("events") or []
-    except (ValueError, AttributeError):
+    events = _json(await request.body()).get("events")
+    if not isinstance(events, list):
         return injected
     per_user = Counter(
         str(e.get("user_id")) for e in events if isinstance(e, dict) and e.get("user_id")
@@ -251,7 +279,7 @@ async def _throttle_with_senders(request: Request, injected: FaultInjected) -> F
     return FaultInjected(enriched)
 
 
-@router.post("/2/httpapi")
+@router.post("/2/httpapi", openapi_extra=request_body(UploadRequest))
 async def http_api(request: Request) -> Response:
     """HTTP V2 ingestion: validate, 413 over the limits, dedupe by (device or user, insert_id)."""
     sandbox = _sandbox(request)
@@ -265,8 +293,8 @@ async def http_api(request: Request) -> Response:
     if len(raw) > limits["max_payload_bytes"]:
         return _error(413, "Payload too large")
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = parse_json(raw)
+    except BodyRefused:
         return _bad_request("Invalid JSON request body")
     if not isinstance(body, dict) or not body.get("api_key"):
         return _bad_request("Request missing required field", missing_field="api_key")
@@ -277,9 +305,16 @@ async def http_api(request: Request) -> Response:
         return _bad_request("Request missing required field", missing_field="events")
     if len(events) > limits["max_events_per_request"]:
         return _error(413, "Payload too large")
-    options = body.get("options")
-    options = options if isinstance(options, dict) else {}
-    min_id_length = int(options.get("min_id_length") or limits["min_id_length"])
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        return _bad_request("Invalid options", invalid_field="options")
+    min_id_length = options.get("min_id_length")
+    if min_id_length is None:
+        min_id_length = limits["min_id_length"]
+    if isinstance(min_id_length, bool) or not isinstance(min_id_length, int):
+        return _bad_request("Invalid options", invalid_field="min_id_length")
+    if not 1 <= min_id_length <= MAX_MIN_ID_LENGTH:
+        return _bad_request("Invalid options", invalid_field="min_id_length")
     problems = _event_problems(events, min_id_length)
     if problems:
         return _bad_request("Invalid field values on some events", **problems)
@@ -315,13 +350,19 @@ def _event_problems(events: list[Any], min_id_length: int) -> dict[str, dict[str
         for name, value in ids.items():
             if not isinstance(value, str) or len(value) < min_id_length:
                 short_ids.setdefault(name, []).append(index)
-        if "time" in event and (not isinstance(event["time"], int) or event["time"] < 0):
+        if "time" in event and not _valid_time(event["time"]):
             invalid.setdefault("time", []).append(index)
         for name in ("event_properties", "user_properties"):
             if name in event and not isinstance(event[name], dict):
                 invalid.setdefault(name, []).append(index)
+        updates = event.get("user_properties")
+        if isinstance(updates, dict) and not isinstance(updates.get("$set", {}), dict):
+            invalid.setdefault("user_properties", []).append(index)
         if "insert_id" in event and not isinstance(event["insert_id"], str):
             invalid.setdefault("insert_id", []).append(index)
+        session = event.get("session_id")
+        if session is not None and (isinstance(session, bool) or not isinstance(session, int)):
+            invalid.setdefault("session_id", []).append(index)
     problems: dict[str, dict[str, list[int]]] = {}
     if missing:
         problems["events_with_missing_fields"] = missing
@@ -330,6 +371,12 @@ def _event_problems(events: list[Any], min_id_length: int) -> dict[str, dict[str
     if short_ids:
         problems["events_with_invalid_id_lengths"] = short_ids
     return problems
+
+
+def _valid_time(value: Any) -> bool:
+    """Epoch milliseconds, in the range a datetime (and SQLite's integer) holds."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    return is_int and 0 <= value <= MAX_EVENT_TIME_MS
 
 
 def _store_event(tx: sqlite3.Connection, event: dict[str, Any], upload_ms: int) -> None:
@@ -372,7 +419,9 @@ def _update_profile(
     props: dict[str, Any] = json.loads(row["amp_props"]) if row else {"first_used": day}
     updates = event.get("user_properties") or {}
     props.update(updates.get("$set", {}) if "$set" in updates else updates)
-    props["last_used"] = max(props.get("last_used", day), day)
+    previous = props.get("last_used")
+    # A `$set` may have stored anything under last_used; only an ISO day compares.
+    props["last_used"] = max(previous, day) if isinstance(previous, str) else day
     tx.execute(
         "INSERT INTO amplitude_profiles (user_id, device_id, amp_props) VALUES (?, ?, ?)"
         " ON CONFLICT(user_id) DO UPDATE SET amp_props = excluded.amp_props,"
@@ -446,7 +495,6 @@ async def get_limits(request: Request) -> dict[str, int]:
     }
 
 
-@router.put("/__sandbox/limits")
 async def set_limits(update: LimitsUpdate, request: Request) -> dict[str, int]:
     """Sandbox control: lower the limits for a test; `/__sandbox/reset` restores the defaults."""
     sandbox = _sandbox(request)
@@ -458,3 +506,9 @@ async def set_limits(update: LimitsUpdate, request: Request) -> dict[str, int]:
                 f"UPDATE amplitude_limits SET {assignments} WHERE id = 1", tuple(changes.values())
             )
     return await get_limits(request)
+
+
+# Sandbox control takes FastAPI's 422, with the control API's strict JSON (no NaN, no deep nesting).
+router.add_api_route(
+    "/__sandbox/limits", set_limits, methods=["PUT"], route_class_override=StrictJsonRoute
+)

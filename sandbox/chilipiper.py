@@ -8,15 +8,25 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+)
 
 from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle
+from sandbox.json_body import BodyRefused, is_json_content, parse_json
+from sandbox.openapi_bodies import request_body
 from sandbox.state import VendorSchema
 
 if TYPE_CHECKING:
@@ -43,6 +53,8 @@ ROUTE_TTL = timedelta(minutes=30)  # an init session is short-lived
 MAX_INTERVAL = timedelta(days=31)
 MAX_MEETINGS_WINDOW = timedelta(days=7)  # the meetings query refuses wider windows
 DEFAULT_PAGE_SIZE = 10
+MAX_PAGE = 1_000_000  # page * pageSize stays a 64-bit OFFSET
+LATEST_YEAR = 9998  # a window of up to MAX_INTERVAL after any accepted instant stays in range
 
 INVALID_BODY = "Invalid value for: body"
 MeetingStatus = Literal["Active", "Canceled", "NoShow", "Completed"]
@@ -187,6 +199,7 @@ def _error(status: int, message: str) -> Response:
         403: "Forbidden",
         404: "NotFound",
         409: "Conflict",
+        415: "UnsupportedMediaType",
         429: "TooManyRequests",
     }
     code = codes.get(status, "InternalServerError" if status >= 500 else "BadRequest")
@@ -221,9 +234,23 @@ class _LinkRef(_Body):
     slug: str | None = None
 
 
+def _in_utc_range(moment: datetime) -> datetime:
+    """The instant in UTC; one that UTC cannot hold, or too late to add a window to, is invalid."""
+    try:
+        in_utc = moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("instant out of range") from None
+    if in_utc.year > LATEST_YEAR:
+        raise ValueError("instant out of range")
+    return moment
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
+
+
 class _Interval(_Body):
-    startsAt: AwareDatetime
-    duration: str
+    startsAt: Instant
+    duration: str = Field(description='"<n> <unit>", e.g. "604800000 milliseconds".')
 
 
 class _InitBody(_Body):
@@ -234,22 +261,22 @@ class _InitBody(_Body):
 
 
 class _ScheduleBody(_Body):
-    startTime: AwareDatetime
+    startTime: Instant
     guestEmail: EmailStr
     guestTimezone: str | None = None
     formData: dict[str, str] = Field(default_factory=dict)
 
 
 class _MeetingsQuery(_Body):
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
     guestEmail: str | None = None
     status: list[MeetingStatus] | None = Field(default=None, min_length=1)
-    page: int = Field(default=0, ge=0)
+    page: int = Field(default=0, ge=0, le=MAX_PAGE)
     pageSize: int = Field(default=DEFAULT_PAGE_SIZE, gt=0, le=200)
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([a-z]+)\s*$")
+_DURATION = re.compile(r"\s*([0-9]{1,15})\s*([a-z]+)\s*")
 _UNIT_SECONDS = {
     **dict.fromkeys(("ms", "millisecond", "milliseconds"), 0.001),
     **dict.fromkeys(("s", "second", "seconds"), 1.0),
@@ -261,10 +288,13 @@ _UNIT_SECONDS = {
 
 def parse_duration(value: str) -> timedelta | None:
     """Chili Piper writes durations as `<n> <unit>`, e.g. "604800000 milliseconds"."""
-    match = _DURATION.match(value.lower())
+    match = _DURATION.fullmatch(value.lower())
     if match is None or match.group(2) not in _UNIT_SECONDS:
         return None
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except OverflowError:  # more days than timedelta holds
+        return None
 
 
 def _form_field(reference: str, requirement: str, data_type: str) -> dict[str, Any]:
@@ -304,10 +334,19 @@ def _unauthorized(request: Request) -> Response | None:
 
 
 async def _parse(request: Request, model: type[_Body]) -> Any:
+    """The body as `model`, or None (Chili Piper's 400): strict JSON first, as its parser is."""
+    raw = await request.body()
     try:
-        return model.model_validate_json(await request.body())
-    except ValidationError:
+        parse_json(raw)
+        return model.model_validate_json(raw)
+    except (BodyRefused, ValidationError):
         return None
+
+
+def _unsupported_media(request: Request) -> Response | None:
+    if is_json_content(request):
+        return None
+    return _error(415, "Content-Type must be application/json")
 
 
 def _link(conn: sqlite3.Connection, ref: _LinkRef) -> sqlite3.Row | None:
@@ -343,17 +382,19 @@ def _free_slots(conn: sqlite3.Connection, link: sqlite3.Row, now: datetime) -> d
     return dict(sorted(free.items()))
 
 
-@router.post(f"{EDGE}/v1/org/schedulingLinks/init-simple")
+@router.post(f"{EDGE}/v1/org/schedulingLinks/init-simple", openapi_extra=request_body(_InitBody))
 async def init_simple(request: Request) -> Response:
     """Open a short-lived booking session: a route id and the link's free start times."""
     sandbox = _sandbox(request)
     await sandbox.faults.before(VENDOR, "init_simple")
     if (denied := _unauthorized(request)) is not None:
         return denied
+    if (unsupported := _unsupported_media(request)) is not None:
+        return unsupported
     body: _InitBody | None = await _parse(request, _InitBody)
-    if body is None or (body.guestTimezone is not None and not _known_zone(body.guestTimezone)):
+    if body is None or not _known_zone(body.guestTimezone):
         return PlainTextResponse(INVALID_BODY, status_code=400)
-    now = datetime.now(UTC)
+    now = sandbox.clock()
     window_start, window = now, timedelta(days=7)
     if body.interval is not None:
         parsed = parse_duration(body.interval.duration)
@@ -397,25 +438,37 @@ async def init_simple(request: Request) -> Response:
     )
 
 
-def _known_zone(name: str) -> bool:
+def _known_zone(name: str | None) -> bool:
+    """None (not given) or an IANA zone; ZoneInfo raises OSError for some names (too long)."""
+    if name is None:
+        return True
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return False
     return True
 
 
-@router.post(f"{EDGE}/v1/org/schedulingLinks/routing/{{route_id}}/schedule-simple")
+@router.post(
+    f"{EDGE}/v1/org/schedulingLinks/routing/{{route_id}}/schedule-simple",
+    openapi_extra=request_body(_ScheduleBody),
+)
 async def schedule_simple(route_id: str, request: Request) -> Response:
     """Book one start time of a session; a taken or unknown slot is a 409 SlotNotAvailable."""
     sandbox = _sandbox(request)
     await sandbox.faults.before(VENDOR, "schedule_simple")
     if (denied := _unauthorized(request)) is not None:
         return denied
+    if (unsupported := _unsupported_media(request)) is not None:
+        return unsupported
     body: _ScheduleBody | None = await _parse(request, _ScheduleBody)
-    if body is None or any(not body.formData.get(name) for name in REQUIRED_FORM_FIELDS):
+    if (
+        body is None
+        or any(not body.formData.get(name) for name in REQUIRED_FORM_FIELDS)
+        or not _known_zone(body.guestTimezone)
+    ):
         return PlainTextResponse(INVALID_BODY, status_code=400)
-    now = datetime.now(UTC)
+    now = sandbox.clock()
     conn = sandbox.state.conn
     route = conn.execute(
         "SELECT * FROM chilipiper_routes WHERE route_id = ? AND meeting_id IS NULL"
@@ -492,13 +545,15 @@ def _meeting_json(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-@router.put(f"{EDGE}/v2/org/meetings/meetings")
+@router.put(f"{EDGE}/v2/org/meetings/meetings", openapi_extra=request_body(_MeetingsQuery))
 async def list_meetings(request: Request) -> Response:
     """Meetings whose start is in [start, end), at most 7 days wide, paginated."""
     sandbox = _sandbox(request)
     await sandbox.faults.before(VENDOR, "list_meetings")
     if (denied := _unauthorized(request)) is not None:
         return denied
+    if (unsupported := _unsupported_media(request)) is not None:
+        return unsupported
     query: _MeetingsQuery | None = await _parse(request, _MeetingsQuery)
     if query is None or not (timedelta(0) < query.end - query.start <= MAX_MEETINGS_WINDOW):
         return PlainTextResponse(INVALID_BODY, status_code=400)
@@ -533,7 +588,7 @@ async def cancel_meeting(meeting_id: str, request: Request) -> Response:
     await sandbox.faults.before(VENDOR, "cancel_meeting")
     if (denied := _unauthorized(request)) is not None:
         return denied
-    if not _UUID.match(meeting_id):
+    if not _UUID.fullmatch(meeting_id):
         return PlainTextResponse("Invalid value for: path parameter meetingId", status_code=400)
     with sandbox.state.transaction() as tx:
         row = tx.execute(
@@ -545,7 +600,7 @@ async def cancel_meeting(meeting_id: str, request: Request) -> Response:
             tx.execute(
                 "UPDATE chilipiper_meetings SET status = 'Canceled', canceled_at = ?"
                 " WHERE meeting_id = ?",
-                (iso(datetime.now(UTC)), meeting_id),
+                (iso(sandbox.clock()), meeting_id),
             )
     await sandbox.faults.after_commit(VENDOR, "cancel_meeting")
     return JSONResponse({"type": "Success"})

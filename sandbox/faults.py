@@ -9,30 +9,51 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Vendor = Literal["salesforce", "hubspot", "chilipiper", "amplitude"]
 
+# Bounds keep every delay, window and header a fault sets inside what asyncio and HTTP accept.
+MAX_DELAY_MS = 600_000.0
+MAX_WINDOW_SECONDS = 86_400.0
+MAX_FAULT_HEADERS = 32
+HeaderName = Annotated[
+    str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", max_length=256)
+]
+HeaderValue = Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]*$", max_length=4096)]
+
 
 class RateLimitWindow(BaseModel):
-    limit: int = Field(ge=0, description="Requests allowed per window; the rest get a 429.")
-    window_seconds: float = Field(gt=0)
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    limit: int = Field(
+        ge=0, le=1_000_000, description="Requests allowed per window; the rest get a 429."
+    )
+    window_seconds: float = Field(gt=0, le=MAX_WINDOW_SECONDS)
 
 
 class FaultSpec(BaseModel):
     """One fault rule. `operation="*"` matches every operation of the vendor."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     vendor: Vendor
-    operation: str = "*"
+    operation: str = Field(default="*", max_length=200)
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     status: int = Field(default=500, ge=400, le=599)
     body: Any = Field(default=None, description="Error body; None uses the vendor's own format.")
-    headers: dict[str, str] = Field(default_factory=dict)
-    latency_ms: float = Field(default=0.0, ge=0.0, description="Added before the handler runs.")
+    headers: dict[HeaderName, HeaderValue] = Field(
+        default_factory=dict,
+        max_length=MAX_FAULT_HEADERS,
+        description="Set on the fault's response: visible ASCII only, as HTTP/1.1 sends them.",
+    )
+    latency_ms: float = Field(
+        default=0.0, ge=0.0, le=MAX_DELAY_MS, description="Added before the handler runs."
+    )
     hang: bool = Field(
         default=False,
         description="Never respond until the fault is cleared (then answer 503); clients time out.",
@@ -41,6 +62,7 @@ class FaultSpec(BaseModel):
     after_commit_latency_ms: float = Field(
         default=0.0,
         ge=0.0,
+        le=MAX_DELAY_MS,
         description="Delay after the write commits: a timeout that still books.",
     )
     times: int | None = Field(default=None, ge=1, description="Apply at most this many times.")

@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle, FaultInjected
+from sandbox.json_body import BodyRefused, is_json_content, parse_json
+from sandbox.openapi_bodies import request_body
 from sandbox.state import VendorSchema
 
 if TYPE_CHECKING:
@@ -172,6 +175,80 @@ READ_ONLY = (
 REQUIRED = {"calls": ("hs_timestamp",), "notes": ("hs_timestamp",), "meetings": ("hs_timestamp",)}
 
 
+# --- request bodies as HubSpot documents them (OpenAPI only: the routes parse raw bytes) --------
+
+
+def _properties_body(object_type: str) -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        name: ((Literal[spec.options] if spec.options else str) | None, None)
+        for name, spec in PROPERTIES[object_type].items()
+    }
+    model: type[BaseModel] = create_model(
+        f"{object_type.title()}Properties", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    return model
+
+
+PROPERTY_BODIES = {object_type: _properties_body(object_type) for object_type in PROPERTIES}
+
+
+class AssociationType(BaseModel):
+    associationCategory: Literal["HUBSPOT_DEFINED", "USER_DEFINED", "INTEGRATOR_DEFINED"]
+    associationTypeId: int
+
+
+class AssociationTarget(BaseModel):
+    id: str
+
+
+class Association(BaseModel):
+    to: AssociationTarget
+    types: list[AssociationType] = Field(min_length=1)
+
+
+def _create_body(object_type: str) -> type[BaseModel]:
+    fields: dict[str, Any] = {"properties": (PROPERTY_BODIES[object_type], ...)}
+    if object_type != "contacts":
+        fields["associations"] = (list[Association] | None, None)
+    model: type[BaseModel] = create_model(f"Create{object_type.title()}", **fields)
+    return model
+
+
+def _batch_upsert_body() -> type[BaseModel]:
+    """Built, not declared: the contact properties model is itself built from PROPERTIES."""
+    item: dict[str, Any] = {
+        "idProperty": (Literal["email"], ...),
+        "id": (str, ...),
+        "properties": (PROPERTY_BODIES["contacts"] | None, None),
+    }
+    entry: type[BaseModel] = create_model("BatchUpsertInput", **item)
+    inputs: dict[str, Any] = {
+        "inputs": (list[entry], Field(min_length=1, max_length=BATCH_MAX_INPUTS))
+    }
+    model: type[BaseModel] = create_model("BatchUpsertContacts", **inputs)
+    return model
+
+
+class SearchFilter(BaseModel):
+    propertyName: str
+    operator: Literal["EQ", "NEQ", "IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY"]
+    value: str | None = None
+    values: list[str] | None = None
+
+
+class SearchFilterGroup(BaseModel):
+    filters: list[SearchFilter] = Field(max_length=SEARCH_MAX_FILTERS)
+
+
+class SearchRequest(BaseModel):
+    filterGroups: list[SearchFilterGroup] = Field(
+        default_factory=list, max_length=SEARCH_MAX_FILTER_GROUPS
+    )
+    properties: list[str] | None = None
+    limit: int = Field(default=10, ge=1, le=SEARCH_MAX_LIMIT)
+    after: str | None = Field(default=None, pattern=r"^[0-9]{1,18}$")
+
+
 # --- wire helpers -------------------------------------------------------------------------------
 
 
@@ -182,13 +259,13 @@ def hs_time(moment: datetime) -> str:
 def _parse_time(value: str) -> datetime | None:
     """HubSpot datetimes are epoch milliseconds or ISO-8601 (UTC when no offset)."""
     text = value.strip()
-    if re.fullmatch(r"\d{10,15}", text):
-        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
     try:
+        if re.fullmatch(r"[0-9]{10,15}", text):
+            return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):  # OSError: a platform's fromtimestamp range
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def error_body(
@@ -204,7 +281,11 @@ def error_body(
 
 
 def _failure(status: int, category: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse(error_body(category, message, **extra), status_code=status)
+    body = error_body(category, message, **extra)
+    response = JSONResponse(body, status_code=status)
+    # Here too, not only in the route class: an unknown path under /hubspot has no route.
+    response.headers["X-HubSpot-Correlation-Id"] = body["correlationId"]
+    return response
 
 
 _CATEGORIES = {
@@ -367,10 +448,12 @@ def _unauthorized(request: Request) -> Response | None:
 
 
 async def _json_body(request: Request) -> dict[str, Any] | Response:
+    if not is_json_content(request):
+        return _failure(415, "UNSUPPORTED_MEDIA_TYPE", "HTTP 415 Unsupported Media Type")
     try:
-        body = json.loads(await request.body() or b"null")
-    except ValueError:
-        return _failure(400, "VALIDATION_ERROR", "Invalid input JSON on line 1")
+        body = parse_json(await request.body() or b"null")
+    except BodyRefused as refused:
+        return _failure(400, "VALIDATION_ERROR", f"Invalid input JSON: {refused.reason}")
     if not isinstance(body, dict):
         return _failure(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
     return body
@@ -406,6 +489,9 @@ def _check_properties(
                 _problem(name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist')
             )
             continue
+        if isinstance(raw, dict | list):
+            message = f"Invalid input JSON: property {name} must be a string, number or boolean"
+            return {}, _failure(400, "VALIDATION_ERROR", message)
         text = "" if raw is None else str(raw).lower() if isinstance(raw, bool) else str(raw)
         problem = _check_value(name, spec, text)
         if problem is not None:
@@ -420,16 +506,17 @@ def _check_properties(
     return values, (_invalid_properties(problems) if problems else None)
 
 
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # finite, ASCII digits
+_OBJECT_ID = re.compile(r"[0-9]{1,18}")  # fits SQLite's 64-bit integer
+
+
 def _check_value(name: str, spec: PropertySpec, text: str) -> dict[str, Any] | None:
     if not text:
         return None  # an empty string clears a property
     if spec.kind == "email" and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
         return _problem(name, "INVALID_EMAIL", f"Email address {text} is invalid")
-    if spec.kind == "number":
-        try:
-            float(text)
-        except ValueError:
-            return _problem(name, "INVALID_LONG", f"{text} was not a valid long.")
+    if spec.kind == "number" and not _NUMBER.fullmatch(text):
+        return _problem(name, "INVALID_LONG", f"{text} was not a valid long.")
     if spec.kind == "datetime" and _parse_time(text) is None:
         return _problem(name, "INVALID_DATE", f"{text} was not a valid date.")
     if spec.kind == "enumeration" and text not in spec.options:
@@ -475,7 +562,7 @@ def _contact_by_email(conn: sqlite3.Connection, email: str) -> sqlite3.Row | Non
 
 
 def _object(conn: sqlite3.Connection, object_type: str, object_id: str) -> sqlite3.Row | None:
-    if not object_id.isdigit():
+    if not _OBJECT_ID.fullmatch(object_id):
         return None
     row: sqlite3.Row | None = conn.execute(
         "SELECT * FROM hubspot_objects WHERE object_type = ? AND id = ?",
@@ -522,7 +609,7 @@ def _update(
     return updated
 
 
-@router.post(f"{OBJECTS}/contacts/batch/upsert")
+@router.post(f"{OBJECTS}/contacts/batch/upsert", openapi_extra=request_body(_batch_upsert_body()))
 async def batch_upsert_contacts(request: Request) -> Response:
     """Create or update contacts by email (`idProperty: email`); `new` says which happened."""
     sandbox = _sandbox(request)
@@ -542,11 +629,15 @@ async def batch_upsert_contacts(request: Request) -> Response:
             return _failure(
                 400, "VALIDATION_ERROR", "idProperty must be email, a unique property of contacts"
             )
-        email = str(item.get("id") or "").strip().lower()
+        raw_id = item.get("id")
+        email = raw_id.strip().lower() if isinstance(raw_id, str) else ""
         if not email:
             return _failure(400, "VALIDATION_ERROR", "Each input needs the id (the email)")
+        properties = item.get("properties") or {}
+        if not isinstance(properties, dict):
+            return _failure(400, "VALIDATION_ERROR", "properties must be an object")
         values, invalid = _check_properties(
-            "contacts", {**(item.get("properties") or {}), "email": email}, creating=True
+            "contacts", {**properties, "email": email}, creating=True
         )
         if invalid is not None:
             return invalid
@@ -589,10 +680,10 @@ def _association_targets(
         return [], _failure(400, "VALIDATION_ERROR", "associations must be a list")
     targets: list[tuple[int, int, str]] = []
     for association in associations:
-        to_id = str(((association or {}).get("to") or {}).get("id") or "")
-        for kind in (association or {}).get("types") or []:
-            type_id = kind.get("associationTypeId")
-            category = kind.get("associationCategory", "HUBSPOT_DEFINED")
+        to_id, kinds, malformed = _association_parts(association)
+        if malformed is not None:
+            return [], malformed
+        for type_id, category in kinds:
             if category != "HUBSPOT_DEFINED" or type_id != ASSOCIATION_TO_CONTACT.get(object_type):
                 return [], _failure(
                     400,
@@ -608,6 +699,33 @@ def _association_targets(
                 )
             targets.append((int(to_id), type_id, category))
     return targets, None
+
+
+def _association_parts(association: Any) -> tuple[str, list[tuple[int, str]], JSONResponse | None]:
+    """The target id and (type id, category) of one association, or the 400 for its shape."""
+    shape = _failure(
+        400,
+        "VALIDATION_ERROR",
+        "Invalid input JSON: each association needs to: {id} and types: [{associationCategory,"
+        " associationTypeId}]",
+    )
+    if not isinstance(association, dict) or not isinstance(association.get("to"), dict):
+        return "", [], shape
+    raw_id, kinds = association["to"].get("id"), association.get("types")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+        return "", [], shape
+    if not isinstance(kinds, list) or not kinds or not all(isinstance(k, dict) for k in kinds):
+        return "", [], shape
+    types: list[tuple[int, str]] = []
+    for kind in kinds:
+        type_id = kind.get("associationTypeId")
+        category = kind.get("associationCategory", "HUBSPOT_DEFINED")
+        if isinstance(type_id, bool) or not isinstance(type_id, int):
+            return "", [], shape
+        if not isinstance(category, str):
+            return "", [], shape
+        types.append((type_id, category))
+    return str(raw_id), types, None
 
 
 async def _create_engagement(object_type: str, request: Request) -> Response:
@@ -649,7 +767,7 @@ async def _create_engagement(object_type: str, request: Request) -> Response:
     return JSONResponse(_object_json(row), status_code=201)
 
 
-@router.post(f"{OBJECTS}/contacts")
+@router.post(f"{OBJECTS}/contacts", openapi_extra=request_body(_create_body("contacts")))
 async def create_contact(request: Request) -> Response:
     """Create one contact; an email that exists already is a 409 naming the existing id."""
     sandbox = _sandbox(request)
@@ -672,17 +790,17 @@ async def create_contact(request: Request) -> Response:
     return JSONResponse(_object_json(row), status_code=201)
 
 
-@router.post(f"{OBJECTS}/calls")
+@router.post(f"{OBJECTS}/calls", openapi_extra=request_body(_create_body("calls")))
 async def create_call(request: Request) -> Response:
     return await _create_engagement("calls", request)
 
 
-@router.post(f"{OBJECTS}/notes")
+@router.post(f"{OBJECTS}/notes", openapi_extra=request_body(_create_body("notes")))
 async def create_note(request: Request) -> Response:
     return await _create_engagement("notes", request)
 
 
-@router.post(f"{OBJECTS}/meetings")
+@router.post(f"{OBJECTS}/meetings", openapi_extra=request_body(_create_body("meetings")))
 async def create_meeting(request: Request) -> Response:
     return await _create_engagement("meetings", request)
 
@@ -709,6 +827,10 @@ def _matches(stored: dict[str, str], object_id: int, flt: dict[str, Any]) -> boo
     return False
 
 
+SEARCH_OPERATORS = ("EQ", "NEQ", "IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY")
+_SCALAR = str | int | float | bool
+
+
 def _search_failure(body: dict[str, Any]) -> Response | None:
     groups = body.get("filterGroups") or []
     if not isinstance(groups, list) or len(groups) > SEARCH_MAX_FILTER_GROUPS:
@@ -716,23 +838,53 @@ def _search_failure(body: dict[str, Any]) -> Response | None:
             400, "VALIDATION_ERROR", f"at most {SEARCH_MAX_FILTER_GROUPS} filterGroups allowed"
         )
     for group in groups:
-        filters = (group or {}).get("filters") or []
+        if not isinstance(group, dict) or not isinstance(group.get("filters") or [], list):
+            return _failure(400, "VALIDATION_ERROR", "each filterGroup needs a filters list")
+        filters = group.get("filters") or []
         if len(filters) > SEARCH_MAX_FILTERS:
             message = f"at most {SEARCH_MAX_FILTERS} filters allowed per filterGroup"
             return _failure(400, "VALIDATION_ERROR", message)
         for flt in filters:
-            operator = (flt or {}).get("operator")
-            if operator not in ("EQ", "NEQ", "IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY"):
-                return _failure(400, "VALIDATION_ERROR", f"Unsupported operator: {operator}")
-            if operator == "IN" and not isinstance(flt.get("values"), list):
-                return _failure(400, "VALIDATION_ERROR", "operator IN needs values")
+            if (problem := _filter_problem(flt)) is not None:
+                return _failure(400, "VALIDATION_ERROR", problem)
     limit = body.get("limit", 10)
-    if not isinstance(limit, int) or not 0 < limit <= SEARCH_MAX_LIMIT:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= SEARCH_MAX_LIMIT:
         return _failure(400, "VALIDATION_ERROR", f"limit must be 1..{SEARCH_MAX_LIMIT}")
+    after = body.get("after")
+    if after is not None and not _is_cursor(after):
+        return _failure(400, "VALIDATION_ERROR", "after must be the paging cursor of a response")
+    names = body.get("properties")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
+        return _failure(400, "VALIDATION_ERROR", "properties must be a list of property names")
     return None
 
 
-@router.post(f"{OBJECTS}/{{object_type}}/search")
+def _is_cursor(after: Any) -> bool:
+    is_number_or_text = isinstance(after, str | int) and not isinstance(after, bool)
+    return is_number_or_text and _OBJECT_ID.fullmatch(str(after)) is not None
+
+
+def _filter_problem(flt: Any) -> str | None:
+    """Why one search filter is malformed, or None."""
+    if not isinstance(flt, dict) or not isinstance(flt.get("propertyName", ""), str):
+        return "each filter needs a propertyName and an operator"
+    operator = flt.get("operator")
+    if not isinstance(operator, str):
+        return "each filter needs a propertyName and an operator"
+    if operator not in SEARCH_OPERATORS:
+        return f"Unsupported operator: {operator}"
+    if "value" in flt and not isinstance(flt["value"], _SCALAR):
+        return "a filter value must be a string, number or boolean"
+    values = flt.get("values")
+    well_formed = isinstance(values, list) and all(isinstance(v, _SCALAR) for v in values)
+    if (operator == "IN" or values is not None) and not well_formed:
+        return "operator IN needs values" if operator == "IN" else "values must be a list"
+    return None
+
+
+@router.post(f"{OBJECTS}/{{object_type}}/search", openapi_extra=request_body(SearchRequest))
 async def search(object_type: str, request: Request) -> Response:
     """CRM search: filter groups are OR-ed, the filters inside a group AND-ed."""
     await _sandbox(request).faults.before(VENDOR, f"search_{object_type}")
@@ -762,7 +914,7 @@ async def search(object_type: str, request: Request) -> Response:
             for filters in groups
         )
     ]
-    after = int(body["after"]) if str(body.get("after", "")).isdigit() else 0
+    after = int(body["after"]) if body.get("after") is not None else 0
     limit = int(body.get("limit", 10))
     page = found[after : after + limit]
     requested = body.get("properties") or None

@@ -14,15 +14,18 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle, FaultInjected
+from sandbox.json_body import BodyRefused, is_json_content, parse_json
+from sandbox.openapi_bodies import FORM_MEDIA, request_body
 from sandbox.state import VendorSchema
 
 if TYPE_CHECKING:
@@ -43,6 +46,8 @@ DUPLICATE_TRIAL_ACCOUNT_ID = "trial-dup-0001"
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 INVALID_SESSION_MESSAGE = "Session expired or invalid"
 REQUEST_LIMIT_MESSAGE = "TotalRequests Limit exceeded."
+NO_BODY_MESSAGE = "The HTTP entity body is required, but this request has no entity body."
+INT_FIELD_RANGE = (-(2**31), 2**31 - 1)  # an `int` field is a 32-bit integer
 
 _VERSION = re.compile(r"^v\d{2,3}\.0$")
 _RECORD_ID = re.compile(r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$")
@@ -167,6 +172,40 @@ SYSTEM_FIELDS = ("Id", "OwnerId", "IsDeleted", "CreatedDate", "LastModifiedDate"
 UPSERT_OPERATIONS = {"Lead": "upsert_lead", "Task": "upsert_task", "Event": "upsert_event"}
 
 
+# --- request bodies as Salesforce documents them (OpenAPI only: the routes parse raw bytes) ------
+
+
+def _field_type(spec: FieldSpec) -> Any:
+    kinds: dict[str, Any] = {
+        "int": Annotated[int, Field(ge=INT_FIELD_RANGE[0], le=INT_FIELD_RANGE[1])],
+        "date": date,
+        "datetime": datetime,
+        "reference": Annotated[str, Field(pattern=_RECORD_ID.pattern)],
+    }
+    if spec.restricted:
+        return Literal[spec.restricted] | None
+    return kinds.get(spec.kind, Annotated[str, Field(max_length=spec.length)]) | None
+
+
+def _sobject_body(name: str, spec: SObjectSpec) -> type[BaseModel]:
+    fields: dict[str, Any] = {field: (_field_type(f), None) for field, f in spec.fields.items()}
+    model: type[BaseModel] = create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+    return model
+
+
+SOBJECT_BODIES = [_sobject_body(f"{name}Fields", spec) for name, spec in SOBJECTS.items()]
+
+
+class TokenForm(BaseModel):
+    grant_type: Literal["client_credentials"]
+    client_id: str
+    client_secret: str
+
+
+class RevokeForm(BaseModel):
+    token: str
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -183,10 +222,10 @@ def _parse_datetime(value: str) -> datetime | None:
         text = f"{text[:-2]}:{text[-2:]}"
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        # Salesforce reads a dateTime without an offset as UTC; one that leaves UTC's range is bad.
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         return None
-    # Salesforce reads a dateTime without an offset as UTC.
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def record_id(prefix: str, seq: int) -> str:
@@ -382,7 +421,7 @@ def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, st
     return form.get("client_id", ""), form.get("client_secret", "")
 
 
-@router.post(TOKEN_PATH)
+@router.post(TOKEN_PATH, openapi_extra=request_body(TokenForm, media=FORM_MEDIA))
 async def token(request: Request) -> Response:
     """OAuth 2.0 client-credentials flow: a session token and the instance URL to use it on."""
     await _sandbox(request).faults.before(VENDOR, "token")
@@ -392,7 +431,8 @@ async def token(request: Request) -> Response:
     client_id, client_secret = _client_credentials(request, form)
     if not client_id:
         return _oauth_error("invalid_client_id", "client identifier invalid")
-    if not hmac.compare_digest(client_secret, SANDBOX_CREDENTIAL):
+    # Bytes: compare_digest refuses str holding non-ASCII, and a secret may hold anything.
+    if not hmac.compare_digest(client_secret.encode(), SANDBOX_CREDENTIAL.encode()):
         return _oauth_error("invalid_client", "invalid client credentials")
     now = datetime.now(UTC)
     access_token = f"{ORG_ID}!{secrets.token_urlsafe(48)}"
@@ -419,7 +459,7 @@ async def token(request: Request) -> Response:
     )
 
 
-@router.post(REVOKE_PATH)
+@router.post(REVOKE_PATH, openapi_extra=request_body(RevokeForm, media=FORM_MEDIA))
 async def revoke(request: Request) -> Response:
     """Revoke a session token: the next API call with it answers 401 INVALID_SESSION_ID."""
     await _sandbox(request).faults.before(VENDOR, "revoke")
@@ -515,6 +555,9 @@ def _check_value(
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
             return None, parser_error
+        if not INT_FIELD_RANGE[0] <= value <= INT_FIELD_RANGE[1]:
+            message = f"{name}: number outside the valid range"
+            return None, (message, "NUMBER_OUTSIDE_VALID_RANGE", [name])
         return int(value), None
     if not isinstance(value, str):
         return None, parser_error
@@ -598,18 +641,30 @@ def _validate(
 
 
 async def _json_object(request: Request) -> dict[str, Any] | JSONResponse:
+    if not is_json_content(request):
+        media = request.headers.get("content-type", "").split(";")[0].strip()
+        message = f"Content-Type header specified in HTTP request is not supported: {media}"
+        return _errors(415, (message, "UNSUPPORTED_MEDIA_TYPE", None))
     raw = await request.body()
+    if not raw.strip():
+        return _errors(400, (NO_BODY_MESSAGE, "JSON_PARSER_ERROR", None))
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        return _errors(400, ("Unexpected character in request body", "JSON_PARSER_ERROR", None))
+        body = parse_json(raw)
+    except BodyRefused as refused:
+        return _errors(
+            400,
+            (f"Unexpected content in request body: {refused.reason}", "JSON_PARSER_ERROR", None),
+        )
     if not isinstance(body, dict):
         message = "Cannot deserialize instance of sObject from START_ARRAY"
         return _errors(400, (message, "JSON_PARSER_ERROR", None))
     return body
 
 
-@router.patch(f"{DATA_PREFIX}/{{version}}/sobjects/{{sobject}}/{{external_field}}/{{value}}")
+@router.patch(
+    f"{DATA_PREFIX}/{{version}}/sobjects/{{sobject}}/{{external_field}}/{{value}}",
+    openapi_extra=request_body(*SOBJECT_BODIES),
+)
 async def upsert(
     version: str, sobject: str, external_field: str, value: str, request: Request
 ) -> Response:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from config.clock import Clock, system_clock
 
 SeedFunction = Callable[[sqlite3.Connection, datetime], None]
 
@@ -25,6 +27,8 @@ class SandboxState:
 
     path: str
     schemas: list[VendorSchema] = field(default_factory=list)
+    # Seeds are relative to this clock's now: a pinned clock seeds a pinned calendar.
+    clock: Clock = system_clock
     conn: sqlite3.Connection = field(init=False)
 
     def __post_init__(self) -> None:
@@ -57,7 +61,7 @@ class SandboxState:
         self._seed()
 
     def _seed(self) -> None:
-        now = datetime.now(UTC)
+        now = self.clock()
         with self.transaction():
             for schema in self.schemas:
                 if schema.seed is not None:

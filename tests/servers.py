@@ -10,11 +10,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import httpx2
 import uvicorn
 
+from config.clock import AdjustableClock
 from sandbox.app import create_app
 
 BIN_DIR = Path(sys.executable).parent
@@ -43,7 +45,9 @@ class SandboxServer:
 
     def __init__(self, *, db_path: str = ":memory:", seed: int = 7) -> None:
         self.port = free_port()
-        self.app = create_app(db_path=db_path, seed=seed)
+        # Shared in-process with the agent, clients and workers a test builds: one calendar.
+        self.clock = AdjustableClock()
+        self.app = create_app(db_path=db_path, seed=seed, clock=self.clock)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
         )
@@ -69,8 +73,10 @@ class SandboxServer:
         self.server.should_exit = True
         self.thread.join(timeout=5)
 
-    def reset(self) -> None:
-        httpx2.post(f"{self.url}/__sandbox/reset", timeout=5).raise_for_status()
+    def reset(self, *, now: datetime | None = None, frozen: bool = False) -> None:
+        """Seed data again, no faults; the clock pinned to `now` (else the wall clock)."""
+        body = {"now": now.isoformat(), "frozen": frozen} if now is not None else None
+        httpx2.post(f"{self.url}/__sandbox/reset", json=body, timeout=5).raise_for_status()
 
     def add_fault(self, **spec: object) -> None:
         httpx2.post(f"{self.url}/__sandbox/faults", json=spec, timeout=5).raise_for_status()

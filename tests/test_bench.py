@@ -11,7 +11,9 @@ from bench.follow_up_throughput import VendorFreeActivities
 from contracts import FollowUpStep
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH_LINE = re.compile(r"^\s+(follow-ups|bare workflows|no vendor I/O)\s+[\d.]+/s\s+p50", re.M)
+BATCH_LINE = re.compile(
+    r"^\s+(follow-ups|bare workflows|no vendor I/O|no codec)\s+[\d.]+/s\s+p50", re.M
+)
 
 
 def _activity_name(method: object) -> str:
@@ -35,9 +37,17 @@ def test_follow_up_throughput_prints_every_figure() -> None:
 
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert sorted(BATCH_LINE.findall(out)) == ["bare workflows", "follow-ups", "no vendor I/O"]
+    assert sorted(BATCH_LINE.findall(out)) == [
+        "bare workflows",
+        "follow-ups",
+        "no codec",
+        "no vendor I/O",
+    ]
     assert re.search(r"^ratio follow-ups/bare: \d+\.\d\d — (meets|is BELOW) the target", out, re.M)
     assert re.search(r"^ratio no vendor I/O/bare: \d+\.\d\d", out, re.M)
+    assert re.search(
+        r"^ratio follow-ups with/without the payload codec: \d+\.\d\d — (meets|is BELOW)", out, re.M
+    )
     # Real vendor requests on the follow-up side only (about 11 each; a token refresh adds some).
     requests = dict(
         re.findall(r"^\s+(follow-ups|bare workflows)\s+CPU.*?([\d.]+) HTTP requests", out, re.M)
@@ -51,3 +61,49 @@ def test_follow_up_throughput_prints_every_figure() -> None:
     )
     assert sorted(heartbeats) == ["bare workflows", "follow-ups", "no vendor I/O"]
     assert float(heartbeats["bare workflows"]) == 0
+
+
+def test_codec_cost_prints_every_payloads_figures() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/codec_cost.py", "--rounds", "200"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    sizes = re.findall(
+        r"^(.+?): (\d+) B plain, (\d+) B encrypted .*, (\d+) B zlib", done.stdout, re.M
+    )
+    assert [name for name, *_ in sizes] == [
+        "follow-up input",
+        "call_ended outcome",
+        "booking request",
+        "progress",
+    ]
+    for _, plain, sealed, _zipped in sizes:
+        assert int(sealed) > int(plain)  # nonce, tag and key id: encrypted is never smaller
+    timings = re.findall(r"codec encode p50 ([\d.]+) µs  p99 ([\d.]+) µs", done.stdout)
+    assert len(timings) == 4 and all(float(p50) <= float(p99) for p50, p99 in timings)
+
+
+def test_history_bytes_prints_the_figure_per_follow_up() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/history_bytes.py", "--n", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    sizes = dict(
+        re.findall(
+            r"^\s+(encrypted \(production\)|without the codec)\s+([\d,]+) B", done.stdout, re.M
+        )
+    )
+    assert set(sizes) == {"encrypted (production)", "without the codec"}
+    sealed, plain = (int(sizes[k].replace(",", "")) for k in sorted(sizes))
+    assert sealed > plain > 0  # the same follow-up, so the codec can only add bytes
+    assert re.search(r"^\s+activity_task_scheduled\s+[\d,]+ B$", done.stdout, re.M)

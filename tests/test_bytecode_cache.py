@@ -81,3 +81,6 @@ def test_build_worker_caches_the_follow_up_workflow() -> None:
     assert cache_workflow_bytecode([CallFollowUpWorkflow]) == []
     source = Path(sys.modules[CallFollowUpWorkflow.__module__].__file__ or "")
     assert _cached(source).is_file()
+    # The modules beside it that it imports are re-imported by the sandbox too.
+    for sibling in ("follow_up_steps", "follow_up_details", "step_errors"):
+        assert _cached(source.with_name(f"{sibling}.py")).is_file(), sibling

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
-APP_SERVICES = ("sandbox", "worker", "agent")
+APP_SERVICES = ("sandbox", "worker", "agent", "codec-server")
 SETTINGS_NAMES = {name.upper() for name in Settings.model_fields}
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
 REQUIRED = re.compile(r"\$\{([A-Z0-9_]+):\?")
@@ -142,7 +142,7 @@ def test_dockerfile_is_multi_stage_non_root_and_downloads_models() -> None:
     copied = set(re.findall(r"^COPY --chown=\S+ (\S+)", text, flags=re.MULTILINE))
     for package in ("contracts", "integrations", "activities", "workflows", "agent", "sandbox"):
         assert package in copied, f"the image lacks {package}/"
-    assert {"trialist", "worker.py"} <= copied
+    assert {"config", "operators", "worker.py"} <= copied
 
 
 def _docker_compose() -> str:
@@ -202,6 +202,75 @@ def test_the_agent_cli_has_the_commands_compose_and_the_image_run() -> None:
     assert result.returncode == 0, result.stderr
     commands = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("│ ")}
     assert {"start", "download-files", "console"} <= commands
+
+
+def test_compose_encrypts_with_a_key_from_the_environment_and_never_a_dev_key(
+    compose: dict[str, Any],
+) -> None:
+    found = services(compose)
+    for name in ("worker", "agent", "codec-server"):
+        environment = found[name]["environment"]
+        assert environment["PAYLOAD_ENCRYPTION_KEY"] == "${PAYLOAD_ENCRYPTION_KEY:-}", name
+        assert environment["PAYLOAD_ENCRYPTION_DEV_KEY"] == "false", name
+        assert "PAYLOAD_ENCRYPTION_PREVIOUS_KEYS" in environment, name
+    example = env_example()
+    assert "PAYLOAD_ENCRYPTION_KEY" in example and "CODEC_SERVER_TOKEN" in example
+    assert not example["PAYLOAD_ENCRYPTION_KEY"], ".env.example must not ship a key"
+
+
+def test_the_codec_server_runs_beside_the_ui_and_the_ui_decodes_through_it(
+    compose: dict[str, Any],
+) -> None:
+    found = services(compose)
+    codec = found["codec-server"]
+    assert codec["command"] == ["python", "-m", "operators.cli", "codec-server"]
+    port = codec["environment"]["CODEC_SERVER_PORT"]
+    assert codec["environment"]["CODEC_SERVER_HOST"] == "0.0.0.0"
+    assert codec["environment"]["CODEC_SERVER_TOKEN"] == "${CODEC_SERVER_TOKEN:-}"
+    assert any(str(p).endswith(f":{port}") for p in codec["ports"])
+    assert f":{port}/health" in str(codec["healthcheck"]["test"])
+    ui = found["temporal-ui"]["environment"]
+    assert ui["TEMPORAL_CODEC_ENDPOINT"] == codec["environment"]["CODEC_SERVER_URL"]
+    assert ui["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true"  # the sign-in cookie
+    # CORS answers the UI's origin only: the same variable the app's UI links use.
+    assert (
+        codec["environment"]["CODEC_SERVER_UI_ORIGIN"]
+        == "${TEMPORAL_UI_URL:-http://localhost:8233}"
+    )
+
+
+def test_the_cli_has_the_command_compose_runs_for_the_codec_server() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "operators.cli", "codec-server", "--help"],
+        capture_output=True,
+        text=True,
+        env=dict(_clean_env(), COLUMNS="200"),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "/encode and /decode" in result.stdout
+
+
+def test_the_image_copies_every_package_the_project_ships() -> None:
+    """A package missing from the image is an ImportError at the first call, not at build time."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {
+        pattern.removesuffix("*")
+        for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    dockerfile = DOCKERFILE.read_text()
+    copied = {
+        line.split()[-1].removeprefix("./")
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY --chown")
+    }
+    assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"
+    at = dockerfile.index("compileall")
+    compiled = dockerfile[at : dockerfile.index("\n", dockerfile.index("\\\n", at) + 2)]
+    assert packages <= set(compiled.replace("\\", " ").split())
 
 
 def test_agent_hosts_share_breakers_through_the_redis_service(compose: dict[str, Any]) -> None:

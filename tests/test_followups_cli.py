@@ -27,6 +27,8 @@ from contracts import (
     follow_up_summary,
     workflow_id_for,
 )
+from contracts.codec import PayloadKey, encrypted_data_converter
+from tests.payload_keys import SESSION_KEY
 from tests.servers import SandboxServer, free_port
 from tests.workflows.scenario import (
     call_outcome,
@@ -56,9 +58,11 @@ class Run:
 
 
 def cli_env(client: Client, task_queue: str, tmp_path: Path) -> dict[str, str]:
-    """The operator's environment: the test's server and queue, nothing from the developer."""
+    """The operator's environment: the test's server, queue and payload key, nothing else."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     env.update(
+        PAYLOAD_ENCRYPTION_KEY=SESSION_KEY.to_base64(),
+        PAYLOAD_ENCRYPTION_KEY_ID=SESSION_KEY.id,
         TEMPORAL_ADDRESS=client.service_client.config.target_host,
         TEMPORAL_NAMESPACE=client.namespace,
         TEMPORAL_TASK_QUEUE=task_queue,
@@ -123,7 +127,7 @@ async def test_operator_lists_shows_retries_and_skips_parked_follow_ups(
     sandbox.add_fault(
         vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
     )
-    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(client, task_queue, sandbox=sandbox):
         retried, retried_handle = await start_parked_call(client, task_queue)
         skipped, skipped_handle = await start_parked_call(client, task_queue)
         await wait_until(
@@ -136,7 +140,8 @@ async def test_operator_lists_shows_retries_and_skips_parked_follow_ups(
         assert listing.code == 0, listing.err
         for call_id in (retried, skipped):
             row = table_row(listing.out, call_id)
-            assert "Casey Morgan (Orbitworks)" in row  # who: the workflow's static summary
+            # who: the workflow's static summary, stored encrypted and decoded by the CLI's codec
+            assert "Casey Morgan (Orbitworks)" in row
             assert "needs_attention" in row and HUBSPOT.value in row
             # The last error, from the progress query.
             assert "permanent: hubspot.batch_upsert_contacts: HTTP 400" in row
@@ -202,7 +207,7 @@ async def test_operator_errors_are_clear(
     sandbox.add_fault(
         vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
     )
-    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(client, task_queue, sandbox=sandbox):
         call_id, handle = await start_parked_call(client, task_queue)
         await wait_until(
             lambda: _parked(handle), within=VISIBILITY_SECONDS, what="the follow-up to park"
@@ -241,3 +246,40 @@ async def test_operator_errors_are_clear(
 
 async def _parked(handle: WorkflowHandle[Any, Any]) -> bool:
     return (await progress_of(handle)).status is FollowUpStatus.NEEDS_ATTENTION
+
+
+async def test_a_follow_up_under_a_key_the_cli_lacks_is_listed_and_explained_in_one_line(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+) -> None:
+    """After a key was removed too early (or another deployment's), no traceback: a clear line."""
+    other_key = PayloadKey.generate("retired")
+    elsewhere = Client(
+        dev_env.client.service_client,
+        namespace=dev_env.client.namespace,
+        data_converter=encrypted_data_converter(other_key),
+    )
+    call_id = new_call_id()
+    env = cli_env(dev_env.client, task_queue, tmp_path)
+    async with follow_up_worker(elsewhere, task_queue, sandbox=sandbox):
+        handle = await elsewhere.start_workflow(
+            CallFollowUpWorkflow.run,
+            follow_up_input(call_id),
+            id=workflow_id_for(call_id),
+            task_queue=task_queue,
+            static_summary=follow_up_summary("Casey Morgan", "Orbitworks"),
+        )
+
+        async def listed() -> bool:
+            return call_id in (await trialist(env, tmp_path, "followups", "list")).out
+
+        await wait_until(listed, within=VISIBILITY_SECONDS, what="the follow-up to be listed")
+        listing, shown = await asyncio.gather(
+            trialist(env, tmp_path, "followups", "list"),
+            trialist(env, tmp_path, "followups", "show", call_id),
+        )
+        await handle.terminate("test over")
+    assert listing.code == 0, listing.err
+    row = table_row(listing.out, call_id)
+    assert "(encrypted with a key not configured here)" in row and "Casey" not in row
+    assert shown.code == 1 and "Traceback" not in shown.err
+    assert "'retired'" in shown.err and "PAYLOAD_ENCRYPTION_PREVIOUS_KEYS" in shown.err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 import httpx2
 import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
@@ -29,6 +28,7 @@ from config.settings import SANDBOX_CREDENTIAL, Settings
 from config.temporal import TemporalConnectError, connect
 from contracts import (
     CALL_ENDED_SIGNAL,
+    DEFAULT_TASK_QUEUE,
     FOLLOW_UP_STATUS,
     WORKFLOW_TYPE,
     BookingRequest,
@@ -42,6 +42,7 @@ from contracts import (
 )
 from integrations.chilipiper import ChiliPiperGuest
 from integrations.clients import build_vendor_clients
+from tests.payload_keys import SESSION_CONVERTER
 from tests.servers import SandboxServer, binary, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,34 +76,33 @@ class WorkerProcess:
             text=True,
         )
         self.lines: list[str] = []
-        self._new: queue.Queue[str] = queue.Queue()
+        self._done = threading.Event()  # the process's output has ended
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line)
-            self._new.put(line)
+        self._done.set()
 
     @property
     def output(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, text: str, timeout: float = STARTUP_SECONDS) -> str:
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+    def wait_for(self, text: str, timeout: float = STARTUP_SECONDS, *, after: int = 0) -> str:
+        """The first line with `text` beyond the first `after` such lines, waiting for it."""
         deadline = time.monotonic() + timeout
-        for line in list(self.lines):
-            if text in line:
-                return line
-        while time.monotonic() < deadline:
-            try:
-                line = self._new.get(timeout=0.1)
-            except queue.Empty:
-                if self.process.poll() is not None and self._new.empty():
-                    break
-                continue
-            if text in line:
-                return line
-        raise AssertionError(f"worker never printed {text!r}; output:\n{self.output}")
+        while True:
+            matches = [line for line in list(self.lines) if text in line]
+            if len(matches) > after:
+                return matches[after]
+            if time.monotonic() > deadline or self._done.is_set():
+                raise AssertionError(f"worker never printed {text!r}; output:\n{self.output}")
+            time.sleep(0.05)
 
     def stop(self, timeout: float) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -173,7 +173,9 @@ def outcome_for(call_id: str, *, slot: datetime | None) -> CallOutcome:
         trial_account_id=f"trial-{call_id}",
         timezone="America/Denver",
     )
-    ended = datetime.now(UTC)
+    ended = datetime.now(
+        UTC
+    )  # a timestamp on a record, not a calendar decision: the wall clock is fine
     meeting = None
     if slot is not None:
         meeting = BookingRequest(call_id=call_id, slot_start=slot, guest=trialist)
@@ -348,19 +350,24 @@ async def test_activity_longer_than_the_grace_period_is_cut_off_and_worker_exits
 # --- start-up errors are one clear line, exit code 1 ------------------------------------------
 
 
-def test_unreachable_server_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+def test_an_unreachable_server_is_an_outage_to_wait_out_not_a_reason_to_exit(
+    tmp_path: Path,
+) -> None:
     port = free_port()  # nothing listens there
-    code, stderr = run_to_exit(
+    with running_worker(
         tmp_path,
         TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
         WORKER_CONNECT_ATTEMPTS="2",
         WORKER_METRICS_PORT="0",
-    )
-    assert code == 1, stderr
-    assert f"cannot reach Temporal at 127.0.0.1:{port} after 2 attempts" in stderr
-    assert "make dev" in stderr and "TEMPORAL_ADDRESS" in stderr
-    assert "attempt 1/2" in stderr  # the retry was logged before giving up
-    assert "Traceback" not in stderr
+    ) as worker:
+        worker.wait_for("attempt 1/2")  # each connect round retries, and says so
+        worker.wait_for("the worker connects again in")
+        worker.wait_for("the worker connects again in 1.0s")  # the wait doubles, it never exits
+        assert worker.returncode is None, worker.output
+        code = worker.stop(timeout=10)
+    assert code == 0, worker.output
+    assert f"cannot reach Temporal at 127.0.0.1:{port}" in worker.output
+    assert "Traceback" not in worker.output
 
 
 def test_busy_metrics_port_exits_1_naming_the_setting(tmp_path: Path) -> None:
@@ -386,8 +393,10 @@ def test_unknown_namespace_exits_1_with_a_clear_message(
         TEMPORAL_NAMESPACE="no-such-namespace",
         WORKER_METRICS_PORT="0",
     )
+    # A healthy server that keeps not knowing the namespace is a misconfiguration, named.
     assert code == 1, stderr
     assert "namespace 'no-such-namespace' does not exist" in stderr
+    assert "TEMPORAL_NAMESPACE" in stderr
     assert "Traceback" not in stderr
 
 
@@ -440,6 +449,82 @@ def test_worker_waits_for_a_server_that_starts_after_it(tmp_path: Path) -> None:
             server.wait(timeout=20)
 
 
+def dev_server(port: int, db: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            binary("temporal"),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(free_port()),
+            "--db-filename",
+            str(db),
+            "--log-level",
+            "error",
+            "--search-attribute",
+            "FollowUpStatus=Keyword",
+            "--search-attribute",
+            "FollowUpFailedStep=Keyword",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def a_follow_up_runs_on(target: str) -> None:
+    """A follow-up whose start input is unusable fails at once, but only a worker can run it."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client = await Client.connect(target, data_converter=SESSION_CONVERTER)
+            break
+        except RuntimeError:  # the server is still starting
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    handle = await client.start_workflow(
+        WORKFLOW_TYPE,
+        {"call_id": "not a call id"},
+        id=f"call-{uuid.uuid4()}",
+        task_queue=DEFAULT_TASK_QUEUE,
+    )
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(handle.result(), 60)
+
+
+def test_a_worker_rides_out_temporal_dying_under_it_and_serves_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    db = tmp_path / "temporal.db"
+    server = dev_server(port, db)
+    try:
+        with running_worker(
+            tmp_path,
+            TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+            WORKER_CONNECT_ATTEMPTS="30",
+            WORKER_METRICS_PORT="0",
+        ) as worker:
+            worker.wait_for(READY)
+            server.kill()  # SIGKILL: an outage, not a shutdown
+            server.wait(timeout=20)
+            time.sleep(3)
+            assert worker.returncode is None, worker.output  # still up, waiting
+            server = dev_server(port, db)
+            # The same worker serves again: a follow-up needs it to run at all.
+            asyncio.run(a_follow_up_runs_on(f"127.0.0.1:{port}"))
+            assert worker.stop(timeout=20) == 0, worker.output
+        assert "Traceback" not in worker.output
+    finally:
+        server.kill()
+        server.wait(timeout=20)
+
+
 def test_sigterm_during_start_up_retries_exits_0_at_once(tmp_path: Path) -> None:
     with running_worker(
         tmp_path,
@@ -480,7 +565,7 @@ async def test_run_worker_reports_ready_and_returns_when_stopped(
         _env_file=None,
         temporal_address=target_of(dev_env),
         temporal_task_queue=f"worker-test-{uuid.uuid4()}",
-        sandbox_url=sandbox.url,
+        sandbox=sandbox,
         worker_metrics_port=0,
         worker_shutdown_grace_seconds=1,
     )

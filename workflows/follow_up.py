@@ -3,48 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, RetryState, TimeoutType
-from temporalio.exceptions import TimeoutError as ActivityTimeoutError
-from temporalio.types import MethodAsyncSingleParam
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     # pydantic imports this lazily to validate EmailStr; loading it here keeps it out of every run.
+
     import email_validator  # noqa: F401
 
-    from activities.errors import NON_RETRYABLE_ERROR_TYPES
-    from activities.follow_up import FollowUpActivities
     from contracts.activities import (
         ActivityOutput,
-        BookMeetingInput,
-        LogCallHubSpotInput,
-        LogCallSalesforceInput,
-        MeetingRecord,
-        RecordMeetingHubSpotInput,
-        RecordMeetingSalesforceInput,
-        TrackAnalyticsInput,
-        UpsertPersonInput,
     )
     from contracts.models import (
         BookingRequest,
         BookingResult,
-        BookingStatus,
+        CallCheckpoint,
         CallOutcome,
         FollowUpInput,
         FollowUpProgress,
         FollowUpStatus,
         FollowUpStep,
-        QualificationSignals,
         RetryStepRequest,
         SkipStepRequest,
-        StepError,
-        StepProgress,
         StepState,
         Trialist,
     )
@@ -53,96 +38,81 @@ with workflow.unsafe.imports_passed_through():
         BOOKING_CONFLICT_ERROR,
         BOOKING_NOT_DONE_ERROR,
         CALL_ENDED_SIGNAL,
+        CHECKPOINT_SIGNAL,
         FOLLOW_UP_FAILED_STEP,
         FOLLOW_UP_STATUS,
         PROGRESS_QUERY,
         RETRY_STEP_UPDATE,
         SKIP_STEP_UPDATE,
         WORKFLOW_TYPE,
-        workflow_id_for,
+        call_id_from_workflow_id,
     )
 
-_In = TypeVar("_In")
-_Out = TypeVar("_Out", bound=ActivityOutput)
-
-# --- timeouts and retries: every vendor step shares one policy; the input bounds its total time --
-
-RETRY_INITIAL_INTERVAL: Final = timedelta(seconds=1)
-RETRY_BACKOFF: Final = 2.0
-RETRY_MAX_INTERVAL: Final = timedelta(minutes=5)
-# Unlimited attempts: the step's schedule-to-close (FollowUpInput) is what bounds the retrying.
-VENDOR_RETRY_POLICY: Final = RetryPolicy(
-    initial_interval=RETRY_INITIAL_INTERVAL,
-    backoff_coefficient=RETRY_BACKOFF,
-    maximum_interval=RETRY_MAX_INTERVAL,
-    maximum_attempts=0,
-    non_retryable_error_types=list(NON_RETRYABLE_ERROR_TYPES),
+from workflows.call_liveness import CallLiveness
+from workflows.follow_up_booking import BookingRules
+from workflows.follow_up_details import details_markdown, error_line
+from workflows.follow_up_steps import (
+    FACT_SOURCES,
+    STEP_GRAPH,
+    Fact,
+    Known,
+    NotNeeded,
+    StepSpec,
 )
-SINGLE_CALL_TIMEOUT: Final = timedelta(seconds=30)  # one attempt of a one-request write
-MULTI_CALL_TIMEOUT: Final = timedelta(minutes=2)  # one attempt that makes several requests
-# The longest gap between two heartbeats; activities.heartbeats stays quiet for its first quarter.
-HEARTBEAT_TIMEOUT: Final = timedelta(seconds=20)
-
-
-@dataclass(frozen=True)
-class AttemptTimeouts:
-    start_to_close: timedelta
-    heartbeat: timedelta | None = None
-
-
-STEP_TIMEOUTS: Final[dict[FollowUpStep, AttemptTimeouts]] = {
-    FollowUpStep.UPSERT_SALESFORCE_LEAD: AttemptTimeouts(SINGLE_CALL_TIMEOUT),
-    FollowUpStep.UPSERT_HUBSPOT_CONTACT: AttemptTimeouts(SINGLE_CALL_TIMEOUT),
-    FollowUpStep.LOG_CALL_SALESFORCE: AttemptTimeouts(SINGLE_CALL_TIMEOUT),
-    FollowUpStep.LOG_CALL_HUBSPOT: AttemptTimeouts(MULTI_CALL_TIMEOUT, HEARTBEAT_TIMEOUT),
-    FollowUpStep.BOOK_MEETING: AttemptTimeouts(MULTI_CALL_TIMEOUT, HEARTBEAT_TIMEOUT),
-    FollowUpStep.RECORD_MEETING_SALESFORCE: AttemptTimeouts(SINGLE_CALL_TIMEOUT),
-    FollowUpStep.RECORD_MEETING_HUBSPOT: AttemptTimeouts(SINGLE_CALL_TIMEOUT),
-    FollowUpStep.TRACK_ANALYTICS: AttemptTimeouts(MULTI_CALL_TIMEOUT, HEARTBEAT_TIMEOUT),
-}
+from workflows.messages import NO_INPUT, RefusedMessage, decode, decode_one, message_name
 
 # A retry_step/skip_step whose step another update in the same activation already handled.
 NOT_PARKED_ERROR: Final = "step_not_parked"
-# How the server reports that a retryable error ran out of attempts or of schedule-to-close.
-RETRIES_EXHAUSTED: Final = frozenset({RetryState.TIMEOUT, RetryState.MAXIMUM_ATTEMPTS_REACHED})
+INVALID_START_INPUT_ERROR: Final = "invalid_start_input"
+UNKNOWN_CALL_ID: Final = "unknown"
+NOBODY: Final = "nobody to write: no call outcome and no booking"
+NO_CALL_DETAILS: Final = "call_ended never arrived: no call details to log"
+OUTCOME_MISSING_NOTICE: Final = "call_ended never arrived: the follow-up used what it had."
+AGENT_LOST_NOTICE: Final = "The agent went silent mid-call: the follow-up used its last checkpoint."
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
-class CallFollowUpWorkflow:
+class CallFollowUpWorkflow(BookingRules, CallLiveness):
     """Durable follow-up of one call. See docs/follow-up.md for the state machine."""
 
     @workflow.init
-    def __init__(self, input: FollowUpInput) -> None:
-        self._input = input
-        self._outcome: CallOutcome | None = None
-        self._outcome_missing = False
-        self._call_over = False
-        self._done = False
-        self._steps: dict[FollowUpStep, StepProgress] = {
-            step: StepProgress() for step in FollowUpStep
-        }
-        self._parked: dict[FollowUpStep, StepError] = {}
-        self._decisions: dict[FollowUpStep, RetryStepRequest | SkipStepRequest] = {}
-        self._booking_request: BookingRequest | None = None
-        self._booking_result: BookingResult | None = None
-        self._booking_task: asyncio.Task[BookingResult | None] | None = None
-        self._published: tuple[FollowUpStatus, FollowUpStep | None] | None = None
+    def __init__(self, input: RawValue = NO_INPUT) -> None:
+        self._start_problem: str | None = None
+        try:
+            self._input = decode(input, FollowUpInput)
+        except RefusedMessage as refused:
+            self._start_problem = str(refused)
+            self._input = FollowUpInput(call_id=_call_id_of_this_workflow())
+        self._init_state(self._input)
 
     @workflow.run
-    async def run(self, input: FollowUpInput) -> FollowUpProgress:
+    async def run(self, input: RawValue = NO_INPUT) -> FollowUpProgress:
+        if self._start_problem is not None:
+            # Nothing can be done without a usable input: fail once, readably, instead of a
+            # workflow task that fails on every retry.
+            raise ApplicationError(
+                f"the start input cannot be used: {self._start_problem}",
+                type=INVALID_START_INPUT_ERROR,
+                non_retryable=True,
+            )
         self._refresh()  # starters set in_call too; this covers a start without it
+        timeout = self._input.call_ended_timeout_seconds
+        give_up_at = workflow.now() + timedelta(seconds=timeout)
         try:
+            # A checkpoint ends this first wait too: from then on the liveness rule applies.
+            # (Follow-ups that never get one wait exactly as before, so their histories replay.)
             await workflow.wait_condition(
-                lambda: self._outcome is not None,
-                timeout=timedelta(seconds=input.call_ended_timeout_seconds),
+                lambda: self._outcome is not None or self._last_heard is not None,
+                timeout=timedelta(seconds=timeout),
                 timeout_summary="wait for call_ended",
             )
         except TimeoutError:  # asyncio's, raised by wait_condition
             self._outcome_missing = True
             workflow.logger.warning(
-                "call_ended did not arrive within %gs; continuing with what is known",
-                input.call_ended_timeout_seconds,
+                "call_ended did not arrive within %gs; continuing with what is known", timeout
             )
+        else:
+            await self._watch_liveness(give_up_at)
         self._call_over = True
         self._refresh()
         await self._run_steps()
@@ -154,11 +124,24 @@ class CallFollowUpWorkflow:
 
     # --- handlers -------------------------------------------------------------------------------
 
-    @workflow.signal(name=CALL_ENDED_SIGNAL)
-    def call_ended(self, outcome: CallOutcome) -> None:
+    @workflow.signal(dynamic=True)
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """Every signal arrives here raw, so a bad one is dropped with a log line, never raised."""
+        if name not in (CALL_ENDED_SIGNAL, CHECKPOINT_SIGNAL):
+            workflow.logger.warning("signal %r dropped: no such signal", message_name(name))
+            return
+        try:
+            if name == CHECKPOINT_SIGNAL:
+                self._checkpoint(decode_one(args, CallCheckpoint))
+            else:
+                self._call_ended(decode_one(args, CallOutcome))
+        except RefusedMessage as refused:
+            workflow.logger.warning("signal %s dropped: %s", name, refused)
+
+    def _call_ended(self, outcome: CallOutcome) -> None:
         """The call's outcome, sent once at hang-up. The first one wins; repeats are ignored."""
         if outcome.call_id != self._input.call_id:
-            workflow.logger.warning("call_ended for another call ignored")
+            workflow.logger.warning("signal %s dropped: it is another call's", CALL_ENDED_SIGNAL)
         elif self._outcome is not None:
             workflow.logger.info("duplicate call_ended ignored")
         elif self._call_over:
@@ -189,7 +172,7 @@ class CallFollowUpWorkflow:
         reason = (
             f"skipped by an operator: {progress.skip_reason}"
             if progress.state is StepState.SKIPPED
-            else "waiting for an operator: " + _error_line(progress.last_error)
+            else "waiting for an operator: " + error_line(progress.last_error)
         )
         raise ApplicationError(
             f"the booking is not done, {reason}", type=BOOKING_NOT_DONE_ERROR, non_retryable=True
@@ -201,30 +184,12 @@ class CallFollowUpWorkflow:
             raise ValueError(f"call_id {request.call_id!r} is not this follow-up's call")
         if self._call_over or self._outcome is not None:
             raise ValueError("the call has ended: book_meeting is only accepted during the call")
-        request.check_future(workflow.now())
+        request.check_bookable(workflow.now())
         previous = self._booking_request
         if previous is not None and not previous.same_slot(request):
             conflict = self._booking_conflict(previous)
             if conflict is not None:
                 raise ValueError(conflict)
-
-    def _booking_conflict(self, previous: BookingRequest | None) -> str | None:
-        """Why a booking of another slot is refused, or None when one may start."""
-        if previous is None:
-            return None
-        when = previous.slot_start.isoformat()
-        state = self._steps[FollowUpStep.BOOK_MEETING].state
-        if self._booking_result is None and state is StepState.SKIPPED:
-            return None  # an operator gave that booking up
-        if self._booking_result is None:
-            doing = "waits for an operator" if state is StepState.NEEDS_ATTENTION else "is running"
-            return f"a booking for {when} {doing}; a second booking is refused"
-        if self._booking_result.status is BookingStatus.BOOKED:
-            return (
-                f"a meeting is already booked for {when} "
-                f"(meeting {self._booking_result.meeting_id}); a second booking is refused"
-            )
-        return None  # that slot was unavailable: the caller may pick another
 
     @workflow.update(name=RETRY_STEP_UPDATE)
     def retry_step(self, request: RetryStepRequest) -> FollowUpProgress:
@@ -280,298 +245,84 @@ class CallFollowUpWorkflow:
             call_id=self._input.call_id,
             status=self._status(),
             outcome_missing=self._outcome_missing,
+            agent_lost=self._agent_lost,
             steps=dict(self._steps),
             booking=self._booking_result,
         )
 
-    # --- the steps after the call -----------------------------------------------------------------
+    # --- the steps after the call: STEP_GRAPH, run in its order --------------------------------
 
     async def _run_steps(self) -> None:
-        """Independent steps run in parallel; each dependent step awaits its prerequisites."""
-        trialist = self._trialist()
-        lead = asyncio.create_task(self._upsert_salesforce_lead(trialist))
-        contact = asyncio.create_task(self._upsert_hubspot_contact(trialist))
-        meeting = asyncio.create_task(self._settle_booking())
-        await asyncio.gather(
-            lead,
-            contact,
-            meeting,
-            self._log_call_salesforce(lead),
-            self._log_call_hubspot(contact),
-            self._record_meeting_salesforce(lead, meeting),
-            self._record_meeting_hubspot(contact, meeting),
-            self._track_analytics(trialist, meeting),
-        )
+        """Every step at once; each waits for the facts it needs (workflows/follow_up_steps.py)."""
+        tasks: list[asyncio.Task[Any]] = []
+        for spec in STEP_GRAPH:
+            if spec.build is None:  # the booking: its own rules, it may have started in the call
+                self._meeting_task = asyncio.create_task(self._settle_booking())
+                tasks.append(self._meeting_task)
+                continue
+            task = asyncio.create_task(self._run_spec(spec))
+            self._outputs[spec.step] = task
+            tasks.append(task)
+        await asyncio.gather(*tasks)
 
-    async def _upsert_salesforce_lead(self, trialist: Trialist | None) -> str | None:
-        step = FollowUpStep.UPSERT_SALESFORCE_LEAD
-        if trialist is None:
-            self._not_needed(step, "nobody to write: no call outcome and no booking")
+    async def _run_spec(self, spec: StepSpec) -> ActivityOutput | None:
+        """Wait for the step's facts in order; run it, or settle it when one is missing."""
+        found: dict[Fact, Any] = {}
+        for fact in spec.needs:
+            value = await self._fact(fact)
+            if value is None and fact is not Fact.BOOKING_SETTLED:
+                self._settle_missing(spec.step, fact)
+                return None
+            found[fact] = value
+        assert spec.build is not None  # the booking step runs through _settle_booking
+        arg = spec.build(self._known(found))
+        if isinstance(arg, NotNeeded):
+            self._not_needed(spec.step, arg.reason)
             return None
-        arg = UpsertPersonInput(
-            call_id=self._input.call_id, trialist=trialist, signals=self._signals()
-        )
-        output = await self._run_step(
-            step, lambda: self._call(step, FollowUpActivities.upsert_salesforce_lead, arg)
-        )
-        return output.lead_id if output is not None else None
+        return await self._run_step(spec.step, lambda: self._call(spec, arg))
 
-    async def _upsert_hubspot_contact(self, trialist: Trialist | None) -> str | None:
-        step = FollowUpStep.UPSERT_HUBSPOT_CONTACT
-        if trialist is None:
-            self._not_needed(step, "nobody to write: no call outcome and no booking")
-            return None
-        arg = UpsertPersonInput(
-            call_id=self._input.call_id, trialist=trialist, signals=self._signals()
-        )
-        output = await self._run_step(
-            step, lambda: self._call(step, FollowUpActivities.upsert_hubspot_contact, arg)
-        )
-        return output.contact_id if output is not None else None
+    async def _fact(self, fact: Fact) -> Any:
+        """A fact's value, waiting for the step that produces it; None when it has none."""
+        if fact is Fact.PERSON:
+            return self._trialist()
+        if fact is Fact.OUTCOME:
+            return self._outcome
+        if fact in (Fact.MEETING, Fact.BOOKING_SETTLED):
+            assert self._meeting_task is not None
+            return await self._meeting_task
+        if fact is Fact.OWED:
+            assert self._meeting_task is not None
+            await self._meeting_task
+            return self._owed
+        source, read = FACT_SOURCES[fact]
+        output = await self._outputs[source]
+        return read(output) if output is not None else None
 
-    async def _log_call_salesforce(self, lead: asyncio.Task[str | None]) -> None:
-        step = FollowUpStep.LOG_CALL_SALESFORCE
-        if self._outcome is None:
-            self._not_needed(step, "call_ended never arrived: no call details to log")
-            return
-        lead_id = await lead
-        if lead_id is None:
-            self._blocked(step, FollowUpStep.UPSERT_SALESFORCE_LEAD)
-            return
-        arg = LogCallSalesforceInput(
-            call_id=self._input.call_id, lead_id=lead_id, outcome=self._outcome
-        )
-        await self._run_step(
-            step, lambda: self._call(step, FollowUpActivities.log_call_salesforce, arg)
-        )
-
-    async def _log_call_hubspot(self, contact: asyncio.Task[str | None]) -> None:
-        step = FollowUpStep.LOG_CALL_HUBSPOT
-        if self._outcome is None:
-            self._not_needed(step, "call_ended never arrived: no call details to log")
-            return
-        contact_id = await contact
-        if contact_id is None:
-            self._blocked(step, FollowUpStep.UPSERT_HUBSPOT_CONTACT)
-            return
-        arg = LogCallHubSpotInput(
-            call_id=self._input.call_id, contact_id=contact_id, outcome=self._outcome
-        )
-        await self._run_step(
-            step, lambda: self._call(step, FollowUpActivities.log_call_hubspot, arg)
-        )
-
-    async def _settle_booking(self) -> MeetingRecord | None:
-        """The booked meeting: from the call's own booking, the outcome, or a booking made now."""
-        step = FollowUpStep.BOOK_MEETING
-        outcome = self._outcome
-        requested = outcome.requested_meeting if outcome is not None else None
-        if self._booking_task is not None:
-            await self._booking_task
-            meeting = self._booked_meeting()
-            if meeting is not None or self._booking_result is None:
-                return meeting  # booked, or skipped by an operator
-            if requested is None or (
-                self._booking_request is not None and requested.same_slot(self._booking_request)
-            ):
-                return None  # the slot was unavailable and the call asked for nothing else
-        elif outcome is not None and outcome.booking is not None:
-            self._not_needed(
-                step, f"confirmed during the call (meeting {outcome.booking.meeting_id})"
-            )
-            return MeetingRecord.from_confirmation(outcome.booking)
-        if requested is None:
-            self._not_needed(step, "no meeting was requested")
-            return None
-        try:
-            requested.check_future(workflow.now())
-        except ValueError as error:
-            self._not_needed(step, f"not booked: {error}")
-            return None
-        self._start_booking(requested)
-        assert self._booking_task is not None
-        await self._booking_task
-        return self._booked_meeting()
-
-    async def _record_meeting_salesforce(
-        self, lead: asyncio.Task[str | None], meeting_task: asyncio.Task[MeetingRecord | None]
-    ) -> None:
-        step = FollowUpStep.RECORD_MEETING_SALESFORCE
-        meeting = await meeting_task
-        if meeting is None:
-            self._blocked(step, FollowUpStep.BOOK_MEETING, "no meeting was booked")
-            return
-        lead_id = await lead
-        if lead_id is None:
-            self._blocked(step, FollowUpStep.UPSERT_SALESFORCE_LEAD)
-            return
-        arg = RecordMeetingSalesforceInput(
-            call_id=self._input.call_id, lead_id=lead_id, meeting=meeting
-        )
-        await self._run_step(
-            step, lambda: self._call(step, FollowUpActivities.record_meeting_salesforce, arg)
-        )
-
-    async def _record_meeting_hubspot(
-        self, contact: asyncio.Task[str | None], meeting_task: asyncio.Task[MeetingRecord | None]
-    ) -> None:
-        step = FollowUpStep.RECORD_MEETING_HUBSPOT
-        meeting = await meeting_task
-        if meeting is None:
-            self._blocked(step, FollowUpStep.BOOK_MEETING, "no meeting was booked")
-            return
-        contact_id = await contact
-        if contact_id is None:
-            self._blocked(step, FollowUpStep.UPSERT_HUBSPOT_CONTACT)
-            return
-        arg = RecordMeetingHubSpotInput(
-            call_id=self._input.call_id, contact_id=contact_id, meeting=meeting
-        )
-        await self._run_step(
-            step, lambda: self._call(step, FollowUpActivities.record_meeting_hubspot, arg)
-        )
-
-    async def _track_analytics(
-        self, trialist: Trialist | None, meeting_task: asyncio.Task[MeetingRecord | None]
-    ) -> None:
-        step = FollowUpStep.TRACK_ANALYTICS
-        if trialist is None:
-            self._not_needed(step, "nobody to report: no call outcome and no booking")
-            return
-        # Waits for the booking to settle, so the events say whether a meeting came of the call.
-        meeting = await meeting_task
-        if self._outcome is None and meeting is None:
-            self._not_needed(step, "no call outcome and no meeting to report")
-            return
-        arg = TrackAnalyticsInput(
+    def _known(self, found: dict[Fact, Any]) -> Known:
+        meeting = found.get(Fact.MEETING, found.get(Fact.BOOKING_SETTLED))
+        return Known(
             call_id=self._input.call_id,
-            user_id=trialist.trial_account_id,
+            trialist=self._trialist(),
             outcome=self._outcome,
             outcome_missing=self._outcome_missing,
+            lead_id=found.get(Fact.LEAD),
+            contact_id=found.get(Fact.CONTACT),
             meeting=meeting,
-            tracked_at=self._outcome.ended_at if self._outcome is not None else workflow.now(),
-        )
-        await self._run_step(
-            step, lambda: self._call(step, FollowUpActivities.track_analytics, arg)
+            owed=found.get(Fact.OWED),
+            now=workflow.now(),
         )
 
-    # --- booking ----------------------------------------------------------------------------------
-
-    def _start_booking(self, request: BookingRequest) -> None:
-        self._booking_request = request
-        self._booking_result = None
-        # Running from now on, so a waiting handler never sees the previous booking's state.
-        self._set(FollowUpStep.BOOK_MEETING, state=StepState.RUNNING, skip_reason=None)
-        self._booking_task = asyncio.create_task(self._book(request))
-
-    async def _book(self, request: BookingRequest) -> BookingResult | None:
-        step = FollowUpStep.BOOK_MEETING
-        arg = BookMeetingInput(call_id=self._input.call_id, request=request)
-        output = await self._run_step(
-            step, lambda: self._call(step, FollowUpActivities.book_meeting, arg)
-        )
-        if output is None:
-            return None
-        self._booking_result = output.result
-        if output.reconciled:
-            workflow.logger.info("booking reconciled: the meeting already existed")
-        return output.result
-
-    def _booked_meeting(self) -> MeetingRecord | None:
-        result, request = self._booking_result, self._booking_request
-        if result is None or request is None or result.status is not BookingStatus.BOOKED:
-            return None
-        assert result.meeting_id is not None
-        return MeetingRecord(
-            meeting_id=result.meeting_id,
-            start=result.slot_start,
-            duration_minutes=request.duration_minutes,
-        )
-
-    # --- running one step with parking ------------------------------------------------------------
-
-    async def _call(
-        self,
-        step: FollowUpStep,
-        activity: MethodAsyncSingleParam[FollowUpActivities, _In, _Out],
-        arg: _In,
-    ) -> _Out:
-        timeouts = STEP_TIMEOUTS[step]
-        return await workflow.execute_activity_method(
-            activity,
-            arg,
-            schedule_to_close_timeout=timedelta(seconds=self._input.step_schedule_to_close_seconds),
-            start_to_close_timeout=timeouts.start_to_close,
-            heartbeat_timeout=timeouts.heartbeat,
-            retry_policy=VENDOR_RETRY_POLICY,
-            summary=step.value,
-        )
-
-    async def _run_step(
-        self, step: FollowUpStep, action: Callable[[], Awaitable[_Out]]
-    ) -> _Out | None:
-        """Run a step until it succeeds or an operator skips it; a failure parks it meanwhile."""
-        while True:
-            self._set(step, state=StepState.RUNNING)
-            self._refresh()
-            try:
-                output = await action()
-            except ActivityError as failure:
-                error, attempts = _step_error(failure)
-                self._set(
-                    step,
-                    state=StepState.NEEDS_ATTENTION,
-                    attempts=self._steps[step].attempts + attempts,
-                    last_error=error,
-                )
-                self._parked[step] = error
-                workflow.logger.warning("step %s needs attention: %s", step, error.kind)
-                self._refresh()
-                await workflow.wait_condition(lambda: step in self._decisions)
-                if isinstance(self._decisions.pop(step), SkipStepRequest):
-                    return None
-                continue
-            self._set(
-                step,
-                state=StepState.SUCCEEDED,
-                attempts=self._steps[step].attempts + output.attempt,
-            )
-            self._refresh()
-            return output
-
-    def _set(self, step: FollowUpStep, **changes: Any) -> None:
-        self._steps[step] = self._steps[step].model_copy(update=changes)
-
-    def _not_needed(self, step: FollowUpStep, reason: str) -> None:
-        self._set(step, state=StepState.NOT_NEEDED, skip_reason=reason)
-        self._refresh()
-
-    def _blocked(
-        self, step: FollowUpStep, prerequisite: FollowUpStep, reason: str | None = None
-    ) -> None:
-        """Settle a step whose prerequisite produced nothing: skipped follows skipped."""
-        before = self._steps[prerequisite]
-        if before.state is StepState.SKIPPED:
-            self._set(
-                step,
-                state=StepState.SKIPPED,
-                skip_reason=f"{prerequisite} was skipped: {before.skip_reason}",
-            )
+    def _settle_missing(self, step: FollowUpStep, fact: Fact) -> None:
+        if fact is Fact.PERSON:
+            self._not_needed(step, NOBODY)
+        elif fact is Fact.OUTCOME:
+            self._not_needed(step, NO_CALL_DETAILS)
+        elif fact is Fact.MEETING:
+            self._blocked(step, FollowUpStep.BOOK_MEETING, "no meeting was booked")
+        elif fact is Fact.OWED:
+            self._not_needed(step, "no promise to keep: nothing was promised, or it was kept")
         else:
-            detail = reason or before.skip_reason or before.state.value
-            self._set(step, state=StepState.NOT_NEEDED, skip_reason=f"{prerequisite}: {detail}")
-        self._refresh()
-
-    def _check_parked(self, step: FollowUpStep, verb: str) -> None:
-        if step not in self._parked:
-            parked = ", ".join(self._parked_in_order()) or "none"
-            raise ValueError(
-                f"cannot {verb} {step}: it is {self._steps[step].state}, "
-                f"not waiting for an operator (parked: {parked})"
-            )
-
-    def _parked_in_order(self) -> list[FollowUpStep]:
-        return [step for step in FollowUpStep if step in self._parked]
+            self._blocked(step, FACT_SOURCES[fact][0])
 
     # --- status, search attributes and details --------------------------------------------------
 
@@ -597,106 +348,39 @@ class CallFollowUpWorkflow:
                 ]
             )
             self._published = (status, failed)
-        workflow.set_current_details(self._details(status, parked))
+        workflow.set_current_details(
+            details_markdown(
+                call_id=self._input.call_id,
+                status=status,
+                notices=self._notices(),
+                steps=self._steps,
+                parked=parked,
+            )
+        )
 
-    def _details(self, status: FollowUpStatus, parked: list[FollowUpStep]) -> str:
-        """Markdown for the UI: what failed, the vendor's error, and what an operator can do."""
-        call_id = self._input.call_id
-        lines = [f"**Follow-up of call `{call_id}`: {status}**"]
-        if self._outcome_missing:
-            lines.append("\ncall_ended never arrived: the follow-up used what it had.")
-        for step in parked:
-            lines += _parked_section(call_id, step, self._steps[step])
-        lines += ["", "| step | state | attempts | note |", "|---|---|---|---|"]
-        for step, progress in self._steps.items():
-            error = progress.last_error
-            failed = error is not None and progress.state is not StepState.SUCCEEDED
-            note = progress.skip_reason or (error.kind if error is not None and failed else "")
-            lines.append(f"| {step} | {progress.state} | {progress.attempts} | {note} |")
-        return "\n".join(lines)
+    def _notices(self) -> list[str]:
+        notices = [OUTCOME_MISSING_NOTICE] if self._outcome_missing else []
+        if self._agent_lost:
+            notices.append(AGENT_LOST_NOTICE)
+        if self._promise_note is not None:
+            notices.append(self._promise_note)
+        if self._owed is not None:
+            notices.append(
+                f"The caller was promised an invite for {self._owed.requested_slot.isoformat()}; "
+                f"it could not be booked ({self._owed.reason}). The rep is asked to reply to them "
+                "(a Salesforce task and a HubSpot note)."
+            )
+        return notices
 
     def _trialist(self) -> Trialist | None:
         if self._outcome is not None:
             return self._outcome.trialist
         return self._booking_request.guest if self._booking_request is not None else None
 
-    def _signals(self) -> QualificationSignals:
-        return self._outcome.signals if self._outcome is not None else QualificationSignals()
 
-
-def _step_error(failure: ActivityError) -> tuple[StepError, int]:
-    """A StepError from an activity failure, and how many attempts it took (at least 1).
-
-    Retryable errors end in one of two ways: the server stops retrying because the next attempt
-    would pass the schedule-to-close (retry_state TIMEOUT, cause = the last error), or the
-    schedule-to-close fires during an attempt (cause = a TimeoutError wrapping the last error).
-    """
-    cause = failure.cause
-    timeout: TimeoutType | None = None
-    if isinstance(cause, ActivityTimeoutError):
-        timeout = cause.type or TimeoutType.SCHEDULE_TO_CLOSE
-        cause = cause.cause  # the last attempt's failure, when there was one
-    app = cause if isinstance(cause, ApplicationError) else None
-    details: dict[str, Any] = {}
-    if app is not None and app.details and isinstance(app.details[0], dict):
-        details = app.details[0]
-    last = f"; last error: {app.message}" if app is not None else ""
-    if timeout is not None:
-        kind = "timeout"
-        message = f"{timeout.name.lower().replace('_', '-')} timeout{last}"
-    elif app is not None and failure.retry_state in RETRIES_EXHAUSTED:
-        kind = "retries_exhausted"
-        message = f"retries ran out within the step's time budget{last}"
-    elif app is not None:
-        kind = app.type or "error"
-        message = app.message
-    else:
-        kind = "error"
-        message = str(cause or failure)
-    attempt = details.get("attempt")
-    error = StepError(
-        kind=kind,
-        message=message[:1000],
-        vendor=details.get("vendor"),
-        status_code=details.get("status_code"),
-        error_code=details.get("error_code"),
-        correlation_id=details.get("correlation_id"),
-    )
-    return error, attempt if isinstance(attempt, int) and attempt > 0 else 1
-
-
-def _error_line(error: StepError | None) -> str:
-    return "no error recorded" if error is None else f"{error.kind}: {error.message}"
-
-
-def _vendor_line(error: StepError | None) -> str:
-    """The vendor's own identifiers of the failure, for a support ticket."""
-    if error is None:
-        return "n/a"
-    parts = [
-        f"vendor **{error.vendor or 'n/a'}**",
-        f"HTTP status **{error.status_code if error.status_code is not None else 'n/a'}**",
-        f"error code **{error.error_code or 'n/a'}**",
-        f"correlation id **{error.correlation_id or 'n/a'}**",
-    ]
-    return " · ".join(parts)
-
-
-def _parked_section(call_id: str, step: FollowUpStep, progress: StepProgress) -> list[str]:
-    error = progress.last_error
-    workflow_id = workflow_id_for(call_id)
-    return [
-        "",
-        f"### Needs attention: `{step}`",
-        f"- error: {_error_line(error)}",
-        f"- {_vendor_line(error)}",
-        f"- attempts so far: {progress.attempts}",
-        "",
-        "What you can do, after fixing the cause (data, credentials, vendor outage):",
-        f'- retry: send update `retry_step` with `{{"step": "{step}"}}`, or run '
-        f"`trialist followups retry {call_id} {step}`",
-        f'- skip: send update `skip_step` with `{{"step": "{step}", "reason": "..."}}`, '
-        f'or run `trialist followups skip {call_id} {step} --reason "..."`',
-        f"- CLI: `temporal workflow update execute --workflow-id {workflow_id} --name retry_step "
-        f'--input \'{{"step": "{step}"}}\'`',
-    ]
+def _call_id_of_this_workflow() -> str:
+    """The call id in this workflow's id, for a follow-up whose start input is unusable."""
+    try:
+        return FollowUpInput(call_id=call_id_from_workflow_id(workflow.info().workflow_id)).call_id
+    except ValueError:
+        return UNKNOWN_CALL_ID

@@ -13,7 +13,17 @@ from tests.workflows.scenario import vendor_clients
 
 @pytest.fixture
 async def clients(sandbox: SandboxServer) -> AsyncIterator[VendorClients]:
-    built = vendor_clients(sandbox.url)
+    built = vendor_clients(sandbox)
+    try:
+        yield built
+    finally:
+        await built.aclose()
+
+
+@pytest.fixture
+async def pinned_clients(pinned_sandbox: SandboxServer) -> AsyncIterator[VendorClients]:
+    """Clients on the sandbox frozen at each calendar instant (tests/pinned_time.py)."""
+    built = vendor_clients(pinned_sandbox)
     try:
         yield built
     finally:

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         make_trialist,
         new_call_id,
     )
-    from workflows.follow_up import HEARTBEAT_TIMEOUT
+    from workflows.follow_up_steps import HEARTBEAT_TIMEOUT
 
 
 def environment(heartbeat_timeout: timedelta) -> tuple[ActivityEnvironment, list[object]]:

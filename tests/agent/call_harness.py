@@ -28,6 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from agent.entrypoint import agent_for, build_runtime, new_call_session
 from agent.services import AgentRuntime, CallServices
 from agent.session_end import CallLifecycle, register_call
+from config.clock import Clock, system_clock
 from config.settings import Settings
 from contracts.models import Trialist
 from devtools.demo_calls import DANA
@@ -68,11 +69,11 @@ def agent_settings(
 
 
 @asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[None]:
+async def running_worker(settings: Settings, *, clock: Clock = system_clock) -> AsyncIterator[None]:
     """The production worker (worker.run_worker) on the test's task queue."""
     stop = asyncio.Event()
     ready = asyncio.Event()
-    task = asyncio.create_task(run_worker(settings, stop=stop, ready=ready.set))
+    task = asyncio.create_task(run_worker(settings, stop=stop, ready=ready.set, clock=clock))
     try:
         waiter = asyncio.create_task(ready.wait())
         done, _ = await asyncio.wait({task, waiter}, timeout=30, return_when="FIRST_COMPLETED")
@@ -164,8 +165,11 @@ async def text_call(
 
 
 @asynccontextmanager
-async def agent_runtime(settings: Settings) -> AsyncIterator[AgentRuntime]:
-    runtime = build_runtime(settings)
+async def agent_runtime(
+    settings: Settings, *, clock: Clock = system_clock
+) -> AsyncIterator[AgentRuntime]:
+    """The agent's process runtime; `clock` is its calendar (pass the sandbox's pinned clock)."""
+    runtime = build_runtime(settings, clock=clock)
     await runtime.start_background()
     try:
         yield runtime
@@ -184,10 +188,11 @@ async def call_on(
     *,
     call_id: str | None = None,
     trialist: Trialist = DANA,
+    clock: Clock = system_clock,
 ) -> AsyncIterator[TextCall]:
     """A fresh runtime (clients, breakers, handoff) and one call on it."""
     async with (
-        agent_runtime(settings) as runtime,
+        agent_runtime(settings, clock=clock) as runtime,
         text_call(runtime, turns, call_id=call_id or new_call_id(), trialist=trialist) as call,
     ):
         yield call

@@ -41,9 +41,9 @@ async def test_the_three_demo_calls_play_through_the_real_stack(
         booking_wait_seconds=3.0,
     )
     lines: list[str] = []
-    async with running_worker(settings):
+    async with running_worker(settings, clock=sandbox.clock):
         happy, chilipiper_down, hubspot_rejects = await run_demo_calls(
-            settings, out=lines.append, follow_seconds=30
+            settings, out=lines.append, follow_seconds=30, clock=sandbox.clock
         )
     printed = "\n".join(lines)
     # Every line is labelled as scripted, and each call prints its workflow's UI link.

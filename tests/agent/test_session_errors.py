@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from livekit.agents import CloseReason
 from temporalio.api.enums.v1 import EventType
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from agent.session_end import GOODBYE_ON_ERROR
@@ -44,7 +43,8 @@ async def _signalled_outcomes(env: WorkflowEnvironment, call_id: str) -> list[Ca
         signal = event.workflow_execution_signaled_event_attributes
         if signal.signal_name != CALL_ENDED_SIGNAL:
             continue
-        (outcome,) = pydantic_data_converter.payload_converter.from_payloads(
+        # History payloads are encrypted: decode them through the client's codec.
+        (outcome,) = await env.client.data_converter.decode(
             list(signal.input.payloads), [CallOutcome]
         )
         outcomes.append(outcome)

@@ -11,7 +11,7 @@ import pytest
 from livekit.agents import ToolError
 from prometheus_client import CollectorRegistry
 
-from agent.call_state import ConversationState, Stage, preserved
+from agent.call_state import ConversationState, Stage
 from agent.resilience.breaker import BreakerRegistry
 from agent.resilience.guard import RealtimeGuard
 from contracts.models import (
@@ -75,7 +75,9 @@ def test_notes_respect_the_contract_limits() -> None:
 def test_outcome_fields_build_a_valid_call_outcome() -> None:
     state = state_with_history()
     state.request_meeting(request())
-    now = datetime.now(UTC)
+    now = datetime.now(
+        UTC
+    )  # a timestamp on a record, not a calendar decision: the wall clock is fine
     outcome = CallOutcome(
         call_id="call-1",
         trialist=TRIALIST,
@@ -149,7 +151,7 @@ async def test_state_is_restored_after_a_guarded_vendor_call_fails() -> None:
     async def chilipiper_down() -> list[str]:
         raise TransientError("unavailable", vendor="chilipiper", operation="free_slots")
 
-    with pytest.raises(ToolError), preserved(state):
+    with pytest.raises(ToolError), state.transaction():
         state.set_stage(Stage.SCHEDULING)
         state.add_note("Prefers mornings.")
         await realtime.call("chilipiper", chilipiper_down, deadline=0.3)

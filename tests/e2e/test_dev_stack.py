@@ -4,94 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from config.settings import Settings
 from contracts import FOLLOW_UP_STATUS
-from tests.servers import free_port
+from tests.e2e.stack import TRIALIST, DevStackProcess, start, temporal_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-TRIALIST = str(Path(sys.executable).parent / "trialist")
 READY_SECONDS = 60.0
 DEMO_SECONDS = 90.0
-STOP_SECONDS = 40.0
-
-
-class DevStackProcess:
-    """`trialist dev` as a child of the test, its merged output collected line by line."""
-
-    def __init__(self, *, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            [TRIALIST, "dev", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            cwd=cwd,
-        )
-        self.lines: list[tuple[float, str]] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append((time.monotonic() - self.started, line.rstrip("\n")))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(line for _, line in self.lines)
-
-    def wait_for(self, pattern: str, seconds: float) -> tuple[float, str]:
-        """The first output line matching `pattern` and when it came (seconds since start)."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + seconds
-        with self._changed:
-            while True:
-                for at, line in self.lines:
-                    if regex.search(line):
-                        return at, line
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(
-                        f"no line matching {pattern!r} after {seconds:g}s "
-                        f"(exit code {self.process.poll()}); output:\n{self.output}"
-                    )
-                self._changed.wait(timeout=min(left, 0.5))
-
-    def stop(self, signum: signal.Signals) -> int:
-        self.process.send_signal(signum)
-        code = self.process.wait(timeout=STOP_SECONDS)
-        self._reader.join(timeout=5)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 def proc_table() -> dict[int, tuple[int, int, str]]:
@@ -133,48 +62,6 @@ def session_members(sessions: set[int]) -> set[int]:
     return {
         pid for pid, (_, sid, state) in proc_table().items() if sid in sessions and state != "Z"
     }
-
-
-@pytest.fixture
-def stack_env(tmp_path: Path) -> dict[str, str]:
-    """A clean environment: free ports, a fresh DATA_DIR, none of the developer's settings."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key.lower() not in Settings.model_fields and key != "COLUMNS"
-    }
-    env.update(
-        DATA_DIR=str(tmp_path / ".data"),
-        TEMPORAL_DEV_PORT=str(free_port()),
-        TEMPORAL_UI_PORT=str(free_port()),
-        SANDBOX_PORT=str(free_port()),
-        WORKER_METRICS_PORT=str(free_port()),
-        COLUMNS="200",
-    )
-    return env
-
-
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[list[DevStackProcess]]:
-    """Stacks started by a test; any still running at the end is killed."""
-    stacks: list[DevStackProcess] = []
-    yield stacks
-    for stack in stacks:
-        stack.kill()
-
-
-def start(
-    stacks: list[DevStackProcess], env: dict[str, str], cwd: Path, *args: str
-) -> DevStackProcess:
-    stack = DevStackProcess(args=list(args), env=env, cwd=cwd)
-    stacks.append(stack)
-    return stack
-
-
-async def temporal_client(env: dict[str, str]) -> Client:
-    return await Client.connect(
-        f"127.0.0.1:{env['TEMPORAL_DEV_PORT']}", data_converter=pydantic_data_converter
-    )
 
 
 def test_a_port_in_use_names_the_setting_and_starts_nothing(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx2
 import pytest
@@ -33,6 +33,7 @@ def make_client(
         base_url=f"{sandbox.url}/chilipiper",
         api_token=SecretStr(token),
         scheduling_link=LINK,
+        clock=sandbox.clock,
     )
 
 
@@ -61,7 +62,7 @@ async def test_free_slots_are_future_working_hours_of_the_rep(
     assert free.meeting_minutes == 30
     assert len(free.slots) >= 40  # five business days of 30-minute slots, minus a few
     assert free.slots == sorted(free.slots)
-    now = datetime.now(UTC)
+    now = sandbox.clock()
     assert all(slot.tzinfo is not None and slot > now for slot in free.slots)
     assert all(slot.minute in (0, 30) for slot in free.slots)
     assert all(slot - now < timedelta(days=8) for slot in free.slots)

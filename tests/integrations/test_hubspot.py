@@ -134,7 +134,7 @@ async def test_engagements_are_created_once_per_call_and_associated_to_the_conta
 ) -> None:
     client = make_client(sandbox, http)
     contact_id = (await client.upsert_contact(contact())).id
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)  # record times only
     note = HubSpotNote(call_id="call-6002", body="Wants a demo for the team.", timestamp=start)
     meeting = HubSpotMeeting(
         call_id="call-6002",
@@ -257,7 +257,7 @@ async def test_rate_limit_window_uses_retry_after(
         vendor="hubspot", operation="search_notes", rate_limit={"limit": 1, "window_seconds": 30}
     )
     client = make_client(sandbox, http)
-    note = HubSpotNote(call_id="call-6004", body="n", timestamp=datetime.now(UTC))
+    note = HubSpotNote(call_id="call-6004", body="n", timestamp=datetime.now(UTC))  # any time
     await client.create_note(note, contact_id=SEEDED_CONTACT_ID)
 
     with pytest.raises(RateLimitedError) as caught:

@@ -142,7 +142,9 @@ async def test_call_task_and_meeting_event_are_idempotent_and_linked_to_the_lead
         duration_seconds=312,
         disposition="Meeting booked",
     )
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(
+        days=2
+    )  # an Event's time, no check
     event = SalesforceMeetingEvent(
         meeting_id="5f6d2a90-meeting", lead_id=lead_id, start=start, end=start + timedelta(hours=1)
     )
@@ -281,6 +283,7 @@ async def test_exhausted_daily_allocation_waits_longer(
         headers={"Sforce-Limit-Info": "api-usage=15000/15000"},
     )
     client = make_client(sandbox, http)
+    # A timestamp on a record, not a calendar decision: the wall clock is fine.
     task = SalesforceCallTask(call_id="call-5008", started_at=datetime.now(UTC), duration_seconds=5)
 
     with pytest.raises(RateLimitedError) as caught:
@@ -316,7 +319,7 @@ async def test_invalid_field_value_is_permanent_with_the_vendor_code(
     task = SalesforceCallTask(
         call_id="call-5009",
         lead_id="00Q5g0000099999AAA",  # well-formed, but no such Lead
-        started_at=datetime.now(UTC),
+        started_at=datetime.now(UTC),  # a timestamp on a record, not a calendar decision
         duration_seconds=40,
     )
 
@@ -335,7 +338,7 @@ async def test_server_errors_are_transient(
     sandbox.add_fault(
         vendor="salesforce", operation="upsert_event", error_rate=1.0, status=status, times=1
     )
-    start = datetime.now(UTC) + timedelta(days=1)
+    start = datetime.now(UTC) + timedelta(days=1)  # an Event's time, no calendar check
     event = SalesforceMeetingEvent(
         meeting_id="m-5010", start=start, end=start + timedelta(minutes=30)
     )

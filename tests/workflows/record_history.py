@@ -2,6 +2,8 @@
 
 Starts a dev server and the sandbox, runs each scenario with the real worker code, and writes
 `tests/histories/<scenario>.json`. Re-record only for an intended, versioned workflow change.
+Payloads are encrypted with the committed fixture key (tests/payload_keys.py), as in production;
+histories recorded before the codec are plain and replay as they are.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Any
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.follow_up import chilipiper_guest
 from config.process_exit import exits_cleanly
 from contracts import (
     CALL_ENDED_SIGNAL,
@@ -30,6 +32,7 @@ from contracts import (
     StepState,
     workflow_id_for,
 )
+from tests.payload_keys import HISTORY_CONVERTER
 from tests.servers import SandboxServer, binary, running_sandbox
 from tests.workflows.scenario import (
     booking_request,
@@ -63,7 +66,7 @@ async def booked_in_call_parked_then_retried(
     """Update-with-start booking, a repeated booking, call_ended twice, a HubSpot 400 retried."""
     call_id = new_call_id()
     trialist = make_trialist(call_id)
-    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
         request = booking_request(call_id, trialist, (await free_slots(clients, trialist))[0])
         for _ in range(2):
             start = WithStartWorkflowOperation(
@@ -99,7 +102,7 @@ async def outcome_missing_then_skipped(
     """A booking, no call_ended (the wait times out), a Salesforce 400 skipped by an operator."""
     call_id = new_call_id()
     trialist = make_trialist(call_id)
-    async with follow_up_worker(client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
         request = booking_request(call_id, trialist, (await free_slots(clients, trialist))[1])
         sandbox.add_fault(vendor="salesforce", status=400, error_rate=1.0)
         start = WithStartWorkflowOperation(
@@ -123,15 +126,64 @@ async def outcome_missing_then_skipped(
     return handle
 
 
+async def requested_in_outcome_booked_after_call(
+    client: Client, sandbox: SandboxServer, task_queue: str
+) -> WorkflowHandle[Any, Any]:
+    """Signal-with-start call_ended whose requested meeting is booked after the call."""
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
+        request = booking_request(call_id, trialist, (await free_slots(clients, trialist))[2])
+        handle: WorkflowHandle[Any, Any] = await client.start_workflow(
+            CallFollowUpWorkflow.run,
+            follow_up_input(call_id),
+            id=workflow_id_for(call_id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal=CALL_ENDED_SIGNAL,
+            start_signal_args=[call_outcome(call_id, trialist, requested=request)],
+        )
+        await handle.result()
+    return handle
+
+
+async def requested_slot_taken_after_call(
+    client: Client, sandbox: SandboxServer, task_queue: str
+) -> WorkflowHandle[Any, Any]:
+    """call_ended asks for a slot someone else took meanwhile: the booking is unavailable."""
+    call_id = new_call_id()
+    trialist = make_trialist(call_id)
+    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
+        slot = (await free_slots(clients, trialist))[3]
+        other = make_trialist(new_call_id())
+        guest = chilipiper_guest(other)
+        session = await clients.chilipiper.find_free_slots(guest, timezone=guest.timezone)
+        await clients.chilipiper.book_slot(route_id=session.route_id, slot_start=slot, guest=guest)
+        request = booking_request(call_id, trialist, slot)
+        handle: WorkflowHandle[Any, Any] = await client.start_workflow(
+            CallFollowUpWorkflow.run,
+            follow_up_input(call_id),
+            id=workflow_id_for(call_id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal=CALL_ENDED_SIGNAL,
+            start_signal_args=[call_outcome(call_id, trialist, requested=request)],
+        )
+        await handle.result()
+    return handle
+
+
 SCENARIOS: dict[str, Scenario] = {
     "booked_in_call_parked_then_retried": booked_in_call_parked_then_retried,
     "outcome_missing_then_skipped": outcome_missing_then_skipped,
+    "requested_in_outcome_booked_after_call": requested_in_outcome_booked_after_call,
+    "requested_slot_taken_after_call": requested_slot_taken_after_call,
 }
 
 
 async def record(names: list[str], directory: Path) -> None:
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=HISTORY_CONVERTER,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_existing_path=binary("temporal"),
     )

@@ -32,6 +32,7 @@ from contracts import (
 )
 from integrations.clients import VendorClients, build_vendor_clients
 from integrations.http import build_http_client
+from tests.servers import SandboxServer
 from workflows.follow_up import CallFollowUpWorkflow
 
 # Short enough that a stuck step parks within a test, long enough for loopback HTTP.
@@ -82,6 +83,7 @@ def call_outcome(
     booking: BookingConfirmation | None = None,
     summary: str = "Uses PandaDoc for sales proposals; wants a demo of approvals.",
 ) -> CallOutcome:
+    # The outcome's timestamps are records, not calendar decisions: the wall clock is fine.
     ended = datetime.now(UTC).replace(microsecond=0)
     return CallOutcome(
         call_id=call_id,
@@ -108,10 +110,11 @@ def sandbox_settings(sandbox_url: str) -> Settings:
 
 
 def vendor_clients(
-    sandbox_url: str, *, read_timeout: float = TEST_READ_TIMEOUT_SECONDS
+    sandbox: SandboxServer, *, read_timeout: float = TEST_READ_TIMEOUT_SECONDS
 ) -> VendorClients:
+    """Clients on the sandbox, searching its calendar from its (pinned) now."""
     http = build_http_client(read_timeout=read_timeout)
-    return build_vendor_clients(sandbox_settings(sandbox_url), http=http)
+    return build_vendor_clients(sandbox_settings(sandbox.url), http=http, clock=sandbox.clock)
 
 
 async def free_slots(clients: VendorClients, trialist: Trialist) -> list[datetime]:
@@ -125,11 +128,11 @@ async def follow_up_worker(
     client: Client,
     task_queue: str,
     *,
-    sandbox_url: str,
+    sandbox: SandboxServer,
     activities: Sequence[Callable[..., Any]] | None = None,
 ) -> AsyncIterator[VendorClients]:
     """A worker with the real workflow and, unless replaced, the real activities."""
-    clients = vendor_clients(sandbox_url)
+    clients = vendor_clients(sandbox)
     try:
         registered = (
             list(activities)

@@ -1,12 +1,16 @@
 """CallFollowUpWorkflow on the time-skipping test server: timers, retry delays and parked steps.
 
-Real activities talk to the sandbox over loopback HTTP; the server skips workflow time only.
+Real activities talk to the sandbox over loopback HTTP; the server skips workflow time only. The
+test server keeps its own clock, ahead of the wall clock by all the time earlier tests skipped, so
+each test pins the sandbox to the working-week anchor after the server's now
+(tests/pinned_time.py): every slot lies at least 7 h after workflow.now(), more than a test skips.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
@@ -20,6 +24,7 @@ from contracts import (
     StepState,
     workflow_id_for,
 )
+from tests.pinned_time import working_week_anchor
 from tests.servers import SandboxServer
 from tests.workflows.scenario import (
     activity_retry_gap,
@@ -41,13 +46,20 @@ from workflows.follow_up import CallFollowUpWorkflow
 CALL_ENDED_TIMEOUT_SECONDS = 2 * 3600.0
 
 
+@pytest.fixture(autouse=True)
+async def sandbox_at_server_time(
+    time_skipping_env: WorkflowEnvironment, sandbox: SandboxServer
+) -> None:
+    sandbox.reset(now=working_week_anchor(await time_skipping_env.get_current_time()))
+
+
 async def test_missing_call_ended_proceeds_after_the_timeout_with_what_it_has(
     time_skipping_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
 ) -> None:
     env = time_skipping_env
     call_id = new_call_id()
     trialist = make_trialist(call_id)
-    async with follow_up_worker(env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, trialist))[0]
         # Start, then update: the test server leaves time skipping locked after an
         # update-with-start (the dev-server tests cover that path).
@@ -107,7 +119,7 @@ async def test_rate_limit_waits_the_delay_the_vendor_asked_for(
         headers={"Retry-After": str(retry_after)},
         times=1,
     )
-    async with follow_up_worker(env.client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(env.client, task_queue, sandbox=sandbox):
         handle = await env.client.start_workflow(
             CallFollowUpWorkflow.run,
             follow_up_input(call_id, step_schedule_to_close_seconds=600),
@@ -138,7 +150,7 @@ async def test_step_out_of_retries_parks_then_retry_step_completes(
     step = FollowUpStep.UPSERT_SALESFORCE_LEAD
     # Salesforce answers 503 to everything: retryable, so only the step's time budget ends it.
     sandbox.add_fault(vendor="salesforce", error_rate=1.0, status=503)
-    async with follow_up_worker(env.client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(env.client, task_queue, sandbox=sandbox):
         handle = await env.client.start_workflow(
             CallFollowUpWorkflow.run,
             follow_up_input(call_id, step_schedule_to_close_seconds=30),
@@ -183,7 +195,7 @@ async def test_skip_step_skips_the_dependents_and_completes(
     trialist = make_trialist(call_id)
     step = FollowUpStep.UPSERT_HUBSPOT_CONTACT
     sandbox.add_fault(vendor="hubspot", error_rate=1.0, status=400)  # permanent: parks at once
-    async with follow_up_worker(env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, trialist))[1]
         outcome = call_outcome(
             call_id, trialist, requested=booking_request(call_id, trialist, slot)

@@ -1,6 +1,8 @@
 """Replays recorded follow-up histories, so a non-deterministic workflow change fails CI.
 
 Re-record after an intended, versioned change with `python -m tests.workflows.record_history`.
+The replayer uses the encrypting converter: histories recorded before the codec are plain and
+pass through it; new recordings are encrypted with the fixture key.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from contracts import WORKFLOW_TYPE, FollowUpInput
+from tests.payload_keys import HISTORY_CONVERTER
 from workflows.follow_up import CallFollowUpWorkflow
 
 HISTORY_DIR = Path(__file__).resolve().parent.parent / "histories"
@@ -32,7 +34,7 @@ def test_histories_are_checked_in() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
 async def test_recorded_history_replays_deterministically(path: Path) -> None:
-    replayer = Replayer(workflows=[CallFollowUpWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[CallFollowUpWorkflow], data_converter=HISTORY_CONVERTER)
 
     result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
 
@@ -50,7 +52,7 @@ class ReorderedFollowUp:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
 async def test_a_non_deterministic_change_fails_the_replay(path: Path) -> None:
-    replayer = Replayer(workflows=[ReorderedFollowUp], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[ReorderedFollowUp], data_converter=HISTORY_CONVERTER)
 
     result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
 

@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -33,12 +32,14 @@ from contracts import (
     workflow_id_for,
 )
 from handoff.follow_up import (
-    ALREADY_FINISHED,
+    SUPERSEDED,
     BookingHandoffStatus,
     CallEndedStatus,
     FollowUpHandoff,
 )
-from handoff.outbox import MessageKind, Rejection
+from handoff.messages import ALREADY_FINISHED
+from handoff.ordering import MessageKind
+from handoff.relay import Rejection
 from tests.servers import SandboxServer, free_port
 from tests.workflows.scenario import (
     booking_request,
@@ -64,6 +65,7 @@ def handoff_to(
     target: str,
     task_queue: str,
     handoff_timeout: float = HANDOFF_TIMEOUT,
+    call_ended_timeout: float = HANDOFF_TIMEOUT,
 ) -> FollowUpHandoff:
     settings = Settings(
         _env_file=None,
@@ -71,6 +73,7 @@ def handoff_to(
         temporal_address=target,
         temporal_task_queue=task_queue,
         handoff_timeout_seconds=handoff_timeout,
+        handoff_call_ended_timeout_seconds=call_ended_timeout,
         outbox_relay_interval_seconds=0.1,
         follow_up_step_schedule_to_close_seconds=20,
     )
@@ -150,7 +153,7 @@ async def test_a_confirmed_booking_then_call_ended_completes_the_follow_up(
     call_id = new_call_id()
     person = make_trialist(call_id)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         booked = await handoff.book_meeting(request, wait=10.0)
@@ -175,14 +178,14 @@ async def test_a_taken_slot_comes_back_unavailable_with_alternatives(
     first_call, second_call = new_call_id(), new_call_id()
     first, second = make_trialist(first_call), make_trialist(second_call)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, first))[0]
         taken = await handoff.book_meeting(booking_request(first_call, first, slot), wait=10.0)
         assert taken.status is BookingHandoffStatus.CONFIRMED
         late = await handoff.book_meeting(booking_request(second_call, second, slot), wait=10.0)
     assert late.status is BookingHandoffStatus.UNAVAILABLE and late.meeting_id is None
     assert late.alternatives and slot not in late.alternatives
-    assert all(alternative > datetime.now(UTC) for alternative in late.alternatives)
+    assert all(alternative > sandbox.clock() for alternative in late.alternatives)
 
 
 async def test_a_refused_booking_is_rejected_at_once_with_the_reason(
@@ -191,8 +194,9 @@ async def test_a_refused_booking_is_rejected_at_once_with_the_reason(
     call_id = new_call_id()
     person = make_trialist(call_id)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+    # The workflow checks slots against Temporal's clock, which is the wall clock here.
     past = booking_request(call_id, person, datetime.now(UTC) - timedelta(hours=1))
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
         refused, elapsed = await timed(handoff.book_meeting(past, wait=10.0))
     assert refused.status is BookingHandoffStatus.REJECTED
     assert refused.reason is not None and "in the past" in refused.reason
@@ -207,7 +211,7 @@ async def test_a_slow_booking_is_pending_and_the_workflow_finishes_it(
     call_id = new_call_id()
     person = make_trialist(call_id)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         sandbox.add_fault(vendor="chilipiper", operation="schedule_simple", latency_ms=800)
         request = booking_request(call_id, person, slot)
@@ -228,7 +232,7 @@ async def test_a_booking_parked_for_an_operator_is_pending_not_refused(
     call_id = new_call_id()
     person = make_trialist(call_id)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         # A permanent vendor error: the workflow parks the booking and fails the update.
         sandbox.add_fault(
@@ -249,19 +253,19 @@ async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
     call_id = new_call_id()
     person = make_trialist(call_id)
     down = handoff_to(tmp_path, target=closed_port(), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         booked, booking_time = await timed(down.book_meeting(request, wait=2.0))
+        queued = down.outbox.messages(call_id)  # as queued, before call_ended supersedes it
         outcome = call_outcome(call_id, person, requested=request)
         ended, ending_time = await timed(down.call_ended(outcome))
         assert booked.status is BookingHandoffStatus.QUEUED
         assert ended.status is CallEndedStatus.QUEUED
         assert booking_time < HANDOFF_TIMEOUT + MARGIN and ending_time < HANDOFF_TIMEOUT + MARGIN
-        assert [m.kind for m in down.outbox.due(time.time())] == [
-            MessageKind.BOOK_MEETING,
-            MessageKind.CALL_ENDED,
-        ]
+        # The outcome carries the queued booking's request: call_ended never waits behind it.
+        queued += down.outbox.due(time.time())
+        assert [m.kind for m in down.outbox.due(time.time())] == [MessageKind.CALL_ENDED]
 
         # The next agent process, with Temporal back: its relay delivers at start-up.
         up = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
@@ -273,17 +277,20 @@ async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
         assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
         messages = up.outbox.messages(call_id)
         assert [(m.kind, m.delivered, m.last_error) for m in messages] == [
-            (MessageKind.BOOK_MEETING, True, None),  # delivered as book_meeting, not refused
+            (MessageKind.BOOK_MEETING, True, SUPERSEDED),  # booked from requested_meeting
             (MessageKind.CALL_ENDED, True, None),
         ]
         assert vendor_rows(sandbox, person) == ONE_EACH
 
-        # At-least-once: the same messages again change nothing and start no second run.
+        # Delivered rows keep no payload: the personal data left the outbox with the delivery.
+        assert [m.payload for m in messages] == ["", ""]
+
+        # At-least-once: the same messages again (as queued) change nothing and start no second
+        # run; a message to a finished follow-up is refused instead of starting a new run.
         run_id = (await follow_up(dev_env, call_id).describe()).run_id
-        repeats = [await up.deliver(message) for message in messages]
-        # The server knows the booking's update id and answers with its outcome; the signal
-        # to a finished follow-up is refused instead of starting a new run.
-        assert repeats == [None, Rejection(ALREADY_FINISHED)]
+        repeats = [await up.deliver(message) for message in queued]
+        assert [m.kind for m in queued] == [MessageKind.BOOK_MEETING, MessageKind.CALL_ENDED]
+        assert repeats == [Rejection(ALREADY_FINISHED), Rejection(ALREADY_FINISHED)]
         assert (await follow_up(dev_env, call_id).describe()).run_id == run_id
         assert vendor_rows(sandbox, person) == ONE_EACH
 
@@ -297,14 +304,14 @@ async def test_temporal_without_a_worker_is_too_slow_so_the_booking_is_queued(
         tmp_path, target=target_of(dev_env), task_queue=task_queue, handoff_timeout=SHORT_TIMEOUT
     )
     await handoff.client()  # connected: only the acceptance is slow
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
     # No worker polls the queue now: Temporal takes the start but nobody accepts the update.
     request = booking_request(call_id, person, slot)
     queued, elapsed = await timed(handoff.book_meeting(request, wait=2.0))
     assert queued.status is BookingHandoffStatus.QUEUED
     assert SHORT_TIMEOUT <= elapsed < SHORT_TIMEOUT + MARGIN
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url):
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
         relayed = await handoff.relay().deliver_due_once()
         assert (relayed.delivered, relayed.failed) == (1, 0)
         ended = await handoff.call_ended(call_outcome(call_id, person, requested=request))
@@ -320,10 +327,14 @@ async def test_a_hung_temporal_host_costs_the_handoff_timeout_and_no_more(
 ) -> None:
     call_id = new_call_id()
     person = make_trialist(call_id)
-    slot = datetime.now(UTC) + timedelta(days=1)
+    slot = datetime.now(UTC) + timedelta(days=1)  # never booked: Temporal is silent here
     with silent_server() as target:
         handoff = handoff_to(
-            tmp_path, target=target, task_queue=task_queue, handoff_timeout=SHORT_TIMEOUT
+            tmp_path,
+            target=target,
+            task_queue=task_queue,
+            handoff_timeout=SHORT_TIMEOUT,
+            call_ended_timeout=2 * SHORT_TIMEOUT,
         )
         booked, booking_time = await timed(
             handoff.book_meeting(booking_request(call_id, person, slot), wait=2.0)
@@ -331,28 +342,30 @@ async def test_a_hung_temporal_host_costs_the_handoff_timeout_and_no_more(
         ended, ending_time = await timed(handoff.call_ended(call_outcome(call_id, person)))
     assert (booked.status, booked.reason) == (BookingHandoffStatus.QUEUED, "timed out")
     assert (ended.status, ended.reason) == (CallEndedStatus.QUEUED, "timed out")
+    # Each within its own budget: the call_ended's is its own, not what the booking left.
     assert SHORT_TIMEOUT <= booking_time < SHORT_TIMEOUT + MARGIN
-    assert SHORT_TIMEOUT <= ending_time < SHORT_TIMEOUT + MARGIN
+    assert 2 * SHORT_TIMEOUT <= ending_time < 2 * SHORT_TIMEOUT + MARGIN
     assert handoff.outbox.pending_count(call_id) == 2
 
 
-async def test_call_ended_sends_the_calls_queued_booking_first(
+async def test_call_ended_supersedes_the_calls_queued_booking_which_the_workflow_books(
     dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
 ) -> None:
     call_id = new_call_id()
     person = make_trialist(call_id)
     down = handoff_to(tmp_path, target=closed_port(), task_queue=task_queue)
     up = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         assert (await down.book_meeting(request, wait=2.0)).status is BookingHandoffStatus.QUEUED
-        # Temporal is back by hang-up: the booking goes first, so the workflow accepts it.
+        # Temporal is back by hang-up: call_ended goes at once, within its own budget; its
+        # requested_meeting is the queued booking, which the workflow books after the call.
         ended = await up.call_ended(call_outcome(call_id, person, requested=request))
         assert ended.status is CallEndedStatus.DELIVERED
         progress = await finished(dev_env, call_id)
     [booking] = up.outbox.messages(call_id)
-    assert booking.delivered and booking.last_error is None
+    assert booking.delivered and booking.last_error == SUPERSEDED
     assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
     assert vendor_rows(sandbox, person) == ONE_EACH
 
@@ -363,7 +376,7 @@ async def test_a_booking_delivered_after_call_ended_is_refused_once_and_nothing_
     call_id = new_call_id()
     person = make_trialist(call_id)
     handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         ended = await handoff.call_ended(call_outcome(call_id, person, requested=request))
@@ -414,7 +427,7 @@ async def test_a_process_killed_after_its_outbox_write_delivers_on_the_next_star
 ) -> None:
     call_id = new_call_id()
     person = make_trialist(call_id)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox_url=sandbox.url) as clients:
+    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
         slot = (await free_slots(clients, person))[0]
         request = booking_request(call_id, person, slot)
         outcome = call_outcome(call_id, person, requested=request)
@@ -436,9 +449,10 @@ async def test_a_process_killed_after_its_outbox_write_delivers_on_the_next_star
         assert stdout.decode().split() == ["queued", "queued"]
 
         restarted = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-        assert restarted.outbox.pending_count(call_id) == 2
+        # The booking was superseded by the call_ended that carries it; that one waits.
+        assert [m.kind for m in restarted.outbox.pending_for(call_id)] == [MessageKind.CALL_ENDED]
         relayed = await restarted.relay().deliver_due_once(startup=True)
-        assert (relayed.delivered, relayed.failed) == (2, 0)
+        assert (relayed.delivered, relayed.failed) == (1, 0)
         progress = await finished(dev_env, call_id)
     assert progress.status is FollowUpStatus.COMPLETED
     assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
@@ -451,5 +465,3 @@ async def test_a_process_killed_after_its_outbox_write_delivers_on_the_next_star
 def test_the_outbox_lives_under_the_data_dir(tmp_path: Path) -> None:
     handoff = handoff_to(tmp_path / "data", target=closed_port(), task_queue="q")
     assert handoff.outbox.path == tmp_path / "data" / "outbox.db"
-    with pytest.raises(ValueError, match="call_ended_budget"):
-        FollowUpHandoff(settings=handoff.settings, outbox=handoff.outbox, call_ended_budget=0.2)
