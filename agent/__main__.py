@@ -89,11 +89,11 @@ def _run_livekit(command: str) -> None:
             raise SystemExit(EXIT_CONFIG)
     from livekit.agents import cli
 
-    from agent.entrypoint import server
+    from agent.entrypoint import build_server
 
     # The bundled CLI warns that `lk agent ...` is the way forward; it still serves these commands.
     warnings.filterwarnings("ignore", message="the built-in Python CLI is deprecated")
-    cli.run_app(server)
+    cli.run_app(build_server(_settings_or_exit()))
 
 
 @exits_cleanly

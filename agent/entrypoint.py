@@ -23,11 +23,20 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from agent.providers import build_models, load_vad
 from agent.resilience.breaker import BreakerRegistry
 from agent.services import AgentRuntime, CallServices
-from agent.session_end import CallLifecycle, attach_call_handlers
+from agent.session_end import (
+    ANSWER_TIMEOUT_SECONDS,
+    SESSION_END_TIMEOUT_SECONDS,
+    CallerLine,
+    CallLifecycle,
+    attach_call_handlers,
+    hand_off_outcome,
+    register_call,
+    wait_for_answer,
+)
 from agent.trialist_agent import PandaDocTrialistAgent
 from config.clock import Clock, system_clock
 from config.settings import Settings, get_settings
-from contracts.models import CallId, Trialist
+from contracts.models import CallId, EndedReason, Trialist
 from handoff.follow_up import FollowUpHandoff
 from integrations.clients import build_vendor_clients
 
@@ -52,12 +61,17 @@ MAX_DISPATCH_CHARS = 16 * 1024
 
 
 class CallDispatch(BaseModel):
-    """The job metadata of a dispatched call: `{"call_id": ..., "trialist": {...}}`."""
+    """The job metadata of a dispatched call: `{"call_id": ..., "trialist": {...}}`.
+
+    An outbound call also names the SIP participant the dialer created; the agent waits for it
+    to answer before it speaks.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
 
     call_id: CallId
     trialist: Trialist
+    sip_participant_identity: str | None = None
 
 
 def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> AgentRuntime:
@@ -80,6 +94,7 @@ def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> AgentRu
 def new_call_session(
     services: CallServices,
     *,
+    lifecycle: CallLifecycle | None = None,
     llm_model: llm.LLM[Any],
     stt_model: stt.STT[Any] | None = None,
     tts_model: tts.TTS[Any] | None = None,
@@ -99,7 +114,7 @@ def new_call_session(
         # One step per tool round; a call needs no more than a few in a row.
         max_tool_steps=4,
     )
-    return session, attach_call_handlers(session, services)
+    return session, attach_call_handlers(session, services, lifecycle)
 
 
 def agent_for(services: CallServices) -> PandaDocTrialistAgent:
@@ -136,32 +151,66 @@ def prewarm(proc: JobProcess) -> None:
     logger.info("agent process warmed: vendors and breakers ready")
 
 
-server = AgentServer(shutdown_process_timeout=10.0)
-server.setup_fnc = prewarm
+def build_server(settings: Settings) -> AgentServer:
+    """The worker: prewarmed job processes, the call entrypoint, on_session_end, one metrics port.
+
+    With AGENT_METRICS_PORT set, LiveKit's worker serves /metrics for every job process of the
+    host (prometheus-client's multiprocess mode, in a directory of its own under DATA_DIR).
+    """
+    port = settings.agent_metrics_port or None
+    metrics_dir = (settings.data_dir / "prometheus").resolve() if port else None
+    server = AgentServer(
+        shutdown_process_timeout=10.0,
+        session_end_timeout=SESSION_END_TIMEOUT_SECONDS,
+        prometheus_port=port,
+        prometheus_multiproc_dir=str(metrics_dir) if metrics_dir else None,
+    )
+    server.setup_fnc = prewarm
+    server.rtc_session(rtc_entrypoint, agent_name=AGENT_NAME, on_session_end=hand_off_outcome)
+    return server
 
 
-@server.rtc_session(agent_name=AGENT_NAME)
 async def rtc_entrypoint(ctx: JobContext) -> None:
     """One call: its services and session, the agent, and the outcome handoff at the end."""
     runtime: AgentRuntime = ctx.proc.userdata.get(RUNTIME_KEY) or build_runtime(get_settings())
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     dispatch = read_dispatch(ctx.job.metadata, fallback_call_id=f"console-{stamp}")
     ctx.log_context_fields = {"call_id": dispatch.call_id}
-    await runtime.start_background()
-    models = build_models(runtime.settings)
     services = runtime.services_for(call_id=dispatch.call_id, trialist=dispatch.trialist)
-    session, lifecycle = new_call_session(
+    # From here on the outcome leaves however the job ends (on_session_end, or the backstop).
+    lifecycle = register_call(ctx, services)
+    try:
+        await runtime.start_background()
+        await run_call(ctx, runtime, services, lifecycle, dispatch)
+    except Exception:
+        services.mark_ended(EndedReason.AGENT_ERROR)
+        raise
+
+
+async def run_call(
+    ctx: JobContext,
+    runtime: AgentRuntime,
+    services: CallServices,
+    lifecycle: CallLifecycle,
+    dispatch: CallDispatch,
+) -> None:
+    """Wait for an outbound callee to answer, then build the call's session and start the agent."""
+    callee = dispatch.sip_participant_identity
+    if callee is not None:
+        await ctx.connect()
+        if not await wait_for_answer(ctx.room, callee, within=ANSWER_TIMEOUT_SECONDS):
+            lifecycle.never_answered()
+            ctx.shutdown(reason="the callee never answered")
+            return
+    models = build_models(runtime.settings)
+    session, _ = new_call_session(
         services,
+        lifecycle=lifecycle,
         llm_model=models.llm,
         stt_model=models.stt,
         tts_model=models.tts,
         vad_model=ctx.proc.userdata.get(VAD_KEY),
     )
-
-    async def send_outcome(_reason: str) -> None:
-        await lifecycle.finish()
-
-    # Runs on every way the job ends (hang-up, drop, shutdown), inside LiveKit's 10 s limit.
-    ctx.add_shutdown_callback(send_outcome)
+    CallerLine(room=ctx.room, session=session, services=services, identity=callee).attach()
     session.on("close", lambda event: ctx.shutdown(reason=f"session closed: {event.reason.value}"))
     await session.start(agent=agent_for(services), room=ctx.room)

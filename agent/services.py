@@ -22,7 +22,9 @@ from integrations.chilipiper import ChiliPiperGuest, FreeSlots
 from integrations.clients import VendorClients
 
 if TYPE_CHECKING:
-    from livekit.agents import AgentSession
+    from contextlib import AbstractAsyncContextManager
+
+    from livekit.agents import AgentSession, RunContext, SpeechHandle
 
     from config.settings import Settings
 
@@ -96,20 +98,26 @@ class CallServices:
     def bind_session(self, session: AgentSession[Any]) -> None:
         """Speak filler lines through this session while a slow tool runs."""
         self._session = session
-        self.guard.say_filler = self.say
 
     def mark_ended(self, reason: EndedReason) -> None:
         if self.ended_reason is None:
             self.ended_reason = reason
 
-    def say(self, line: str) -> None:
-        """Speak a short line now (filler); silently skipped once the session is closing."""
+    def filler(self, context: RunContext[Any]) -> AbstractAsyncContextManager[None]:
+        """LiveKit's filler around a slow step of one tool: one line after FILLER_AFTER_SECONDS
+        of silence (it waits for the session to be idle, so it never talks over anyone)."""
+        return context.with_filler(
+            self._filler_line, delay=self.filler_after_seconds, interval=None, max_steps=1
+        )
+
+    def _filler_line(self, _step: int) -> SpeechHandle | None:
         if self._session is None:
-            return
+            return None
         try:
-            self._session.say(line, add_to_chat_ctx=True)
+            return self._session.say(self.fillers.next(), add_to_chat_ctx=True)
         except RuntimeError:
             logger.info("call %s: session closing, filler not spoken", self.call.call_id)
+            return None
 
 
 @dataclass(kw_only=True, eq=False)
@@ -126,10 +134,12 @@ class AgentRuntime:
     clock: Clock = system_clock
 
     async def start_background(self) -> None:
-        """Start the outbox relay in this event loop (idempotent): it delivers what's pending."""
+        """Start, in this event loop (idempotent), the outbox relay and the breakers' store sync."""
+        await self.breakers.start()
         await self.handoff.start_relay()
 
     async def aclose(self) -> None:
+        await self.breakers.aclose()
         await self.handoff.aclose()
         if self.clients is not None:
             await self.clients.aclose()
@@ -144,7 +154,6 @@ class AgentRuntime:
             self.settings,
             breakers=self.breakers,
             fallbacks=SpokenFallbacks(rng=self.rng),
-            fillers=fillers,
             rng=self.rng,
         )
         started_at = clock()

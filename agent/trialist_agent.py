@@ -17,7 +17,6 @@ from pydantic import ValidationError
 
 from agent.call_state import Stage, echo
 from agent.resilience.fallbacks import FallbackKind
-from agent.resilience.filler import FillerTimer
 from agent.services import CallServices
 from contracts.models import BOOKING_HORIZON, BookingConfirmation, BookingRequest, EndedReason
 from handoff.follow_up import BookingHandoff, BookingHandoffStatus
@@ -113,11 +112,12 @@ class PandaDocTrialistAgent(Agent):
             only_tool_errors(services, "lookup_trial_activity"),
             services.state.transaction() as state,
         ):
-            profile = await services.guard.call(
-                "amplitude",
-                lambda: services.trial_activity.get_user_profile(person.trial_account_id),
-                fallback_kind=FallbackKind.DATA_NOT_FOUND,
-            )
+            async with services.filler(context):
+                profile = await services.guard.call(
+                    "amplitude",
+                    lambda: services.trial_activity.get_user_profile(person.trial_account_id),
+                    fallback_kind=FallbackKind.DATA_NOT_FOUND,
+                )
             state.set_stage(Stage.DISCOVERY)
             return summarize_activity(profile, now=services.clock(), timezone=person.timezone)
 
@@ -184,13 +184,14 @@ class PandaDocTrialistAgent(Agent):
             services.state.transaction() as state,
         ):
             state.set_stage(Stage.SCHEDULING)
-            free = await services.guard.call(
-                "chilipiper",
-                lambda: services.slots.find_free_slots(
-                    services.call.guest(), timezone=services.call.trialist.timezone
-                ),
-                fallback_kind=FallbackKind.SERVICE_UNAVAILABLE,
-            )
+            async with services.filler(context):
+                free = await services.guard.call(
+                    "chilipiper",
+                    lambda: services.slots.find_free_slots(
+                        services.call.guest(), timezone=services.call.trialist.timezone
+                    ),
+                    fallback_kind=FallbackKind.SERVICE_UNAVAILABLE,
+                )
             now = services.clock()
             chosen = pick_slots(free.slots, now=now, zone=zone, day=day, time_of_day=time_of_day)
             if not chosen and (day or time_of_day != "any"):
@@ -217,9 +218,10 @@ class PandaDocTrialistAgent(Agent):
         """
         services = context.userdata
         with only_tool_errors(services, "book_meeting"):
-            return await self._book(services, start_time)
+            return await self._book(context, start_time)
 
-    async def _book(self, services: CallServices, start_time: str) -> str:
+    async def _book(self, context: RunContext[CallServices], start_time: str) -> str:
+        services = context.userdata
         person = services.call.trialist
         zone = ZoneInfo(person.timezone)
         now = services.clock()
@@ -245,9 +247,7 @@ class PandaDocTrialistAgent(Agent):
             state.set_stage(Stage.SCHEDULING)
             state.request_meeting(request)
             try:
-                with FillerTimer(
-                    after=services.filler_after_seconds, say=services.say, lines=services.fillers
-                ):
+                async with services.filler(context):
                     result = await services.handoff.book_meeting(
                         request, wait=services.booking_wait_seconds
                     )

@@ -96,12 +96,9 @@ def logs_to_memory() -> Iterator[None]:
 
 
 def fresh_guard(**kwargs: object) -> RealtimeGuard:
-    def say_filler(line: str) -> None:
-        return None
-
+    # Per-process breakers, as before issue 14; bench/breaker_fleet.py compares the stores.
     return RealtimeGuard(
         breakers=BreakerRegistry(registry=CollectorRegistry(), **kwargs),  # type: ignore[arg-type]
-        say_filler=say_filler,  # a real filler timer is armed and cancelled on every call
         rng=random.Random(1),
     )
 

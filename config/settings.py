@@ -315,6 +315,39 @@ class Settings(BaseSettings):
         default=5.0, gt=0, allow_inf_nan=False, description="Time between outbox relay passes."
     )
 
+    # --- shared breaker state and the agent's metrics (issue 14) -------------------------------
+    breaker_store: Literal["process", "sqlite", "redis"] = Field(
+        default="sqlite",
+        description="Where breaker state lives: sqlite (every job process on the host, a file "
+        "under DATA_DIR), redis (every host, BREAKER_REDIS_URL) or process (each job process).",
+    )
+    breaker_redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis://[:password@]host:port/db for BREAKER_STORE=redis.",
+    )
+    breaker_store_timeout_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=1.0,
+        description="The longest a caller waits on the breaker store (a probe lease); its "
+        "background writes get 10x (at least 0.5 s) before each process decides alone.",
+    )
+    breaker_sync_seconds: float = Field(
+        default=0.05, gt=0, le=10.0, description="How often a job process reads shared breakers."
+    )
+    agent_metrics_port: int = Field(
+        default=9465,
+        ge=0,
+        le=65535,
+        description="Port of the agent host's Prometheus metrics (all job processes); 0 disables.",
+    )
+
+    @model_validator(mode="after")
+    def _redis_store_needs_a_url(self) -> Settings:
+        if self.breaker_store == "redis" and self.breaker_redis_url is None:
+            raise ValueError("BREAKER_STORE is redis, but BREAKER_REDIS_URL is missing")
+        return self
+
     livekit_url: str | None = Field(
         default=None, description="LiveKit server for `python -m agent dev|start`."
     )

@@ -2,9 +2,10 @@
 # Installs the Debian packages the project needs at run and test time, only when missing.
 #   libportaudio2   sounddevice, imported by livekit-agents' console mode
 #   docker-compose  validates docker-compose.yml without a Docker engine
+#   redis-server    shared breaker state: tests start it as a child process (never a service)
 #   chromium        takes the Temporal UI screenshot in docs/ (only with --with-browser)
 set -euo pipefail
-packages=(libportaudio2 docker-compose)
+packages=(libportaudio2 docker-compose redis-server)
 if [[ "${1:-}" == "--with-browser" ]]; then packages+=(chromium); fi
 missing=()
 for pkg in "${packages[@]}"; do

@@ -125,7 +125,7 @@ def test_dependencies_wait_for_health(compose: dict[str, Any]) -> None:
         assert conditions["temporal-setup"]["condition"] == "service_completed_successfully"
     assert found["agent"]["depends_on"]["livekit"]["condition"] == "service_healthy"
     assert found["temporal-ui"]["depends_on"]["temporal"]["condition"] == "service_healthy"
-    for name in ("postgresql", "temporal", "temporal-ui", "livekit", *APP_SERVICES):
+    for name in ("postgresql", "temporal", "temporal-ui", "livekit", "redis", *APP_SERVICES):
         assert "healthcheck" in found[name], f"{name} has no health check"
     # A profile-gated service cannot be a dependency, or compose refuses to start without it.
     for name, service in found.items():
@@ -271,3 +271,22 @@ def test_the_image_copies_every_package_the_project_ships() -> None:
     at = dockerfile.index("compileall")
     compiled = dockerfile[at : dockerfile.index("\n", dockerfile.index("\\\n", at) + 2)]
     assert packages <= set(compiled.replace("\\", " ").split())
+
+
+def test_agent_hosts_share_breakers_through_the_redis_service(compose: dict[str, Any]) -> None:
+    found = services(compose)
+    agent = found["agent"]
+    assert agent["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "redis-cli" in str(found["redis"]["healthcheck"]["test"])
+    environment = agent["environment"]
+    assert environment["BREAKER_STORE"] == "redis"
+    assert environment["BREAKER_REDIS_URL"].startswith("redis://redis:6379/")
+    settings = Settings(
+        _env_file=None,
+        breaker_store=environment["BREAKER_STORE"],
+        breaker_redis_url=environment["BREAKER_REDIS_URL"],
+    )
+    assert settings.breaker_store == "redis"
+    # One scrape point per agent host, published like the worker's.
+    metrics_port = environment["AGENT_METRICS_PORT"]
+    assert any(str(p).endswith(f":{metrics_port}") for p in agent["ports"])

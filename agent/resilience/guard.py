@@ -1,4 +1,4 @@
-"""RealtimeGuard: breaker, bounded retry, filler and a spoken fallback around one vendor call."""
+"""RealtimeGuard: breaker, bounded retry and a spoken fallback around one vendor call."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from livekit.agents.llm.tool_context import ToolError
 
 from agent.resilience.breaker import BreakerRegistry, CircuitOpenError
 from agent.resilience.fallbacks import FallbackKind, SpokenFallbacks, kind_for_error
-from agent.resilience.filler import FillerLines, FillerTimer, SayFiller
 from agent.resilience.retry import (
     DEFAULT_DEADLINE_SECONDS,
     RetryPolicy,
@@ -29,15 +28,14 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_FILLER_AFTER_SECONDS = 1.0
-
 
 class RealtimeGuard:
     """Wraps every vendor call a tool makes during a spoken turn. Make one per call (conversation).
 
-    `breakers` is shared by the whole process; the fallbacks and fillers belong to this call, so
-    their lines don't repeat within it. On failure `call` raises `ToolError(<spoken line>)`, which
-    LiveKit hands to the model to say in its own words.
+    `breakers` is shared by the host (or fleet); the fallbacks belong to this call, so their
+    lines don't repeat within it. On failure `call` raises `ToolError(<spoken line>)`, which
+    LiveKit hands to the model to say in its own words. Filler speech is the tool's, through
+    LiveKit's `RunContext.with_filler` (see CallServices.filler).
     """
 
     def __init__(
@@ -46,21 +44,15 @@ class RealtimeGuard:
         breakers: BreakerRegistry,
         fallbacks: SpokenFallbacks | None = None,
         deadline: float = DEFAULT_DEADLINE_SECONDS,
-        filler_after: float = DEFAULT_FILLER_AFTER_SECONDS,
-        say_filler: SayFiller | None = None,
-        fillers: FillerLines | None = None,
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if deadline <= 0 or filler_after <= 0:
-            raise ValueError("deadline and filler_after must be positive")
+        if deadline <= 0:
+            raise ValueError("deadline must be positive")
         self.breakers = breakers
         self._rng = rng or random.Random()
         self.fallbacks = fallbacks or SpokenFallbacks(rng=self._rng)
         self.deadline = deadline
-        self.filler_after = filler_after
-        self.say_filler = say_filler
-        self._fillers = fillers or FillerLines(rng=self._rng)
         self._policy = policy or RetryPolicy()
 
     @classmethod
@@ -69,19 +61,14 @@ class RealtimeGuard:
         settings: Settings,
         *,
         breakers: BreakerRegistry,
-        say_filler: SayFiller | None = None,
         fallbacks: SpokenFallbacks | None = None,
-        fillers: FillerLines | None = None,
         rng: random.Random | None = None,
     ) -> RealtimeGuard:
-        """A guard for one call with TOOL_DEADLINE_SECONDS and FILLER_AFTER_SECONDS."""
+        """A guard for one call with TOOL_DEADLINE_SECONDS."""
         return cls(
             breakers=breakers,
             fallbacks=fallbacks,
             deadline=settings.tool_deadline_seconds,
-            filler_after=settings.filler_after_seconds,
-            say_filler=say_filler,
-            fillers=fillers,
             rng=rng,
         )
 
@@ -103,15 +90,14 @@ class RealtimeGuard:
         budget = self.deadline if deadline is None else deadline
         deadline_at = asyncio.get_running_loop().time() + budget
         try:
-            with FillerTimer(after=self.filler_after, say=self.say_filler, lines=self._fillers):
-                return await call_with_deadline(
-                    func,
-                    breaker=breaker,
-                    deadline_at=deadline_at,
-                    policy=self._policy,
-                    rng=self._rng,
-                    is_failure=is_failure,
-                )
+            return await call_with_deadline(
+                func,
+                breaker=breaker,
+                deadline_at=deadline_at,
+                policy=self._policy,
+                rng=self._rng,
+                is_failure=is_failure,
+            )
         except ToolError:
             raise  # already a message for the model
         except Exception as exc:

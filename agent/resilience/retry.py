@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import httpx2
 
-from agent.resilience.breaker import Admission, BreakerState, CircuitBreaker
+from agent.resilience.breaker import Admission, CircuitBreaker, CircuitOpenError
 from integrations.errors import AmbiguousOutcomeError, RateLimitedError, VendorError
 
 logger = logging.getLogger(__name__)
@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_DEADLINE_SECONDS = 2.5
+# A probe's lease outlives its deadline by this much, so a slow answer can't let a second in.
+PROBE_LEASE_MARGIN = 1.0
 
 
 class DeadlineExceededError(TimeoutError):
@@ -89,18 +91,26 @@ async def call_with_deadline(
     `deadline_at` is in event-loop time. Each attempt runs under `asyncio.timeout_at`, so a hung
     vendor is cut off at the deadline; a retry whose backoff would leave less than
     `policy.min_attempt` before the deadline is not started and the last error is raised.
-    Raises CircuitOpenError when the breaker refuses, DeadlineExceededError when time runs out.
+    Raises CircuitOpenError when the breaker refuses, or opens while the attempt runs (the
+    attempt is cut short then), and DeadlineExceededError when time runs out.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
     attempt = 0
     while True:
         attempt += 1
-        admission = breaker.admit()
+        # A probe holds the half-open lease for as long as this attempt may run.
+        admission = await breaker.admit(lease=deadline_at - loop.time() + PROBE_LEASE_MARGIN)
         try:
             async with asyncio.timeout_at(deadline_at) as scope:
-                result = await func()
+                breaker.track(admission, scope)
+                try:
+                    result = await func()
+                finally:
+                    breaker.untrack(admission)
         except TimeoutError as exc:
+            if admission.cut:  # the service was found down while this attempt waited
+                raise CircuitOpenError(breaker.service, retry_in=breaker.retry_in()) from None
             breaker.record_failure(admission)
             if scope.expired():
                 raise DeadlineExceededError(
@@ -156,7 +166,7 @@ def _retry_delay(
     """The pause before the next attempt, or None when no retry may start."""
     if not exc.retryable or attempt > policy.max_retries:
         return None
-    if breaker.state is BreakerState.OPEN:
+    if breaker.tripping:
         return None  # this failure tripped the breaker: a retry would only be refused
     delay = policy.backoff(attempt, rng)
     if isinstance(exc, RateLimitedError):

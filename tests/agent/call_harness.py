@@ -16,12 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import AgentSession, ConversationItemAddedEvent, FunctionToolsExecutedEvent, llm
+from livekit.agents import (
+    AgentSession,
+    ConversationItemAddedEvent,
+    FunctionToolsExecutedEvent,
+    JobContext,
+    llm,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from agent.entrypoint import agent_for, build_runtime, new_call_session
 from agent.services import AgentRuntime, CallServices
-from agent.session_end import CallLifecycle
+from agent.session_end import CallLifecycle, register_call
 from config.clock import Clock, system_clock
 from config.settings import Settings
 from contracts.models import Trialist
@@ -89,6 +95,7 @@ class TextCall:
     lifecycle: CallLifecycle
     scripted: ScriptedLLM
     said: list[tuple[str, str]] = field(default_factory=list)
+    said_at: list[float] = field(default_factory=list)  # time.monotonic() of each line in `said`
     tools: list[tuple[str, llm.FunctionCallOutput]] = field(default_factory=list)
     tool_seconds: dict[str, list[float]] = field(default_factory=dict)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -123,16 +130,23 @@ async def text_call(
     *,
     call_id: str,
     trialist: Trialist = DANA,
+    job: JobContext | None = None,
 ) -> AsyncIterator[TextCall]:
-    """Start a call; the greeting turn (if scripted) has run when the body starts."""
+    """Start a call; the greeting turn (if scripted) has run when the body starts.
+
+    With `job`, the call is registered on that JobContext as the entrypoint does, so LiveKit's
+    on_session_end (agent.session_end.hand_off_outcome) finds it.
+    """
     services = runtime.services_for(call_id=call_id, trialist=trialist)
     scripted = ScriptedLLM(turns)
-    session, lifecycle = new_call_session(services, llm_model=scripted)
+    registered = register_call(job, services) if job is not None else None
+    session, lifecycle = new_call_session(services, lifecycle=registered, llm_model=scripted)
     call = TextCall(services=services, session=session, lifecycle=lifecycle, scripted=scripted)
 
     def on_item(event: ConversationItemAddedEvent) -> None:
         if isinstance(event.item, llm.ChatMessage) and event.item.role in ("user", "assistant"):
             call.said.append((event.item.role, event.item.text_content or ""))
+            call.said_at.append(time.monotonic())
 
     def on_tools(event: FunctionToolsExecutedEvent) -> None:
         for fn_call, output in event.zipped():

@@ -1,109 +1,108 @@
-"""Filler speech: one short line for a slow vendor call, none for a fast one, never a delay."""
+"""Filler speech through LiveKit's RunContext.with_filler: one line for a slow tool, none for a
+fast one, never a delay; driven through real text sessions, tools and the sandbox over HTTP."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
-from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
-from livekit.agents import ToolError
-from prometheus_client import CollectorRegistry
+from temporalio.testing import WorkflowEnvironment
 
-from agent.resilience.breaker import BreakerRegistry
+from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
 from agent.resilience.filler import FILLER_LINES, FillerLines
-from agent.resilience.guard import RealtimeGuard
+from config.settings import Settings
+from devtools.scripted_llm import CallTools, Reply, ScriptedTurn, ToolCall, speak_tool_output
+from tests.agent.call_harness import TextCall, agent_settings, call_on, temporal_target
+from tests.servers import SandboxServer
+
+GREETING = ScriptedTurn(None, Reply("Hi Dana, this is Sam from PandaDoc. Got a minute?"))
+FILLER_AFTER = 0.3
 
 
-class Speaker:
-    """Stands in for `session.say`: records each line and when it was said."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.at: list[float] = []
-
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
-        self.at.append(time.monotonic())
-
-
-def guard(say: object, *, filler_after: float = 0.15, deadline: float = 2.5) -> RealtimeGuard:
-    return RealtimeGuard(
-        breakers=BreakerRegistry(registry=CollectorRegistry()),
-        deadline=deadline,
-        filler_after=filler_after,
-        say_filler=say,  # type: ignore[arg-type]
-        rng=random.Random(4),
+@pytest.fixture
+def settings(
+    sandbox: SandboxServer, dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str
+) -> Settings:
+    return agent_settings(
+        sandbox=sandbox,
+        data_dir=tmp_path,
+        task_queue=task_queue,
+        temporal_address=temporal_target(dev_env),
+        filler_after_seconds=FILLER_AFTER,
+        tool_deadline_seconds=1.5,
     )
 
 
-def slow(seconds: float, answer: str = "slots") -> Callable[[], Awaitable[str]]:
-    async def call() -> str:
-        await asyncio.sleep(seconds)
-        return answer
+def lookup_turn(line: str) -> ScriptedTurn:
+    return ScriptedTurn(
+        line,
+        CallTools(ToolCall("lookup_trial_activity")),
+        speak_tool_output("lookup_trial_activity"),
+    )
 
-    return call
+
+def filler_said(call: TextCall, started: float) -> list[tuple[str, float]]:
+    """The filler lines the agent said, with seconds since `started`."""
+    return [
+        (text, at - started)
+        for (speaker, text), at in zip(call.said, call.said_at, strict=True)
+        if speaker == "assistant" and text in FILLER_LINES
+    ]
 
 
-async def test_a_slow_call_gets_one_filler_line_after_the_threshold() -> None:
-    speaker = Speaker()
+async def play(call: TextCall, line: str) -> float:
     started = time.monotonic()
-    result = await guard(speaker).call("chilipiper", slow(0.5))
-    elapsed = time.monotonic() - started
-    assert result == "slots"
-    assert len(speaker.lines) == 1
-    assert speaker.lines[0] in FILLER_LINES
-    assert 0.15 <= speaker.at[0] - started <= 0.15 + 0.2
-    assert elapsed < 0.5 + 0.2, "the filler did not delay the answer"
+    await call.say(line)
+    return started
 
 
-async def test_a_fast_call_gets_no_filler() -> None:
-    speaker = Speaker()
-    assert await guard(speaker).call("chilipiper", slow(0.02)) == "slots"
-    await asyncio.sleep(0.25)  # past the threshold: the timer was cancelled, not just late
-    assert speaker.lines == []
+async def test_a_slow_tool_gets_one_filler_line_after_the_silence(
+    settings: Settings, sandbox: SandboxServer
+) -> None:
+    sandbox.add_fault(vendor="amplitude", operation="user_profile", latency_ms=900)
+    async with call_on(settings, [GREETING, lookup_turn("How am I doing?")]) as call:
+        started = await play(call, "How am I doing?")
+    (output,) = call.outputs("lookup_trial_activity")
+    assert not output.is_error, "the filler did not cost the answer"
+    fillers = filler_said(call, started)
+    assert len(fillers) == 1
+    assert FILLER_AFTER <= fillers[0][1] <= FILLER_AFTER + 0.4
+    assert call.tool_seconds["lookup_trial_activity"][0] < 0.9 + 0.3, "the filler delayed the tool"
 
 
-async def test_a_hung_call_gets_its_filler_and_then_its_fallback() -> None:
-    speaker = Speaker()
-    started = time.monotonic()
-    with pytest.raises(ToolError):
-        await guard(speaker, deadline=0.4).call("amplitude", asyncio.Event().wait)
-    assert time.monotonic() - started <= 0.4 + 0.25
-    assert len(speaker.lines) == 1
+async def test_a_fast_tool_gets_no_filler(settings: Settings) -> None:
+    async with call_on(settings, [GREETING, lookup_turn("How am I doing?")]) as call:
+        await play(call, "How am I doing?")
+    assert filler_said(call, 0.0) == []
+    assert not call.outputs("lookup_trial_activity")[0].is_error
 
 
-async def test_a_coroutine_speaker_runs_without_holding_up_the_call() -> None:
-    spoken = asyncio.Event()
-    finished_speaking = asyncio.Event()
-
-    async def say(line: str) -> None:
-        spoken.set()
-        await asyncio.sleep(0.5)  # a long line being played out
-        finished_speaking.set()
-
-    started = time.monotonic()
-    assert await guard(say).call("chilipiper", slow(0.3)) == "slots"
-    assert time.monotonic() - started < 0.3 + 0.2
-    assert spoken.is_set() and not finished_speaking.is_set()
-    await asyncio.wait_for(finished_speaking.wait(), 1.0)
+async def test_a_hung_tool_gets_one_filler_then_its_fallback(
+    settings: Settings, sandbox: SandboxServer
+) -> None:
+    sandbox.add_fault(vendor="amplitude", operation="user_profile", hang=True)
+    async with call_on(settings, [GREETING, lookup_turn("How am I doing?")]) as call:
+        started = await play(call, "How am I doing?")
+    (output,) = call.outputs("lookup_trial_activity")
+    assert output.is_error and output.output in FALLBACK_LINES[FallbackKind.TIMEOUT]
+    lines = call.agent_lines()
+    fillers = filler_said(call, started)
+    assert len(fillers) == 1, "at most one filler line per tool"
+    assert lines.index(fillers[0][0]) < lines.index(output.output)
 
 
-async def test_a_broken_speaker_does_not_break_the_call() -> None:
-    def say(line: str) -> None:
-        raise RuntimeError("the audio track went away")
-
-    assert await guard(say).call("chilipiper", slow(0.3)) == "slots"
-
-
-async def test_filler_lines_vary_within_a_call() -> None:
-    speaker = Speaker()
-    realtime = guard(speaker, filler_after=0.05)
-    for _ in range(3):
-        await realtime.call("chilipiper", slow(0.1))
-    assert len(speaker.lines) == 3
-    assert len(set(speaker.lines)) == 3
+async def test_filler_lines_vary_from_one_tool_to_the_next(
+    settings: Settings, sandbox: SandboxServer
+) -> None:
+    sandbox.add_fault(vendor="amplitude", operation="user_profile", latency_ms=700)
+    turns = [GREETING, *(lookup_turn(f"Question {n}?") for n in range(3))]
+    async with call_on(settings, turns) as call:
+        for n in range(3):
+            await play(call, f"Question {n}?")
+    fillers = [line for line, _ in filler_said(call, 0.0)]
+    assert len(fillers) == 3
+    assert len(set(fillers)) == 3
 
 
 def test_filler_lines_are_short_and_plain() -> None:
