@@ -1,4 +1,4 @@
-"""The sandbox ASGI app: four vendor APIs under path prefixes plus the `/__sandbox` control API."""
+"""The sandbox ASGI app: vendor APIs and LiveKit under path prefixes, plus `/__sandbox` control."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel
 
-from sandbox import amplitude, chilipiper, hubspot, salesforce
+from sandbox import amplitude, chilipiper, hubspot, livekit, salesforce
 from sandbox.faults import FaultBook, FaultInjected, FaultSpec
 from sandbox.state import SandboxState
 
-VENDOR_MODULES = (salesforce, hubspot, chilipiper, amplitude)
+VENDOR_MODULES = (salesforce, hubspot, chilipiper, amplitude, livekit)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from fastapi import Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-Vendor = Literal["salesforce", "hubspot", "chilipiper", "amplitude"]
+Vendor = Literal["salesforce", "hubspot", "chilipiper", "amplitude", "livekit"]
 
 
 class RateLimitWindow(BaseModel):
