@@ -154,6 +154,19 @@ class BookingConfirmation(_Model):
     duration_minutes: int = Field(default=30, ge=15, le=120)
 
 
+class CallbackWindow(_Model):
+    """When the caller asked to be called back ("Thursday afternoon"): the next attempt's window."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CallbackWindow:
+        if self.end <= self.start:
+            raise ValueError("a callback window must end after it starts")
+        return self
+
+
 class CallOutcome(_Model):
     """Everything the call learned, sent once at hang-up with signal `call_ended`."""
 
@@ -169,6 +182,10 @@ class CallOutcome(_Model):
     summary: str = Field(default="", max_length=MAX_SUMMARY_CHARS)
     requested_meeting: BookingRequest | None = None
     booking: BookingConfirmation | None = None
+    # Outreach (issue 16): what the call decided about the next attempt.
+    callback: CallbackWindow | None = None
+    voicemail: bool = False
+    voicemail_message_left: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> CallOutcome:
@@ -242,6 +259,8 @@ class FollowUpInput(_Model):
     call_id: CallId
     call_ended_timeout_seconds: float = Field(default=4 * 3600, gt=0)
     step_schedule_to_close_seconds: float = Field(default=3600, gt=0)
+    # Set when an outreach placed the call: the follow-up reports its result there at the end.
+    outreach_workflow_id: str | None = Field(default=None, max_length=200)
 
 
 class RetryStepRequest(_Model):

@@ -43,7 +43,11 @@ LOG_TAIL_LINES: Final = 15
 
 WORKER_READY_MARK: Final = "worker ready:"
 NEEDS_ATTENTION_QUERY: Final = 'FollowUpStatus="needs_attention"'
-SEARCH_ATTRIBUTE_FLAGS: Final = ("FollowUpStatus=Keyword", "FollowUpFailedStep=Keyword")
+SEARCH_ATTRIBUTE_FLAGS: Final = (
+    "FollowUpStatus=Keyword",
+    "FollowUpFailedStep=Keyword",
+    "OutreachStatus=Keyword",
+)
 
 
 class DevStackError(Exception):
