@@ -13,12 +13,12 @@ from activities.follow_up import SALESFORCE_FIRST_NAME_MAX, SALESFORCE_LAST_NAME
 from contracts.names import (
     ACQUIRE_SLOT_SIGNAL,
     CHECK_CONTACT_ACTIVITY,
-    DIAL_SLOTS_WORKFLOW_ID,
     DIAL_SLOTS_WORKFLOW_TYPE,
     DISPATCH_AGENT_ACTIVITY,
     PLACE_DIAL_ACTIVITY,
     REQUEST_SLOT_ACTIVITY,
     UPDATE_CRM_ACTIVITY,
+    dial_slots_workflow_id,
 )
 from contracts.outreach import (
     ContactFlags,
@@ -167,7 +167,7 @@ class OutreachActivities:
         """Signal-with-start the dial-slot holder; it grants by signalling the outreach back."""
         await activity.client().start_workflow(
             DIAL_SLOTS_WORKFLOW_TYPE,
-            id=DIAL_SLOTS_WORKFLOW_ID,
+            id=dial_slots_workflow_id(self._task_queue),
             task_queue=self._task_queue,
             start_signal=ACQUIRE_SLOT_SIGNAL,
             start_signal_args=[input],

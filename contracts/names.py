@@ -29,7 +29,7 @@ SEARCH_ATTRIBUTES: Final = (FOLLOW_UP_STATUS, FOLLOW_UP_FAILED_STEP, OUTREACH_ST
 OUTREACH_TASK_QUEUE: Final = "trialist-outreach"
 OUTREACH_WORKFLOW_TYPE: Final = "OutreachWorkflow"
 DIAL_SLOTS_WORKFLOW_TYPE: Final = "DialSlotsWorkflow"
-DIAL_SLOTS_WORKFLOW_ID: Final = "outreach-dial-slots"
+DIAL_SLOTS_WORKFLOW_ID_PREFIX: Final = "outreach-dial-slots-"
 OPT_OUT_UPDATE: Final = "opt_out"
 PAUSE_UPDATE: Final = "pause"
 RESUME_UPDATE: Final = "resume"
@@ -47,6 +47,11 @@ UPDATE_CRM_ACTIVITY: Final = "outreach_update_crm"
 REQUEST_SLOT_ACTIVITY: Final = "outreach_request_dial_slot"
 # workflow.patched id of the follow-up's report to its outreach (histories before it replay).
 OUTREACH_REPORT_PATCH: Final = "outreach-call-report"
+
+
+def dial_slots_workflow_id(task_queue: str) -> str:
+    """The one dial-slot holder of an outreach task queue (every outreach worker shares it)."""
+    return f"{DIAL_SLOTS_WORKFLOW_ID_PREFIX}{task_queue}"
 
 
 def workflow_id_for(call_id: str) -> str:

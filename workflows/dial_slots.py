@@ -3,7 +3,8 @@
 One workflow decides every grant, so the two limits are checked together and atomically; a
 grant is a lease (the call's longest duration), so a slot held by an outreach that vanished comes
 back on its own. Requests are served first come, first served. The history is kept short by
-continue-as-new, carrying the holders and the queue.
+continue-as-new, carrying the holders and the queue; an hour with nothing to hold ends it, and
+the next request starts it again (signal-with-start).
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class DialSlotsWorkflow:
             if workflow.info().get_current_history_length() > HISTORY_LIMIT:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(SlotsState(holders=self._holders, waiting=self._waiting))
+            if not self._holders and not self._waiting:
+                try:
+                    await workflow.wait_condition(
+                        lambda: bool(self._waiting), timeout=IDLE_CHECK, timeout_summary="idle"
+                    )
+                except TimeoutError:
+                    return  # nothing held for an hour; a request starts a new run
+                continue
             self._changed = False
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(

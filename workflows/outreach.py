@@ -37,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
         CALL_REPORT_SIGNAL,
         CANCEL_UPDATE,
         CHECK_CONTACT_ACTIVITY,
-        DIAL_SLOTS_WORKFLOW_ID,
         DISPATCH_AGENT_ACTIVITY,
         FOLLOW_UP_STATUS,
         OPT_OUT_UPDATE,
@@ -52,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         SLOT_GRANTED_SIGNAL,
         UPDATE_CRM_ACTIVITY,
         WORKFLOW_TYPE,
+        dial_slots_workflow_id,
         follow_up_summary,
         workflow_id_for,
     )
@@ -382,9 +382,8 @@ class OutreachWorkflow:
     async def _release_slot(self, call_id: str) -> None:
         release = SlotRelease(holder=workflow.info().workflow_id, call_id=call_id)
         try:
-            await workflow.get_external_workflow_handle(DIAL_SLOTS_WORKFLOW_ID).signal(
-                RELEASE_SLOT_SIGNAL, release
-            )
+            slots = dial_slots_workflow_id(workflow.info().task_queue)
+            await workflow.get_external_workflow_handle(slots).signal(RELEASE_SLOT_SIGNAL, release)
         except Exception:  # the lease expires on its own
             workflow.logger.warning("dial slot release not delivered; its lease will expire")
 
