@@ -18,6 +18,7 @@ from contracts.models import (
     MAX_NOTES,
     BookingConfirmation,
     BookingRequest,
+    CallbackWindow,
     QualificationSignals,
 )
 
@@ -81,6 +82,10 @@ class ConversationState:
         self._notes: list[str] = []
         self._requested_meeting: BookingRequest | None = None
         self._booking: BookingConfirmation | None = None
+        # Outreach (issue 16): what the call decided about the next attempt.
+        self._callback: CallbackWindow | None = None
+        self._voicemail: tuple[bool, bool] = (False, False)  # (reached, message left)
+        self._opted_out = False
         for name, value in (signals or {}).items():
             self.record_signal(name, value)
         for note in notes:
@@ -119,7 +124,25 @@ class ConversationState:
             "notes": list(self._notes),
             "requested_meeting": self._requested_meeting,
             "booking": self._booking,
+            # An opt-out cancels a callback the caller asked for earlier in the call.
+            "callback": None if self._opted_out else self._callback,
+            "voicemail": self._voicemail[0],
+            "voicemail_message_left": self._voicemail[1],
         }
+
+    # --- outreach (issue 16) ---------------------------------------------------------------
+    @property
+    def callback(self) -> CallbackWindow | None:
+        return self._callback
+
+    def request_callback(self, window: CallbackWindow) -> None:
+        self._callback = window
+
+    def mark_voicemail(self, *, message_left: bool) -> None:
+        self._voicemail = (True, message_left)
+
+    def mark_opted_out(self) -> None:
+        self._opted_out = True
 
     # --- changing ----------------------------------------------------------------------------
     def set_stage(self, stage: Stage) -> None:

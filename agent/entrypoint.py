@@ -28,6 +28,7 @@ from agent.session_end import CallLifecycle, attach_call_handlers
 from agent.trialist_agent import PandaDocTrialistAgent
 from config.settings import Settings, get_settings
 from contracts.models import CallId, Trialist
+from contracts.outreach import OutreachDispatch
 from handoff.follow_up import FollowUpHandoff
 from integrations.clients import build_vendor_clients
 
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 AGENT_NAME = "pandadoc-trialist"
 RUNTIME_KEY = "trialist_runtime"
+MAX_METADATA_CHARS = 8000  # the dispatch's limit in integrations.livekit
 VAD_KEY = "trialist_vad"
 
 # The console has no dispatch metadata; it talks as this sandbox trialist (seeded in sandbox/).
@@ -48,12 +50,14 @@ CONSOLE_TRIALIST = Trialist(
 
 
 class CallDispatch(BaseModel):
-    """The job metadata of a dispatched call: `{"call_id": ..., "trialist": {...}}`."""
+    """The job metadata of a dispatched call: `{"call_id": ..., "trialist": {...}}`, and
+    `"outreach": {...}` when an outreach placed the call (its workflow id, voicemail setting)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     call_id: CallId
     trialist: Trialist
+    outreach: OutreachDispatch | None = None
 
 
 def build_runtime(settings: Settings) -> AgentRuntime:
@@ -103,6 +107,8 @@ def read_dispatch(metadata: str, *, fallback_call_id: str) -> CallDispatch:
     """The call to make from job metadata; an empty one (console) talks to CONSOLE_TRIALIST."""
     if not metadata.strip():
         return CallDispatch(call_id=fallback_call_id, trialist=CONSOLE_TRIALIST)
+    if len(metadata) > MAX_METADATA_CHARS:
+        raise ValueError(f"job metadata is not a call dispatch (over {MAX_METADATA_CHARS} chars)")
     try:
         return CallDispatch.model_validate(json.loads(metadata))
     except (json.JSONDecodeError, ValidationError) as error:
@@ -139,7 +145,9 @@ async def rtc_entrypoint(ctx: JobContext) -> None:
     ctx.log_context_fields = {"call_id": dispatch.call_id}
     await runtime.start_background()
     models = build_models(runtime.settings)
-    services = runtime.services_for(call_id=dispatch.call_id, trialist=dispatch.trialist)
+    services = runtime.services_for(
+        call_id=dispatch.call_id, trialist=dispatch.trialist, outreach=dispatch.outreach
+    )
     session, lifecycle = new_call_session(
         services,
         llm_model=models.llm,

@@ -15,7 +15,8 @@ from agent.resilience.fallbacks import SpokenFallbacks
 from agent.resilience.filler import FillerLines
 from agent.resilience.guard import RealtimeGuard
 from contracts.models import BookingRequest, CallOutcome, EndedReason, Trialist
-from handoff.follow_up import BookingHandoff, CallEndedHandoff, FollowUpHandoff
+from contracts.outreach import OptOutRequest, OutreachDispatch
+from handoff.follow_up import BookingHandoff, CallEndedHandoff, FollowUpHandoff, OptOutHandoff
 from integrations.amplitude import AmplitudeUserProfile
 from integrations.chilipiper import ChiliPiperGuest, FreeSlots
 from integrations.clients import VendorClients
@@ -53,6 +54,8 @@ class Handoff(Protocol):
 
     async def call_ended(self, outcome: CallOutcome) -> CallEndedHandoff: ...
 
+    async def opt_out(self, request: OptOutRequest, *, wait: float) -> OptOutHandoff: ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class CallInfo:
@@ -61,6 +64,8 @@ class CallInfo:
     call_id: str
     trialist: Trialist
     started_at: datetime
+    # Set when an outreach placed the call (its dispatch metadata): the voicemail setting.
+    outreach: OutreachDispatch | None = None
 
     def guest(self) -> ChiliPiperGuest:
         person = self.trialist
@@ -133,7 +138,12 @@ class AgentRuntime:
             await self.clients.aclose()
 
     def services_for(
-        self, *, call_id: str, trialist: Trialist, clock: Clock = utc_now
+        self,
+        *,
+        call_id: str,
+        trialist: Trialist,
+        clock: Clock = utc_now,
+        outreach: OutreachDispatch | None = None,
     ) -> CallServices:
         """Fresh per-call state, fallbacks and fillers over the process's shared clients."""
         fillers = FillerLines(rng=self.rng)
@@ -145,7 +155,9 @@ class AgentRuntime:
             rng=self.rng,
         )
         return CallServices(
-            call=CallInfo(call_id=call_id, trialist=trialist, started_at=clock()),
+            call=CallInfo(
+                call_id=call_id, trialist=trialist, started_at=clock(), outreach=outreach
+            ),
             state=ConversationState(),
             trial_activity=self.trial_activity,
             slots=self.slots,

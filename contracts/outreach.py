@@ -101,7 +101,7 @@ class OutreachInput(_Model):
 
     @model_validator(mode="after")
     def _has_phone(self) -> OutreachInput:
-        if self.trialist.phone is None:
+        if self.trialist.phone is None and self.started_by != "opt_out":
             raise ValueError("trialist.phone is required for an outreach")
         return self
 

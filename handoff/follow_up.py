@@ -31,6 +31,7 @@ from temporalio.service import RPCError
 
 from config.settings import Settings
 from config.temporal import TemporalConnectError, connect
+from contracts.calling_policy import CallingPlace
 from contracts.models import (
     BookingRequest,
     BookingResult,
@@ -45,9 +46,18 @@ from contracts.names import (
     BOOKING_NOT_DONE_ERROR,
     CALL_ENDED_SIGNAL,
     FOLLOW_UP_STATUS,
+    OPT_OUT_UPDATE,
+    OUTREACH_WORKFLOW_TYPE,
     WORKFLOW_TYPE,
     follow_up_summary,
     workflow_id_for,
+)
+from contracts.outreach import (
+    OptOutRequest,
+    OptOutResult,
+    OutreachInput,
+    OutreachProgress,
+    outreach_workflow_id,
 )
 from handoff.outbox import (
     MessageKind,
@@ -212,10 +222,16 @@ class FollowUpHandoff:
                 self.outbox.mark_delivered(stale.id, note="sent directly by a later attempt")
         return CallEndedHandoff(status=CallEndedStatus.DELIVERED)
 
+    async def opt_out(self, request: OptOutRequest, *, wait: float) -> OptOutHandoff:
+        """Outreach (issue 16): "stop calling me", recorded at once; see the block at the end."""
+        return await _opt_out(self, request, wait=wait)
+
     # --- the relay's side -----------------------------------------------------------------------
 
     async def deliver(self, message: OutboxMessage) -> Rejection | None:
         """Replay a stored handoff (a booking waits only for ACCEPTED); raises to be retried."""
+        if message.kind is MessageKind.OPT_OUT:  # outreach (issue 16)
+            return await _deliver_opt_out(self, message)
         try:
             payload: BookingRequest | CallOutcome = (
                 message.booking_request()
@@ -423,3 +439,91 @@ async def drain_outbox(settings: Settings) -> RelayPass:
         return await handoff.relay().deliver_due_once(startup=True)
     finally:
         handoff.outbox.close()
+
+
+# --- outreach (issue 16): the opt-out, in one block ---------------------------------------------
+
+
+class OptOutStatus(StrEnum):
+    RECORDED = "recorded"  # the outreach has it: no dial can follow; CRM flags set or being set
+    QUEUED = "queued"  # Temporal unreachable or slow: in the outbox, delivered first
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptOutHandoff:
+    status: OptOutStatus
+    crm_updated: bool = False
+    reason: str | None = None
+
+
+def _opt_out_input(settings: Settings, request: OptOutRequest) -> OutreachInput:
+    """The start input when the opt-out is the first the outreach hears (no outreach running)."""
+    person = request.trialist
+    return OutreachInput(
+        trialist=person,
+        place=CallingPlace(timezones=(person.timezone,), basis="opt-out"),
+        from_number=settings.outreach_from_number,
+        trunk_id=settings.livekit_sip_trunk_id,
+        follow_up_task_queue=settings.temporal_task_queue,
+        started_by="opt_out",
+    )
+
+
+async def _send_opt_out(
+    handoff: FollowUpHandoff, client: Client, request: OptOutRequest
+) -> WorkflowUpdateHandle[OptOutResult]:
+    """Update-with-start `opt_out` on outreach-{trial_account_id}, returned once ACCEPTED."""
+    settings = handoff.settings
+    start: WithStartWorkflowOperation[Any, OutreachProgress] = WithStartWorkflowOperation(
+        OUTREACH_WORKFLOW_TYPE,
+        _opt_out_input(settings, request),
+        id=outreach_workflow_id(request.trialist.trial_account_id),
+        task_queue=settings.outreach_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # A finished outreach gets a short new run that records the opt-out and ends.
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        result_type=OutreachProgress,
+    )
+    handle: WorkflowUpdateHandle[OptOutResult] = await client.start_update_with_start_workflow(
+        OPT_OUT_UPDATE,
+        request,
+        start_workflow_operation=start,
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        id=dedupe_key(request),
+        result_type=OptOutResult,
+    )
+    return handle
+
+
+async def _opt_out(
+    handoff: FollowUpHandoff, request: OptOutRequest, *, wait: float
+) -> OptOutHandoff:
+    """Record "stop calling me" at once: durable when accepted, else in the outbox (first out)."""
+    try:
+        async with asyncio.timeout(handoff._handoff_timeout):
+            handle = await _send_opt_out(handoff, await handoff.client(), request)
+    except _NOT_TAKEN as error:
+        stored = handoff.outbox.put(request)
+        logger.warning(
+            "opt-out not taken by Temporal (%s); outbox message %d", _not_taken(error), stored.id
+        )
+        return OptOutHandoff(status=OptOutStatus.QUEUED, reason=_not_taken(error))
+    try:
+        async with asyncio.timeout(max(wait, REFUSAL_PROBE_SECONDS)):
+            result: OptOutResult = await handle.result()
+    except _NOT_TAKEN:  # accepted: the workflow sets the CRM flags on its own
+        return OptOutHandoff(status=OptOutStatus.RECORDED, reason="CRM update still running")
+    return OptOutHandoff(status=OptOutStatus.RECORDED, crm_updated=result.crm_updated)
+
+
+async def _deliver_opt_out(handoff: FollowUpHandoff, message: OutboxMessage) -> Rejection | None:
+    """The relay's replay of a stored opt-out; raises to be retried."""
+    try:
+        request = message.opt_out_request()
+    except ValidationError as error:
+        return Rejection(f"stored payload is invalid ({error.error_count()} errors)")
+    try:
+        await _send_opt_out(handoff, await handoff.client(), request)
+    except WorkflowUpdateFailedError as refused:
+        return Rejection(_refusal_reason(refused))
+    return None

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from contracts.models import BookingRequest, CallOutcome
+from contracts.outreach import OptOutRequest
 
 logger = logging.getLogger(__name__)
 
 OUTBOX_FILE_NAME: Final = "outbox.db"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: opt_out messages (issue 16)
 Synchronous = Literal["NORMAL", "FULL"]
 DEFAULT_SYNCHRONOUS: Final[Synchronous] = "FULL"
 # After this many failed attempts of a book_meeting, its call's call_ended is no longer held
@@ -45,7 +46,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     dedupe_key TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL CHECK (kind IN ('book_meeting', 'call_ended')),
+    kind TEXT NOT NULL CHECK (kind IN ('book_meeting', 'call_ended', 'opt_out')),
     call_id TEXT NOT NULL,
     payload TEXT NOT NULL,
     created_at REAL NOT NULL,
@@ -76,7 +77,8 @@ WHERE m.delivered_at IS NULL
       WHERE b.call_id = m.call_id AND b.kind = 'book_meeting' AND b.delivered_at IS NULL
         AND b.attempts < :hold
         AND ((NOT :ignore_backoff AND b.next_attempt_at > :now) OR b.leased_until > :now)))
-ORDER BY CASE m.kind WHEN 'book_meeting' THEN 0 ELSE 1 END, m.created_at, m.id
+ORDER BY CASE m.kind WHEN 'opt_out' THEN 0 WHEN 'book_meeting' THEN 1 ELSE 2 END,
+    m.created_at, m.id
 LIMIT :limit
 """
 
@@ -84,6 +86,7 @@ LIMIT :limit
 class MessageKind(StrEnum):
     BOOK_MEETING = "book_meeting"
     CALL_ENDED = "call_ended"
+    OPT_OUT = "opt_out"  # delivered first: no dial may follow it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +114,11 @@ class OutboxMessage:
             raise ValueError(f"outbox message {self.id} is {self.kind}, not book_meeting")
         return BookingRequest.model_validate_json(self.payload)
 
+    def opt_out_request(self) -> OptOutRequest:
+        if self.kind is not MessageKind.OPT_OUT:
+            raise ValueError(f"outbox message {self.id} is {self.kind}, not opt_out")
+        return OptOutRequest.model_validate_json(self.payload)
+
     def call_outcome(self) -> CallOutcome:
         if self.kind is not MessageKind.CALL_ENDED:
             raise ValueError(f"outbox message {self.id} is {self.kind}, not call_ended")
@@ -125,15 +133,22 @@ class PutResult:
     stored: bool
 
 
-def dedupe_key(payload: BookingRequest | CallOutcome) -> str:
+Payload = BookingRequest | CallOutcome | OptOutRequest
+
+
+def dedupe_key(payload: Payload) -> str:
     """One key per logical message: a call's outcome, or a call's request for one slot."""
+    if isinstance(payload, OptOutRequest):
+        return f"{MessageKind.OPT_OUT}:{payload.trialist.trial_account_id}:{payload.call_id or ''}"
     if isinstance(payload, CallOutcome):
         return f"{MessageKind.CALL_ENDED}:{payload.call_id}"
     start = int(payload.slot_start.timestamp())
     return f"{MessageKind.BOOK_MEETING}:{payload.call_id}:{start}:{payload.duration_minutes}"
 
 
-def kind_of(payload: BookingRequest | CallOutcome) -> MessageKind:
+def kind_of(payload: Payload) -> MessageKind:
+    if isinstance(payload, OptOutRequest):
+        return MessageKind.OPT_OUT
     if isinstance(payload, CallOutcome):
         return MessageKind.CALL_ENDED
     if isinstance(payload, BookingRequest):
@@ -159,6 +174,7 @@ class Outbox:
         if mode != "wal":
             raise RuntimeError(f"outbox {self.path} could not switch to WAL (got {mode!r})")
         self._db.execute(f"PRAGMA synchronous = {synchronous}")
+        _allow_opt_outs(self._db)
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -175,7 +191,7 @@ class Outbox:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def put(self, payload: BookingRequest | CallOutcome, *, now: float | None = None) -> PutResult:
+    def put(self, payload: Payload, *, now: float | None = None) -> PutResult:
         """Store a handoff for the relay; the same message twice is stored once."""
         kind = kind_of(payload)
         key = dedupe_key(payload)
@@ -186,7 +202,7 @@ class Outbox:
                 "INSERT INTO outbox (dedupe_key, kind, call_id, payload, created_at, "
                 "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-                (key, kind.value, payload.call_id, body, at, at),
+                (key, kind.value, _call_id_of(payload), body, at, at),
             ).fetchone()
             if row is not None:
                 return PutResult(int(row[0]), stored=True)
@@ -274,7 +290,8 @@ class Outbox:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM outbox WHERE call_id = ? AND delivered_at IS NULL "
-                "ORDER BY CASE kind WHEN 'book_meeting' THEN 0 ELSE 1 END, created_at, id",
+                "ORDER BY CASE kind WHEN 'opt_out' THEN 0 WHEN 'book_meeting' THEN 1 ELSE 2 END, "
+                "created_at, id",
                 (call_id,),
             ).fetchall()
         return [_message(row) for row in rows]
@@ -309,6 +326,39 @@ class Outbox:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+def _call_id_of(payload: Payload) -> str:
+    if isinstance(payload, OptOutRequest):  # an operator's opt-out has no call
+        return payload.call_id or f"opt-out-{payload.trialist.trial_account_id}"
+    return payload.call_id
+
+
+def _allow_opt_outs(db: sqlite3.Connection) -> None:
+    """Version 1 files refuse kind 'opt_out' (a CHECK): rebuild the table once, rows kept."""
+    row = db.execute(
+        "SELECT sql FROM sqlite_master WHERE type='table' AND name='outbox'"
+    ).fetchone()
+    if row is None or "opt_out" in row[0]:
+        return
+    script = (
+        "BEGIN IMMEDIATE; ALTER TABLE outbox RENAME TO outbox_v1;"
+        " DROP INDEX IF EXISTS outbox_pending; DROP INDEX IF EXISTS outbox_pending_call;"
+        f"{_SCHEMA} INSERT INTO outbox ({_COPY}) SELECT {_COPY} FROM outbox_v1;"
+        " DROP TABLE outbox_v1; COMMIT;"
+    )
+    try:
+        db.executescript(script)
+    except sqlite3.Error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+_COPY: Final = (
+    "id, dedupe_key, kind, call_id, payload, created_at, attempts, next_attempt_at, "
+    "leased_until, last_error, delivered_at"
+)
 
 
 def _message(row: tuple[Any, ...]) -> OutboxMessage:
