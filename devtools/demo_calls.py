@@ -267,7 +267,10 @@ _DEMO_CALLS = {1: _happy_path, 2: _chilipiper_down, 3: _hubspot_rejects}
 def _greeting(person: Trialist) -> list[ScriptedTurn]:
     def hello(view: ScriptView) -> str:
         if view.failed("lookup_trial_activity"):
-            return f"Hi {person.first_name}, this is Sam from PandaDoc. How's your trial going?"
+            return (
+                f"Hi {person.first_name}, this is Sam, an AI assistant calling for PandaDoc. "
+                "How's your trial going?"
+            )
         activity = view.output("lookup_trial_activity")
         noticed = (
             "I noticed you haven't sent a document yet."
@@ -275,7 +278,8 @@ def _greeting(person: Trialist) -> list[ScriptedTurn]:
             else "I can see you've been putting it to work."
         )
         return (
-            f"Hi {person.first_name}, this is Sam from PandaDoc, checking in on your trial. "
+            f"Hi {person.first_name}, this is Sam, an AI assistant calling for PandaDoc about "
+            "your trial. "
             f"{noticed} How is it going so far?"
         )
 
