@@ -13,19 +13,22 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx2
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from agent.entrypoint import build_runtime
 from contracts.calling_policy import hours_verdict
 from contracts.names import OPT_OUT_UPDATE, workflow_id_for
 from contracts.outreach import (
+    FINAL_STATUSES,
     OptOutRequest,
     OptOutResult,
     OutreachInput,
@@ -44,9 +47,12 @@ from worker import build_outreach_worker, build_worker, livekit_client
 
 pytestmark = [
     pytest.mark.e2e,
-    # NOT DONE (issue 16 report): after the first wave of calls the time-skipping server stops
-    # advancing its clock (no pending task or activity found); the cause is not yet known.
-    pytest.mark.skip(reason="outreach e2e: the test server's clock stalls after the first calls"),
+    # NOT DONE (see the issue 16 report): every part runs (import, 20 outreaches, gate, slots,
+    # dials through the emulator, calls through the real agent session, follow-ups), but the
+    # test server's clock stops moving after the first wave of answered calls: env.sleep then
+    # times out. Refused starts through the environment's own client leak a time-skipping
+    # lock (hence the plain client here); the remaining lock is not found yet.
+    pytest.mark.skip(reason="the time-skipping server's clock stalls after the first calls"),
 ]
 
 # phone, zone column (blank: inferred), SIP script, persona of the person who answers
@@ -81,7 +87,7 @@ BAD_ROWS = [
     "trial-e2e-01,Duplicate Row,dup@example.com,+12125550201,,signup form",
 ]
 REAL_SECONDS = 150
-LONG_WAIT_SECONDS = 60 * 86400.0
+LAST_REAL_SECONDS = timedelta(seconds=1)
 
 
 def csv_text() -> str:
@@ -112,7 +118,6 @@ async def test_twenty_trialists_lawfully_through_the_livekit_emulator(
         outreach_task_queue=f"{task_queue}-outreach",
         outreach_max_attempts_per_trial=4,
         outreach_holidays="none",
-        follow_up_call_ended_timeout_seconds=LONG_WAIT_SECONDS,
     )
     for phone, _, outcomes, _ in PEOPLE:
         httpx2.put(
@@ -122,11 +127,6 @@ async def test_twenty_trialists_lawfully_through_the_livekit_emulator(
         ).raise_for_status()
     pinned = await pin_clock(env, "America/New_York", weekday=0, hour=9, minute=0)  # a Monday
     plan = parse_trialists_csv(csv_text(), settings, now=pinned)
-    long_wait = {"report_timeout_seconds": LONG_WAIT_SECONDS}
-    plan = type(plan)(
-        inputs=[(line, i.model_copy(update=long_wait)) for line, i in plan.inputs],
-        errors=plan.errors,
-    )
     inputs = {input.trialist.phone: input for _, input in plan.inputs}
     clients = build_vendor_clients(settings)
     for phone in DO_NOT_CALL:  # the internal do-not-call list: the CRM's own flags
@@ -150,13 +150,19 @@ async def test_twenty_trialists_lawfully_through_the_livekit_emulator(
     stop = asyncio.Event()
     started_real = time.monotonic()
     try:
+        # Workers and starts use a plain client: the test environment's own client leaks a
+        # time-skipping lock on every start that finds the workflow already there (the slot
+        # holder's signal-with-start, a re-import), and the clock then never moves again.
+        plain = await Client.connect(
+            env.client.service_client.config.target_host, data_converter=pydantic_data_converter
+        )
         async with (
-            build_worker(env.client, settings, clients=clients),
-            build_outreach_worker(env.client, settings, clients=clients, livekit=livekit),
+            build_worker(plain, settings, clients=clients),
+            build_outreach_worker(plain, settings, clients=clients, livekit=livekit),
         ):
             serving = asyncio.create_task(runner.serve(stop))
             await runtime.start_background()
-            ops = Outreaches(env.client, settings)
+            ops = Outreaches(plain, settings)
             started = await ops.start_all(plan.inputs)
             again = await ops.start_all(plan.inputs)  # a re-import starts nothing twice
             handles = {
@@ -210,36 +216,40 @@ async def drive(
     runner: DispatchRunner,
     inputs: dict[str | None, OutreachInput],
 ) -> dict[str | None, OutreachProgress]:
-    """Await every outreach (the server skips to each next timer meanwhile); an operator opts
-    one trialist out as soon as it waits to retry. Calls run in real time: the waits that span
-    a call (call_ended, the call report) are set far longer than any skip."""
-    operator = asyncio.create_task(opt_out_when_waiting(env, handles[OPERATOR_OPT_OUT], inputs))
-    results = await asyncio.wait_for(
-        asyncio.gather(*(result_of(handle) for handle in handles.values())), REAL_SECONDS
-    )
-    await operator
-    return dict(zip(handles, results, strict=True))
+    """Step the clock to the next attempt whenever nothing is in flight, until all are final.
 
-
-async def result_of(handle: WorkflowHandle[Any, Any]) -> OutreachProgress:
-    """The result; the test server's history long-poll sometimes ends early: ask again."""
+    Calls run in real time; the clock only moves when no call, dial or gate is in progress.
+    """
+    deadline = time.monotonic() + REAL_SECONDS
+    opted_out = False
     while True:
-        try:
-            raw = await handle.result()
-        except RuntimeError:
-            await asyncio.sleep(0.1)
+        states = dict(
+            zip(handles, await asyncio.gather(*map(progress, handles.values())), strict=True)
+        )
+        open_states = [s for s in states.values() if s.status not in FINAL_STATUSES]
+        if not open_states:
+            return states
+        if time.monotonic() > deadline:
+            stuck = {s.trial_account_id: (s.status.value, s.why) for s in open_states}
+            raise AssertionError(f"outreach did not finish in time: {stuck}")
+        if not opted_out and states[OPERATOR_OPT_OUT].status is OutreachStatus.RETRY_WAIT:
+            await operator_opt_out(env, handles[OPERATOR_OPT_OUT], inputs[OPERATOR_OPT_OUT])
+            opted_out = True
             continue
-        return OutreachProgress.model_validate(raw)
-
-
-async def opt_out_when_waiting(
-    env: WorkflowEnvironment,
-    handle: WorkflowHandle[Any, Any],
-    inputs: dict[str | None, OutreachInput],
-) -> None:
-    while (await progress(handle)).status is not OutreachStatus.RETRY_WAIT:
-        await asyncio.sleep(0.05)
-    await operator_opt_out(env, handle, inputs[OPERATOR_OPT_OUT])
+        now = await env.get_current_time()
+        due = [s.next_attempt_at for s in open_states if s.next_attempt_at is not None]
+        busy = runner.active > 0 or any(
+            s.status in (OutreachStatus.DIALING, OutreachStatus.IN_CALL) for s in open_states
+        )
+        if busy or any(at <= now for at in due):
+            await asyncio.sleep(0.1)  # work in flight, or a timer that just fired: real time
+            continue
+        target = min(due) if due else now + timedelta(minutes=30)
+        if target - now <= LAST_REAL_SECONDS:
+            await asyncio.sleep(0.1)  # the last moments before a dial pass in real time
+            continue
+        # Skip to just before the next dial, so no call runs inside the server's sleep call.
+        await env.sleep(target - now - LAST_REAL_SECONDS + timedelta(milliseconds=200))
 
 
 async def operator_opt_out(
