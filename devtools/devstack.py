@@ -597,7 +597,7 @@ class DevStack:
                 "▶ demo calls: no LLM is configured, so a [bold]scripted LLM[/bold] plays fixed "
                 "caller turns through the real agent, tools, breaker, handoff and workflow"
             )
-            argv = python_command("-m", "agent", "demo", *self.demo_args)
+            argv = python_command("-m", "agent", "demo", "--outreach", *self.demo_args)
             child = Child(name="agent demo", argv=argv, env=self.env, log_path=None)
         self.agent = await self._spawn(child)
 
