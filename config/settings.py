@@ -254,8 +254,8 @@ class Settings(BaseSettings):
         default="US",
         description="Public holidays without dials: US (federal and the trialist's state) or none.",
     )
-    outreach_extra_holidays: list[str] = Field(
-        default_factory=list, description="More days without dials, as YYYY-MM-DD (JSON list)."
+    outreach_extra_holidays: str = Field(
+        default="", description="More days without dials: YYYY-MM-DD, comma-separated."
     )
     outreach_voicemail: Literal["leave_message", "retry"] = Field(
         default="leave_message", description="On voicemail: leave one short message, or retry."

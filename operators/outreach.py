@@ -141,7 +141,8 @@ def calling_policy(settings: Settings, *, region: str | None, today: date) -> Ca
     holidays: list[date] = []
     if settings.outreach_holidays.upper() == "US":
         holidays += public_holidays(region=region, first=today, days=HOLIDAY_HORIZON_DAYS)
-    holidays += [date.fromisoformat(day) for day in settings.outreach_extra_holidays]
+    extra = [day.strip() for day in settings.outreach_extra_holidays.split(",") if day.strip()]
+    holidays += [date.fromisoformat(day) for day in extra]
     return CallingPolicy(
         weekdays_only=settings.outreach_weekdays_only,
         holidays=tuple(sorted(set(holidays))),
