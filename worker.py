@@ -1,4 +1,4 @@
-"""The Temporal worker process: runs CallFollowUpWorkflow and its vendor activities."""
+"""The Temporal worker process: the follow-ups and the outreach, each on its own task queue."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.follow_up import FollowUpActivities
+from activities.outreach import OutreachActivities
 from config.clock import Clock, system_clock
 from config.encryption import EncryptionSetupError
 from config.log_redaction import install_refused_input_filter
@@ -35,7 +37,10 @@ from config.temporal import (
 )
 from contracts import SEARCH_ATTRIBUTES
 from integrations.clients import VendorClients, build_vendor_clients
+from integrations.livekit import LiveKitClient
+from workflows.dial_slots import DialSlotsWorkflow
 from workflows.follow_up import CallFollowUpWorkflow
+from workflows.outreach import OutreachWorkflow
 
 logger = logging.getLogger("trialist.worker")
 T = TypeVar("T")
@@ -88,6 +93,36 @@ def follow_up_worker(
     )
 
 
+def build_outreach_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    clients: VendorClients,
+    livekit: LiveKitClient,
+    task_queue: str | None = None,
+) -> Worker:
+    """Outreach and its dial slots on their own queue: a backlog of outreach bookkeeping never
+    delays a follow-up's in-call work (book_meeting waits for a worker on the follow-up queue)."""
+    queue = task_queue or settings.outreach_task_queue
+    activities = OutreachActivities(clients=clients, livekit=livekit, task_queue=queue)
+    cache_workflow_bytecode([OutreachWorkflow, DialSlotsWorkflow])
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=[OutreachWorkflow, DialSlotsWorkflow],
+        activities=activities.activity_methods(),
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
+    )
+
+
+def livekit_client(settings: Settings) -> LiveKitClient:
+    """The LiveKit API client outreach dials through: a real server, or the sandbox emulator."""
+    key, secret = settings.livekit_credentials
+    return LiveKitClient(
+        url=settings.livekit_api_base_url, api_key=key, api_secret=SecretStr(secret)
+    )
+
+
 async def run_worker(
     settings: Settings,
     *,
@@ -121,6 +156,7 @@ async def _run(
     mean waiting (bounded, doubling) and connecting again; only a misconfiguration raises."""
     runtime = _metrics_runtime(settings)
     clients = build_vendor_clients(settings, clock=clock)
+    livekit = livekit_client(settings)
     outage = OutageBackoff()
     try:
         while not stop.is_set():
@@ -129,8 +165,7 @@ async def _run(
                 if client is None:
                     logger.info("stopped before the worker was ready")
                     return
-                worker = build_worker(client, settings, clients=clients)
-                await _serve(worker, settings=settings, stop=stop, ready=ready, outage=outage)
+                await _serve_both(client, settings, clients, livekit, stop, ready, outage)
                 if stop.is_set():
                     return
             except Exception as error:
@@ -144,7 +179,30 @@ async def _run(
                 )
                 await _wait_or_stop(stop, wait)
     finally:
+        await livekit.aclose()
         await clients.aclose()
+
+
+async def _serve_both(
+    client: Client,
+    settings: Settings,
+    clients: VendorClients,
+    livekit: LiveKitClient,
+    stop: asyncio.Event,
+    ready: Callable[[], object] | None,
+    outage: OutageBackoff,
+) -> None:
+    """The follow-up worker, and beside it the outreach worker for as long as it runs."""
+    worker = build_worker(client, settings, clients=clients)
+    outreach = build_outreach_worker(client, settings, clients=clients, livekit=livekit)
+    outreach_run = asyncio.create_task(outreach.run(), name="temporal-outreach-worker")
+    try:
+        await _serve(worker, settings=settings, stop=stop, ready=ready, outage=outage)
+    finally:
+        if not outreach_run.done():
+            await outreach.shutdown()
+        with contextlib.suppress(Exception):
+            await outreach_run
 
 
 class OutageBackoff:
@@ -260,6 +318,7 @@ def ready_line(settings: Settings) -> str:
         f"worker ready: temporal={settings.temporal_target}",
         f"namespace={settings.temporal_namespace}",
         f"task_queue={settings.temporal_task_queue}",
+        f"outreach_queue={settings.outreach_task_queue}",
         f"vendors: {modes}",
     ]
     if sandbox:

@@ -20,6 +20,7 @@ from contracts.models import (
     NOTES_MAX_BYTES,
     BookingConfirmation,
     BookingRequest,
+    CallbackWindow,
     QualificationSignals,
 )
 
@@ -88,6 +89,10 @@ class ConversationState:
         # Bumped on every change (and every undo), so checkpoints know when there is news.
         self._version = 0
         self._listeners: list[Callable[[], None]] = []
+        # Outreach (issue 16): what the call decided about the next attempt.
+        self._callback: CallbackWindow | None = None
+        self._voicemail: tuple[bool, bool] = (False, False)  # (reached, message left)
+        self._opted_out = False
         for name, value in (signals or {}).items():
             self.record_signal(name, value)
         for note in notes:
@@ -140,7 +145,25 @@ class ConversationState:
             "notes": list(self._notes),
             "requested_meeting": self._requested_meeting,
             "booking": self._booking,
+            # An opt-out cancels a callback the caller asked for earlier in the call.
+            "callback": None if self._opted_out else self._callback,
+            "voicemail": self._voicemail[0],
+            "voicemail_message_left": self._voicemail[1],
         }
+
+    # --- outreach (issue 16) ---------------------------------------------------------------
+    @property
+    def callback(self) -> CallbackWindow | None:
+        return self._callback
+
+    def request_callback(self, window: CallbackWindow) -> None:
+        self._callback = window
+
+    def mark_voicemail(self, *, message_left: bool) -> None:
+        self._voicemail = (True, message_left)
+
+    def mark_opted_out(self) -> None:
+        self._opted_out = True
 
     # --- changing ----------------------------------------------------------------------------
     def set_stage(self, stage: Stage) -> None:

@@ -37,6 +37,7 @@ from agent.trialist_agent import PandaDocTrialistAgent
 from config.clock import Clock, system_clock
 from config.settings import Settings, get_settings
 from contracts.models import CallId, EndedReason, Trialist
+from contracts.outreach import OutreachDispatch
 from handoff.follow_up import FollowUpHandoff
 from integrations.clients import build_vendor_clients
 
@@ -63,8 +64,9 @@ MAX_DISPATCH_CHARS = 16 * 1024
 class CallDispatch(BaseModel):
     """The job metadata of a dispatched call: `{"call_id": ..., "trialist": {...}}`.
 
-    An outbound call also names the SIP participant the dialer created; the agent waits for it
-    to answer before it speaks.
+    An outbound call also names the SIP participant the dialer created (the agent waits for it
+    to answer before it speaks), and `"outreach": {...}` when an outreach placed the call (its
+    workflow id, voicemail setting).
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
@@ -72,6 +74,7 @@ class CallDispatch(BaseModel):
     call_id: CallId
     trialist: Trialist
     sip_participant_identity: str | None = None
+    outreach: OutreachDispatch | None = None
 
 
 def build_runtime(settings: Settings, *, clock: Clock = system_clock) -> AgentRuntime:
@@ -176,7 +179,9 @@ async def rtc_entrypoint(ctx: JobContext) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     dispatch = read_dispatch(ctx.job.metadata, fallback_call_id=f"console-{stamp}")
     ctx.log_context_fields = {"call_id": dispatch.call_id}
-    services = runtime.services_for(call_id=dispatch.call_id, trialist=dispatch.trialist)
+    services = runtime.services_for(
+        call_id=dispatch.call_id, trialist=dispatch.trialist, outreach=dispatch.outreach
+    )
     # From here on the outcome leaves however the job ends (on_session_end, or the backstop).
     lifecycle = register_call(ctx, services)
     try:

@@ -16,7 +16,8 @@ from agent.resilience.filler import FillerLines
 from agent.resilience.guard import RealtimeGuard
 from config.clock import Clock, system_clock
 from contracts.models import BookingRequest, CallCheckpoint, CallOutcome, EndedReason, Trialist
-from handoff.follow_up import BookingHandoff, CallEndedHandoff, FollowUpHandoff
+from contracts.outreach import OptOutRequest, OutreachDispatch
+from handoff.follow_up import BookingHandoff, CallEndedHandoff, FollowUpHandoff, OptOutHandoff
 from integrations.amplitude import AmplitudeUserProfile
 from integrations.chilipiper import ChiliPiperGuest, FreeSlots
 from integrations.clients import VendorClients
@@ -54,6 +55,8 @@ class Handoff(Protocol):
 
     async def call_ended(self, outcome: CallOutcome) -> CallEndedHandoff: ...
 
+    async def opt_out(self, request: OptOutRequest, *, wait: float) -> OptOutHandoff: ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class CallInfo:
@@ -62,6 +65,8 @@ class CallInfo:
     call_id: str
     trialist: Trialist
     started_at: datetime
+    # Set when an outreach placed the call (its dispatch metadata): the voicemail setting.
+    outreach: OutreachDispatch | None = None
 
     def guest(self) -> ChiliPiperGuest:
         person = self.trialist
@@ -145,7 +150,12 @@ class AgentRuntime:
             await self.clients.aclose()
 
     def services_for(
-        self, *, call_id: str, trialist: Trialist, clock: Clock | None = None
+        self,
+        *,
+        call_id: str,
+        trialist: Trialist,
+        clock: Clock | None = None,
+        outreach: OutreachDispatch | None = None,
     ) -> CallServices:
         """Fresh per-call state, fallbacks and fillers over the process's shared clients."""
         clock = clock or self.clock
@@ -160,7 +170,9 @@ class AgentRuntime:
         state = ConversationState()
         self.handoff.call_started(call_id, trialist=trialist, started_at=started_at)
         return CallServices(
-            call=CallInfo(call_id=call_id, trialist=trialist, started_at=started_at),
+            call=CallInfo(
+                call_id=call_id, trialist=trialist, started_at=started_at, outreach=outreach
+            ),
             state=state,
             trial_activity=self.trial_activity,
             slots=self.slots,

@@ -7,7 +7,7 @@ import logging
 import re
 import traceback
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -18,7 +18,14 @@ from pydantic import ValidationError
 from agent.call_state import Stage, echo
 from agent.resilience.fallbacks import FallbackKind
 from agent.services import CallServices
-from contracts.models import BOOKING_HORIZON, BookingConfirmation, BookingRequest, EndedReason
+from contracts.models import (
+    BOOKING_HORIZON,
+    BookingConfirmation,
+    BookingRequest,
+    CallbackWindow,
+    EndedReason,
+)
+from contracts.outreach import OptOutRequest
 from handoff.follow_up import BookingHandoff, BookingHandoffStatus
 from integrations.amplitude import AmplitudeUserProfile
 
@@ -40,8 +47,10 @@ PREFERRED_HOURS = (10, 14, 11)
 TimeOfDay = Literal["morning", "afternoon", "any"]
 
 INSTRUCTIONS = """\
-You are Sam, a friendly product specialist at PandaDoc, on a phone call with \
-{first_name}{company}, who started a PandaDoc free trial. This is a voice conversation.
+You are Sam, an AI assistant calling for PandaDoc, on a phone call with \
+{first_name}{company}, who started a PandaDoc free trial. This is a voice conversation. \
+Say near the start that you are an AI assistant calling for PandaDoc, and say so again \
+whenever you are asked.
 
 How you speak:
 - Short, natural sentences. One question at a time, then listen.
@@ -58,10 +67,26 @@ the purchase. Save each answer with record_qualification_signal as soon as you h
 Then offer a short meeting with a PandaDoc rep. Use find_meeting_times, offer at most three \
 times, and book the one they choose with book_meeting, passing its start_time exactly.
 
+If the caller asks not to be called again ("stop calling me", "take me off your list"), call \
+opt_out at once, confirm it, and end the call. If they ask to be called another time ("call me \
+back Thursday afternoon"), call schedule_callback. If you reach a voicemail greeting or an \
+answering machine instead of a person, call voicemail_reached.
+
 If a tool answers with a sentence for the caller, say it in your own words and carry on; never \
 mention tools, systems or errors. When the caller wants to go, or everything is done, thank them \
 and call end_call.
 """
+# What the agent says on a voicemail when the outreach allows one message (47 CFR 64.1200(b)).
+VOICEMAIL_MESSAGE = (
+    "Hi {first_name}, this is Sam, an AI assistant calling for PandaDoc about your free trial. "
+    "We'll try you again another time. If you'd rather not get these calls, call us back and "
+    "say stop. Thanks, bye!"
+)
+CALLBACK_HOURS: dict[str, tuple[int, int]] = {
+    "morning": (9, 12),
+    "afternoon": (12, 17),
+    "any": (9, 17),
+}
 
 
 @contextlib.contextmanager
@@ -95,8 +120,8 @@ class PandaDocTrialistAgent(Agent):
     async def on_enter(self) -> None:
         self.session.generate_reply(
             instructions=(
-                f"Greet {self._first_name} by first name, say you're Sam from PandaDoc checking "
-                "in on their free trial, and ask if they have a couple of minutes."
+                f"Greet {self._first_name} by first name, say you're Sam, an AI assistant calling "
+                "for PandaDoc about their free trial, and ask if they have a couple of minutes."
             )
         )
 
@@ -304,6 +329,71 @@ class PandaDocTrialistAgent(Agent):
         raise ToolError(
             f"Could not book {spoken}: {reason}. Apologize briefly and ask for another time."
         )
+
+    # --- outreach (issue 16) ---------------------------------------------------------------
+
+    @function_tool
+    async def opt_out(self, context: RunContext[CallServices], also_email: bool = False) -> str:
+        """Record at once that the caller does not want to be called again.
+
+        Args:
+            also_email: True when they also asked to get no more emails.
+        """
+        services = context.userdata
+        request = OptOutRequest(
+            trialist=services.call.trialist,
+            requested_at=services.clock(),
+            call_id=services.call.call_id,
+            also_email=also_email,
+        )
+        services.state.mark_opted_out()
+        try:
+            result = await services.handoff.opt_out(request, wait=services.booking_wait_seconds)
+        except Exception as error:  # the handoff queues on Temporal trouble; this is a bug
+            logger.exception("call %s: opt-out handoff failed", services.call.call_id)
+            raise ToolError(services.guard.fallbacks.line(FallbackKind.TOOL_FAILURE)) from error
+        logger.info("call %s: opt-out %s", services.call.call_id, result.status.value)
+        return (
+            "Recorded: they will not be called again. Confirm that in one short sentence, "
+            "apologise for the interruption, and call end_call."
+        )
+
+    @function_tool
+    async def schedule_callback(
+        self, context: RunContext[CallServices], day: str, time_of_day: TimeOfDay = "any"
+    ) -> str:
+        """The caller asked to be called back another time; the next call is placed then.
+
+        Args:
+            day: The day they named, such as "Thursday", "tomorrow" or "today".
+            time_of_day: "morning", "afternoon", or "any".
+        """
+        services = context.userdata
+        zone = ZoneInfo(services.call.trialist.timezone)
+        now = services.clock()
+        wanted = _resolve_day(day, now=now, zone=zone)
+        if wanted is None:
+            raise ToolError("Ask which day suits them, such as Thursday or tomorrow.")
+        first, last = CALLBACK_HOURS[time_of_day]
+        start = datetime.combine(wanted, time(first), tzinfo=zone)
+        end = datetime.combine(wanted, time(last), tzinfo=zone)
+        if end <= now:
+            raise ToolError("That time has passed. Ask for another day.")
+        services.state.request_callback(CallbackWindow(start=max(start, now), end=end))
+        spoken = f"{wanted:%A}" + ("" if time_of_day == "any" else f" {time_of_day}")
+        return f"Noted: call back {spoken}. Confirm it, thank them and call end_call."
+
+    @function_tool
+    async def voicemail_reached(self, context: RunContext[CallServices]) -> str:
+        """You reached a voicemail greeting or an answering machine, not a person."""
+        services = context.userdata
+        outreach = services.call.outreach
+        leave = outreach is not None and outreach.leave_message
+        services.state.mark_voicemail(message_left=leave)
+        if not leave:
+            return "Leave no message: call end_call now and say nothing more."
+        message = VOICEMAIL_MESSAGE.format(first_name=services.call.trialist.first_name)
+        return f'Leave exactly this message, then call end_call: "{message}"'
 
     @function_tool
     async def end_call(self, context: RunContext[CallServices]) -> str:

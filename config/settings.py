@@ -30,6 +30,9 @@ _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]", re.A
 
 # Credentials the sandbox accepts; used only when a vendor points at the sandbox.
 SANDBOX_CREDENTIAL = "sandbox-secret"
+# The API key and secret the sandbox's LiveKit emulator accepts (HS256 wants 32+ bytes).
+SANDBOX_LIVEKIT_API_KEY = "sandbox-livekit-key"
+SANDBOX_LIVEKIT_API_SECRET = "sandbox-livekit-secret-not-for-production"
 
 
 class VendorMode(StrEnum):
@@ -379,6 +382,47 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port, such as localhost:7233 or temporal:7233")
         return value
 
+    # --- outreach (issue 16): dialing through LiveKit and the calling policy --------------------
+    outreach_task_queue: str = Field(
+        default="trialist-outreach",
+        description="Task queue of outreach workflows, apart from the follow-ups' so calls keep "
+        "priority over outreach bookkeeping.",
+    )
+    livekit_api_url: str | None = Field(
+        default=None,
+        description="LiveKit server API for dialing (http(s) or ws(s)); falls back to LIVEKIT_URL. "
+        "Both unset: the sandbox's LiveKit emulator.",
+    )
+    livekit_sip_trunk_id: str = Field(
+        default="ST_sandbox_outbound", description="Outbound SIP trunk that outreach dials through."
+    )
+    outreach_from_number: str = Field(
+        default="+14155550100", description="Caller id (E.164) outreach calls are placed from."
+    )
+    outreach_max_calls_per_campaign: int = Field(
+        default=5, ge=1, le=1000, description="Calls in flight at once per campaign."
+    )
+    outreach_max_calls_per_number: int = Field(
+        default=2, ge=1, le=1000, description="Calls in flight at once per outbound number."
+    )
+    outreach_max_attempts_per_24h: int = Field(
+        default=3, ge=1, le=10, description="The team's cap of dials per trialist in 24 h."
+    )
+    outreach_max_attempts_per_trial: int = Field(
+        default=6, ge=1, le=50, description="The team's cap of dials per trialist per trial."
+    )
+    outreach_weekdays_only: bool = Field(default=True, description="Dial on weekdays only.")
+    outreach_holidays: str = Field(
+        default="US",
+        description="Public holidays without dials: US (federal and the trialist's state) or none.",
+    )
+    outreach_extra_holidays: str = Field(
+        default="", description="More days without dials: YYYY-MM-DD, comma-separated."
+    )
+    outreach_voicemail: Literal["leave_message", "retry"] = Field(
+        default="leave_message", description="On voicemail: leave one short message, or retry."
+    )
+
     @model_validator(mode="after")
     def _real_vendors_need_credentials(self) -> Settings:
         required: dict[str, tuple[str, ...]] = {
@@ -481,6 +525,20 @@ class Settings(BaseSettings):
         """scheme://host[:port] of the UI, the one origin the codec server answers."""
         parts = urlsplit(self.codec_server_ui_origin or self.temporal_ui_base)
         return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def livekit_api_base_url(self) -> str:
+        """The LiveKit API that outreach dials through: a real server, or the sandbox emulator."""
+        url = self.livekit_api_url or self.livekit_url
+        return (url or f"{self.sandbox_base_url}/livekit").rstrip("/")
+
+    @property
+    def livekit_credentials(self) -> tuple[str, str]:
+        """API key and secret for dialing; the sandbox's when no real server is configured."""
+        if self.livekit_api_url is None and self.livekit_url is None:
+            return SANDBOX_LIVEKIT_API_KEY, SANDBOX_LIVEKIT_API_SECRET
+        key = self.livekit_api_key.get_secret_value() if self.livekit_api_key else ""
+        return key, self.secret("livekit_api_secret")
 
     @property
     def llm_configured(self) -> bool:

@@ -155,6 +155,19 @@ class BookingConfirmation(_Model):
     duration_minutes: int = Field(default=30, ge=15, le=120)
 
 
+class CallbackWindow(_Model):
+    """When the caller asked to be called back ("Thursday afternoon"): the next attempt's window."""
+
+    start: Instant
+    end: Instant
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CallbackWindow:
+        if self.end <= self.start:
+            raise ValueError("a callback window must end after it starts")
+        return self
+
+
 def _check_notes_budget(notes: list[str]) -> None:
     notes_bytes = sum(len(note.encode()) for note in notes)
     if notes_bytes > NOTES_MAX_BYTES:
@@ -169,6 +182,10 @@ class CallLearned(_Model):
     notes: list[NoteText] = Field(default_factory=list, max_length=MAX_NOTES)
     requested_meeting: BookingRequest | None = None
     booking: BookingConfirmation | None = None
+    # Outreach: what the call decided about the next attempt.
+    callback: CallbackWindow | None = None
+    voicemail: bool = False
+    voicemail_message_left: bool = False
 
     @model_validator(mode="after")
     def _within_budget(self) -> CallLearned:
@@ -203,6 +220,10 @@ class CallOutcome(_Model):
     summary: SummaryText = ""
     requested_meeting: BookingRequest | None = None
     booking: BookingConfirmation | None = None
+    # Outreach (issue 16): what the call decided about the next attempt.
+    callback: CallbackWindow | None = None
+    voicemail: bool = False
+    voicemail_message_left: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> CallOutcome:
@@ -303,6 +324,8 @@ class FollowUpInput(_Model):
     step_schedule_to_close_seconds: float = Field(
         default=3600, ge=1, le=MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS, allow_inf_nan=False
     )
+    # Set when an outreach placed the call: the follow-up reports its result there at the end.
+    outreach_workflow_id: str | None = Field(default=None, max_length=200)
 
 
 class RetryStepRequest(_Model):

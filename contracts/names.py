@@ -29,7 +29,36 @@ BOOKING_CONFLICT_ERROR: Final = "booking_conflict"  # another slot is booked or 
 
 FOLLOW_UP_STATUS: Final = SearchAttributeKey.for_keyword("FollowUpStatus")
 FOLLOW_UP_FAILED_STEP: Final = SearchAttributeKey.for_keyword("FollowUpFailedStep")
-SEARCH_ATTRIBUTES: Final = (FOLLOW_UP_STATUS, FOLLOW_UP_FAILED_STEP)
+OUTREACH_STATUS: Final = SearchAttributeKey.for_keyword("OutreachStatus")
+SEARCH_ATTRIBUTES: Final = (FOLLOW_UP_STATUS, FOLLOW_UP_FAILED_STEP, OUTREACH_STATUS)
+
+# --- outreach (issue 16) -------------------------------------------------------------------------
+OUTREACH_TASK_QUEUE: Final = "trialist-outreach"
+OUTREACH_WORKFLOW_TYPE: Final = "OutreachWorkflow"
+DIAL_SLOTS_WORKFLOW_TYPE: Final = "DialSlotsWorkflow"
+DIAL_SLOTS_WORKFLOW_ID_PREFIX: Final = "outreach-dial-slots-"
+OPT_OUT_UPDATE: Final = "opt_out"
+PAUSE_UPDATE: Final = "pause"
+RESUME_UPDATE: Final = "resume"
+CANCEL_UPDATE: Final = "cancel"
+CALL_REPORT_SIGNAL: Final = "call_report"
+OUTREACH_PROGRESS_QUERY: Final = "outreach_progress"
+ACQUIRE_SLOT_SIGNAL: Final = "acquire_slot"
+RELEASE_SLOT_SIGNAL: Final = "release_slot"
+SLOT_GRANTED_SIGNAL: Final = "dial_slot_granted"
+# Activity names of the outreach (the workflow refers to them by name, never by import).
+CHECK_CONTACT_ACTIVITY: Final = "outreach_check_contact"
+PLACE_DIAL_ACTIVITY: Final = "outreach_place_dial"
+DISPATCH_AGENT_ACTIVITY: Final = "outreach_dispatch_agent"
+UPDATE_CRM_ACTIVITY: Final = "outreach_update_crm"
+REQUEST_SLOT_ACTIVITY: Final = "outreach_request_dial_slot"
+# workflow.patched id of the follow-up's report to its outreach (histories before it replay).
+OUTREACH_REPORT_PATCH: Final = "outreach-call-report"
+
+
+def dial_slots_workflow_id(task_queue: str) -> str:
+    """The one dial-slot holder of an outreach task queue (every outreach worker shares it)."""
+    return f"{DIAL_SLOTS_WORKFLOW_ID_PREFIX}{task_queue}"
 
 
 def workflow_id_for(call_id: str) -> str:

@@ -154,6 +154,7 @@ async def run_demo_calls(
     calls: Sequence[int] = (1, 2, 3),
     follow_seconds: float = DEFAULT_FOLLOW_SECONDS,
     clock: Clock = system_clock,
+    outreach: bool = False,
 ) -> list[DemoCallResult]:
     """Play the demo calls in order and follow each follow-up until it settles (or time runs out).
 
@@ -170,6 +171,10 @@ async def run_demo_calls(
     try:
         async with httpx2.AsyncClient(base_url=settings.sandbox_base_url, timeout=5.0) as sandbox:
             await _clear_demo_faults(settings, sandbox, out)
+            if outreach:  # issue 16: first, before call 3 leaves its HubSpot fault in place
+                from devtools.outreach_demo import run_outreach_demo
+
+                await run_outreach_demo(settings, runtime, out=out, seconds=follow_seconds)
             for number in calls:
                 call_id = f"demo-{stamp}-{number}"
                 runner = _DEMO_CALLS[number]
@@ -273,7 +278,10 @@ _DEMO_CALLS = {1: _happy_path, 2: _chilipiper_down, 3: _hubspot_rejects}
 def _greeting(person: Trialist) -> list[ScriptedTurn]:
     def hello(view: ScriptView) -> str:
         if view.failed("lookup_trial_activity"):
-            return f"Hi {person.first_name}, this is Sam from PandaDoc. How's your trial going?"
+            return (
+                f"Hi {person.first_name}, this is Sam, an AI assistant calling for PandaDoc. "
+                "How's your trial going?"
+            )
         activity = view.output("lookup_trial_activity")
         noticed = (
             "I noticed you haven't sent a document yet."
@@ -281,7 +289,8 @@ def _greeting(person: Trialist) -> list[ScriptedTurn]:
             else "I can see you've been putting it to work."
         )
         return (
-            f"Hi {person.first_name}, this is Sam from PandaDoc, checking in on your trial. "
+            f"Hi {person.first_name}, this is Sam, an AI assistant calling for PandaDoc about "
+            "your trial. "
             f"{noticed} How is it going so far?"
         )
 
@@ -621,6 +630,12 @@ def main(argv: Sequence[str]) -> None:
         default=DEFAULT_FOLLOW_SECONDS,
         help="How long to follow each call's follow-up status (default %(default)s).",
     )
+    parser.add_argument(
+        "--outreach",
+        action="store_true",
+        help="Then start one outreach: scheduled, gated, dialed through the sandbox's LiveKit "
+        "emulator, and the answered call played through the agent.",
+    )
     args = parser.parse_args(list(argv))
     # The demo narrates failures itself; the vendor and breaker warnings would only repeat them.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -632,7 +647,11 @@ def main(argv: Sequence[str]) -> None:
     try:
         asyncio.run(
             run_demo_calls(
-                settings, out=out, calls=args.call or (1, 2, 3), follow_seconds=args.follow_seconds
+                settings,
+                out=out,
+                calls=args.call or (1, 2, 3),
+                follow_seconds=args.follow_seconds,
+                outreach=args.outreach,
             )
         )
     except TemporalConnectError as error:

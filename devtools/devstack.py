@@ -52,7 +52,11 @@ LOG_TAIL_LINES: Final = 15
 
 WORKER_READY_MARK: Final = "worker ready:"
 NEEDS_ATTENTION_QUERY: Final = 'FollowUpStatus="needs_attention"'
-SEARCH_ATTRIBUTE_FLAGS: Final = ("FollowUpStatus=Keyword", "FollowUpFailedStep=Keyword")
+SEARCH_ATTRIBUTE_FLAGS: Final = (
+    "FollowUpStatus=Keyword",
+    "FollowUpFailedStep=Keyword",
+    "OutreachStatus=Keyword",
+)
 
 
 class DevStackError(Exception):
@@ -655,7 +659,7 @@ class DevStack:
                 "▶ demo calls: no LLM is configured, so a [bold]scripted LLM[/bold] plays fixed "
                 "caller turns through the real agent, tools, breaker, handoff and workflow"
             )
-            argv = python_command("-m", "agent", "demo", *self.demo_args)
+            argv = python_command("-m", "agent", "demo", "--outreach", *self.demo_args)
             child = Child(name="agent demo", argv=argv, env=self.env, log_path=None)
         self.agent = await self._spawn(child)
 

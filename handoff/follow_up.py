@@ -17,12 +17,20 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
+    WorkflowUpdateStage,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RetryConfig
 
 from config.settings import Settings
 from config.temporal import connect
+from contracts.calling_policy import CallingPlace
 from contracts.models import (
     BookingRequest,
     BookingResult,
@@ -30,6 +38,14 @@ from contracts.models import (
     CallCheckpoint,
     CallOutcome,
     Trialist,
+)
+from contracts.names import OPT_OUT_UPDATE, OUTREACH_WORKFLOW_TYPE
+from contracts.outreach import (
+    OptOutRequest,
+    OptOutResult,
+    OutreachInput,
+    OutreachProgress,
+    outreach_workflow_id,
 )
 from handoff.messages import (
     ALREADY_FINISHED,
@@ -42,7 +58,7 @@ from handoff.messages import (
     unreachable,
 )
 from handoff.ordering import REFUSAL_PROBE_SECONDS, MessageKind
-from handoff.outbox import Outbox, OutboxMessage, Payload
+from handoff.outbox import Outbox, OutboxMessage, Payload, dedupe_key
 from handoff.relay import DrainReport, OutboxRelay, Rejection
 from handoff.sealing import OutboxSealer
 
@@ -217,10 +233,16 @@ class FollowUpHandoff:
                     if message.booking_request().same_slot(requested):
                         self.outbox.mark_delivered(message.id, note=SUPERSEDED)
 
+    async def opt_out(self, request: OptOutRequest, *, wait: float) -> OptOutHandoff:
+        """Outreach (issue 16): "stop calling me", recorded at once; see the block at the end."""
+        return await _opt_out(self, request, wait=wait)
+
     # --- the relay's side -----------------------------------------------------------------------
 
     async def deliver(self, message: OutboxMessage) -> Rejection | None:
         """Replay a stored message (a booking waits only for ACCEPTED); raises to be retried."""
+        if message.kind is MessageKind.OPT_OUT:  # outreach (issue 16)
+            return await _deliver_opt_out(self, message)
         try:
             payload = message.payload_model()
         except ValidationError as error:  # a poison message would otherwise be retried forever
@@ -327,6 +349,94 @@ async def drain_outbox(settings: Settings, *, within: float) -> DrainReport:
         handoff.outbox.close()
 
 
+# --- outreach (issue 16): the opt-out, in one block ---------------------------------------------
+
+
+class OptOutStatus(StrEnum):
+    RECORDED = "recorded"  # the outreach has it: no dial can follow; CRM flags set or being set
+    QUEUED = "queued"  # Temporal unreachable or slow: in the outbox, delivered first
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptOutHandoff:
+    status: OptOutStatus
+    crm_updated: bool = False
+    reason: str | None = None
+
+
+def _opt_out_input(settings: Settings, request: OptOutRequest) -> OutreachInput:
+    """The start input when the opt-out is the first the outreach hears (no outreach running)."""
+    person = request.trialist
+    return OutreachInput(
+        trialist=person,
+        place=CallingPlace(timezones=(person.timezone,), basis="opt-out"),
+        from_number=settings.outreach_from_number,
+        trunk_id=settings.livekit_sip_trunk_id,
+        follow_up_task_queue=settings.temporal_task_queue,
+        started_by="opt_out",
+    )
+
+
+async def _send_opt_out(
+    handoff: FollowUpHandoff, client: Client, request: OptOutRequest
+) -> WorkflowUpdateHandle[OptOutResult]:
+    """Update-with-start `opt_out` on outreach-{trial_account_id}, returned once ACCEPTED."""
+    settings = handoff.settings
+    start: WithStartWorkflowOperation[Any, OutreachProgress] = WithStartWorkflowOperation(
+        OUTREACH_WORKFLOW_TYPE,
+        _opt_out_input(settings, request),
+        id=outreach_workflow_id(request.trialist.trial_account_id),
+        task_queue=settings.outreach_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # A finished outreach gets a short new run that records the opt-out and ends.
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        result_type=OutreachProgress,
+    )
+    handle: WorkflowUpdateHandle[OptOutResult] = await client.start_update_with_start_workflow(
+        OPT_OUT_UPDATE,
+        request,
+        start_workflow_operation=start,
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        id=dedupe_key(request),
+        result_type=OptOutResult,
+    )
+    return handle
+
+
+async def _opt_out(
+    handoff: FollowUpHandoff, request: OptOutRequest, *, wait: float
+) -> OptOutHandoff:
+    """Record "stop calling me" at once: durable when accepted, else in the outbox (first out)."""
+    try:
+        async with asyncio.timeout(handoff._in_call_timeout):
+            handle = await _send_opt_out(handoff, await handoff.client(), request)
+    except NOT_TAKEN as error:
+        stored = handoff.outbox.put(request)
+        logger.warning(
+            "opt-out not taken by Temporal (%s); outbox message %d", _not_taken(error), stored.id
+        )
+        return OptOutHandoff(status=OptOutStatus.QUEUED, reason=_not_taken(error))
+    try:
+        async with asyncio.timeout(max(wait, REFUSAL_PROBE_SECONDS)):
+            result: OptOutResult = await handle.result()
+    except NOT_TAKEN:  # accepted: the workflow sets the CRM flags on its own
+        return OptOutHandoff(status=OptOutStatus.RECORDED, reason="CRM update still running")
+    return OptOutHandoff(status=OptOutStatus.RECORDED, crm_updated=result.crm_updated)
+
+
+async def _deliver_opt_out(handoff: FollowUpHandoff, message: OutboxMessage) -> Rejection | None:
+    """The relay's replay of a stored opt-out; raises to be retried."""
+    try:
+        request = message.opt_out_request()
+    except ValidationError as error:
+        return Rejection(f"stored payload is invalid ({error.error_count()} errors)")
+    try:
+        await _send_opt_out(handoff, await handoff.client(), request)
+    except WorkflowUpdateFailedError as refused:
+        return Rejection(refusal_reason(refused))
+    return None
+
+
 __all__ = [
     "BookingHandoff",
     "BookingHandoffStatus",
@@ -335,5 +445,7 @@ __all__ = [
     "FollowUpHandoff",
     "Handed",
     "HandoffStatus",
+    "OptOutHandoff",
+    "OptOutStatus",
     "drain_outbox",
 ]

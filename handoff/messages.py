@@ -188,8 +188,10 @@ class FollowUpMessages:
                 raise RefusedError(refusal.reason)
         elif isinstance(payload, CallCheckpoint):
             await self.checkpoint(client, payload)
-        else:
+        elif isinstance(payload, CallOutcome):
             await self.call_ended(client, payload)
+        else:  # an opt-out goes to the trialist's outreach: FollowUpHandoff sends it
+            raise TypeError(f"not a follow-up message: {type(payload).__name__}")
 
 
 class RefusedError(Exception):

@@ -11,16 +11,23 @@ from typing import Final
 
 
 class MessageKind(StrEnum):
+    OPT_OUT = "opt_out"
     BOOK_MEETING = "book_meeting"
     CHECKPOINT = "checkpoint"
     CALL_ENDED = "call_ended"
 
 
-# A call's messages reach its workflow in this order. A booking goes before the call's
+# A call's messages reach its workflow in this order. An opt-out goes first: no dial may follow
+# it (it goes to the trialist's outreach, not the follow-up). A booking goes before the call's
 # call_ended because the workflow refuses book_meeting once the call has ended (the outcome's
 # requested_meeting covers a booking that is late anyway); a checkpoint goes before call_ended
 # because after the outcome it says nothing new.
-DELIVERY_ORDER: Final = (MessageKind.BOOK_MEETING, MessageKind.CHECKPOINT, MessageKind.CALL_ENDED)
+DELIVERY_ORDER: Final = (
+    MessageKind.OPT_OUT,
+    MessageKind.BOOK_MEETING,
+    MessageKind.CHECKPOINT,
+    MessageKind.CALL_ENDED,
+)
 # After this many failed attempts of an earlier message, the later ones no longer wait for it:
 # the outcome carries everything a booking or a checkpoint would have said.
 MAX_HOLD_ATTEMPTS: Final = 5

@@ -32,6 +32,7 @@ from typing import Any, Final, Literal
 
 from config.settings import get_settings
 from contracts.models import BookingRequest, CallCheckpoint, CallOutcome
+from contracts.outreach import OptOutRequest
 from handoff.ordering import MAX_HOLD_ATTEMPTS, MessageKind, sql_rank
 from handoff.sealing import OutboxSealer
 
@@ -45,7 +46,7 @@ MAX_ERROR_CHARS: Final = 500
 FILE_MODE: Final = 0o600  # SQLite gives the -wal and -shm files the database file's mode
 # A delivered row (payload erased) stays this long, so a repeat of it is recognised, then goes.
 DELIVERED_RETENTION_SECONDS: Final = 3600
-Payload = BookingRequest | CallCheckpoint | CallOutcome
+Payload = BookingRequest | CallCheckpoint | CallOutcome | OptOutRequest
 BUSY_TIMEOUT_MS: Final = 5000  # another process's relay may hold the write lock for a moment
 
 _KINDS: Final = ", ".join(f"'{kind.value}'" for kind in MessageKind)
@@ -120,6 +121,8 @@ class OutboxMessage:
 
     def payload_model(self) -> Payload:
         """The stored handoff, validated again (raises pydantic's ValidationError)."""
+        if self.kind is MessageKind.OPT_OUT:
+            return self.opt_out_request()
         if self.kind is MessageKind.BOOK_MEETING:
             return self.booking_request()
         if self.kind is MessageKind.CHECKPOINT:
@@ -135,6 +138,11 @@ class OutboxMessage:
         if self.kind is not MessageKind.BOOK_MEETING:
             raise ValueError(f"outbox message {self.id} is {self.kind}, not book_meeting")
         return BookingRequest.model_validate_json(self.payload)
+
+    def opt_out_request(self) -> OptOutRequest:
+        if self.kind is not MessageKind.OPT_OUT:
+            raise ValueError(f"outbox message {self.id} is {self.kind}, not opt_out")
+        return OptOutRequest.model_validate_json(self.payload)
 
     def call_outcome(self) -> CallOutcome:
         if self.kind is not MessageKind.CALL_ENDED:
@@ -152,6 +160,8 @@ class PutResult:
 
 def dedupe_key(payload: Payload) -> str:
     """One key per logical message: a call's outcome, its latest checkpoint, a slot's request."""
+    if isinstance(payload, OptOutRequest):
+        return f"{MessageKind.OPT_OUT}:{payload.trialist.trial_account_id}:{payload.call_id or ''}"
     if isinstance(payload, CallOutcome):
         return f"{MessageKind.CALL_ENDED}:{payload.call_id}"
     if isinstance(payload, CallCheckpoint):
@@ -161,6 +171,8 @@ def dedupe_key(payload: Payload) -> str:
 
 
 def kind_of(payload: Payload) -> MessageKind:
+    if isinstance(payload, OptOutRequest):
+        return MessageKind.OPT_OUT
     if isinstance(payload, CallOutcome):
         return MessageKind.CALL_ENDED
     if isinstance(payload, CallCheckpoint):
@@ -168,7 +180,7 @@ def kind_of(payload: Payload) -> MessageKind:
     if isinstance(payload, BookingRequest):
         return MessageKind.BOOK_MEETING
     raise TypeError(
-        "the outbox stores BookingRequest, CallCheckpoint or CallOutcome, "
+        "the outbox stores BookingRequest, CallCheckpoint, CallOutcome or OptOutRequest, "
         f"not {type(payload).__name__}"
     )
 
@@ -266,7 +278,7 @@ class Outbox:
                 "INSERT INTO outbox (dedupe_key, kind, call_id, payload, created_at, "
                 f"next_attempt_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) "
                 f"{conflict} RETURNING id",
-                (key, kind.value, payload.call_id, body, at, at, seq),
+                (key, kind.value, _call_id_of(payload), body, at, at, seq),
             ).fetchone()
             if row is not None:
                 return PutResult(int(row[0]), stored=True)
@@ -422,6 +434,12 @@ def _message(row: tuple[Any, ...], sealer: OutboxSealer) -> OutboxMessage:
         delivered_at=None if done is None else float(done),
         seq=int(seq),
     )
+
+
+def _call_id_of(payload: Payload) -> str:
+    if isinstance(payload, OptOutRequest):  # an operator's opt-out has no call
+        return payload.call_id or f"opt-out-{payload.trialist.trial_account_id}"
+    return payload.call_id
 
 
 def _opened(stored: bytes | str, sealer: OutboxSealer) -> str:

@@ -87,6 +87,23 @@ def _signals_text(signals: dict[str, str]) -> str | None:
     return "; ".join(f"{name}: {value}" for name, value in signals.items()) or None
 
 
+# Outreach (issue 16): a do-not-call checkbox (a custom contact property portals create for it),
+# HubSpot's own "unsubscribed from all email", and the outreach's final state.
+DO_NOT_CALL_PROPERTY: Final = "do_not_call"
+EMAIL_OPT_OUT_PROPERTY: Final = "hs_email_optout"
+OUTREACH_STATUS_PROPERTY: Final = "trial_outreach_status"
+
+
+def _checkbox(value: bool | None) -> str | None:
+    return None if value is None else ("true" if value else "false")
+
+
+class HubSpotContactFlags(BaseModel):
+    contact_id: str
+    do_not_call: bool
+    email_opt_out: bool
+
+
 class HubSpotContact(InputModel):
     """A trialist as a contact, keyed by email. Unset fields are left as the CRM has them."""
 
@@ -97,6 +114,10 @@ class HubSpotContact(InputModel):
     phone: E164Phone | None = None
     trial_account_id: Text | None = None
     qualification_signals: dict[str, str] = Field(default_factory=dict, max_length=50)
+    # Outreach (issue 16): None leaves the CRM's value as it is.
+    do_not_call: bool | None = None
+    email_opt_out: bool | None = None
+    outreach_status: Text | None = None
 
     def properties(self) -> dict[str, str]:
         values = {
@@ -107,6 +128,9 @@ class HubSpotContact(InputModel):
             "phone": self.phone,
             "trial_account_id": self.trial_account_id,
             "trial_qualification": _signals_text(self.qualification_signals),
+            DO_NOT_CALL_PROPERTY: _checkbox(self.do_not_call),
+            EMAIL_OPT_OUT_PROPERTY: _checkbox(self.email_opt_out),
+            OUTREACH_STATUS_PROPERTY: self.outreach_status,
         }
         return {name: value for name, value in values.items() if value is not None}
 
@@ -297,6 +321,27 @@ class HubSpotClient:
         """The meeting engagement on the contact, created once per call id."""
         return await self._create_engagement(
             "meetings", meeting.voice_call_id, meeting.properties(), contact_id, may_exist=may_exist
+        )
+
+    async def get_contact_flags(self, email: str) -> HubSpotContactFlags | None:
+        """The contact's do-not-call and email opt-out checkboxes; None without a contact."""
+        operation = "search_contacts"
+        payload = {
+            "filterGroups": [
+                {"filters": [{"propertyName": "email", "operator": "EQ", "value": email.lower()}]}
+            ],
+            "properties": [DO_NOT_CALL_PROPERTY, EMAIL_OPT_OUT_PROPERTY],
+            "limit": 1,
+        }
+        response = await self._send(operation, "POST", f"{OBJECTS_PATH}/contacts/search", payload)
+        parsed = self._parse(response, _SearchResponse, operation)
+        if not parsed.results:
+            return None
+        found = parsed.results[0].properties
+        return HubSpotContactFlags(
+            contact_id=parsed.results[0].id,
+            do_not_call=found.get(DO_NOT_CALL_PROPERTY) == "true",
+            email_opt_out=found.get(EMAIL_OPT_OUT_PROPERTY) == "true",
         )
 
     async def find_engagement(

@@ -53,6 +53,10 @@ REQUEST_LIMIT_RETRY_SECONDS: Final = 60.0
 ALLOCATION_EXHAUSTED_RETRY_SECONDS: Final = 900.0
 # Web-to-lead's placeholder for Company, which a new Lead requires.
 UNKNOWN_COMPANY: Final = "[not provided]"
+# Outreach (issue 16): the Lead's custom field for the outreach's final state, and the Lead
+# status that means the trial converted.
+OUTREACH_STATUS_FIELD: Final = "Outreach_Status__c"
+CONVERTED_LEAD_STATUS: Final = "Closed - Converted"
 
 LEAD_EMAIL_MAX: Final = 80
 TEXT_AREA_MAX: Final = 32_000
@@ -108,6 +112,10 @@ class SalesforceLead(InputModel):
     lead_source: Annotated[str, Field(min_length=1, max_length=40)] = "Free Trial"
     description: TextArea | None = None
     qualification_signals: dict[str, str] = Field(default_factory=dict, max_length=50)
+    # Outreach (issue 16): None leaves the CRM's value as it is.
+    do_not_call: bool | None = None
+    email_opt_out: bool | None = None
+    outreach_status: Text | None = None
 
     @model_validator(mode="after")
     def _description_fits(self) -> SalesforceLead:
@@ -127,6 +135,9 @@ class SalesforceLead(InputModel):
             "Phone": self.phone,
             "LeadSource": self.lead_source,
             "Description": _with_signals(self.description, self.qualification_signals),
+            "DoNotCall": self.do_not_call,
+            "HasOptedOutOfEmail": self.email_opt_out,
+            OUTREACH_STATUS_FIELD: self.outreach_status,
         }
         return {name: value for name, value in values.items() if value is not None}
 
@@ -268,6 +279,21 @@ class _Record(WireModel):
     Id: str = Field(min_length=15)
 
 
+class _LeadFlagsRecord(_Record):
+    DoNotCall: bool | None = None
+    HasOptedOutOfEmail: bool | None = None
+    Status: str | None = None
+
+
+class SalesforceLeadFlags(BaseModel):
+    """What outreach reads before a dial: the do-not-call flags and whether the lead converted."""
+
+    lead_id: str
+    do_not_call: bool
+    email_opt_out: bool
+    converted: bool
+
+
 _W = TypeVar("_W", bound=WireModel)
 
 
@@ -339,6 +365,22 @@ class SalesforceClient:
     async def upsert_reply_task(self, task: SalesforceReplyTask) -> SalesforceUpsertResult:
         """Create or update the call's reply-owed Task (external id `<call id>:reply`)."""
         return await self._upsert("upsert_task", "Task", self._task_field, task.key, task.fields())
+
+    async def get_lead_flags(self, trial_account_id: str) -> SalesforceLeadFlags | None:
+        """The Lead's DoNotCall, HasOptedOutOfEmail and converted status; None without a Lead."""
+        operation = "get_lead"
+        path = self._external_id_path("Lead", self._lead_field, trial_account_id)
+        try:
+            response = await self._data_request(operation, "GET", path, None)
+        except NotFoundError:
+            return None
+        record = self._parse(response, _LeadFlagsRecord, operation)
+        return SalesforceLeadFlags(
+            lead_id=record.Id,
+            do_not_call=bool(record.DoNotCall),
+            email_opt_out=bool(record.HasOptedOutOfEmail),
+            converted=record.Status == CONVERTED_LEAD_STATUS,
+        )
 
     async def upsert_call_task(self, task: SalesforceCallTask) -> SalesforceUpsertResult:
         """Create or update the call's Task; its external id is the call id."""

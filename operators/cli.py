@@ -1,4 +1,4 @@
-"""`trialist`: `dev` runs the whole stack, `followups` lists and repairs them, `codec-*` decode."""
+"""`trialist`: `dev` runs the stack, `followups` repairs follow-ups, `outreach` dials, `codec-*`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -23,6 +25,7 @@ from config.temporal import TemporalConnectError, TemporalSetupError, check_name
 from contracts.codec import PayloadKey
 from contracts.models import FollowUpProgress, FollowUpStatus, StepProgress, StepState
 from contracts.names import workflow_id_for
+from contracts.outreach import OutreachStatus
 from devtools.devstack import DevStackError, run_dev_stack
 from operators.codec_server import serve_codec_server
 from operators.followups import (
@@ -33,6 +36,7 @@ from operators.followups import (
     parse_status,
     parse_step,
 )
+from operators.outreach import Outreaches, parse_trialists_csv, summary_line
 
 T = TypeVar("T")
 
@@ -50,6 +54,12 @@ followups_app = typer.Typer(
     help="List and repair call follow-ups on the configured Temporal server (TEMPORAL_ADDRESS).",
 )
 app.add_typer(followups_app, name="followups")
+outreach_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Outreach to trialists: import a CSV, list, show, pause, resume, cancel.",
+)
+app.add_typer(outreach_app, name="outreach")
 
 # Piped output has no terminal width; rich would squeeze tables into 80 columns and hide ids.
 PIPED_WIDTH = 220
@@ -321,6 +331,112 @@ def _step_note(state: StepProgress) -> str:
     if error.correlation_id and error.correlation_id not in note:
         note += f" (correlation id {error.correlation_id})"
     return note
+
+
+# --- outreach (issue 16) ------------------------------------------------------------------------
+
+
+@outreach_app.command("import")
+def import_trialists(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with trial_account_id,name,email,phone,"
+            "consent_source[,company,timezone,state,consent_at,"
+            "trial_ends_at,campaign]."
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option(help="Validate only; start nothing.")] = False,
+) -> None:
+    """Validate every row, report bad rows by line, start an outreach for each good one once."""
+    settings = get_settings()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        err.print(f"[red]error:[/red] cannot read {escape(str(path))}: {error.strerror}")
+        raise typer.Exit(2) from None
+    try:
+        plan = parse_trialists_csv(text, settings, now=datetime.now(UTC))
+    except OperatorError as error:
+        err.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    for refused in plan.errors:
+        out.print(f"line {refused.line}: refused: {escape(refused.reason)}")
+    if dry_run:
+        out.print(f"{len(plan.inputs)} rows valid, {len(plan.errors)} refused (dry run)")
+        return
+    results = _operate_outreach(lambda ops: ops.start_all(plan.inputs))
+    for result in results:
+        out.print(f"line {result.line}: {result.trial_account_id}: {result.note}")
+    out.print(summary_line(results, plan.errors))
+    if plan.errors:
+        raise typer.Exit(1)
+
+
+@outreach_app.command("list")
+def list_outreach(
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="scheduled, dialing, in_call, retry_wait, paused, done, opted_out or blocked."
+        ),
+    ] = None,
+) -> None:
+    """Outreach workflows, newest first, with their OutreachStatus."""
+    wanted = _checked(_outreach_status, status) if status else None
+    rows = _operate_outreach(lambda ops: ops.list(wanted))
+    table = Table("workflow", "status", "started")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+@outreach_app.command("show")
+def show_outreach(trial_account_id: Annotated[str, typer.Argument()]) -> None:
+    """Status, the next attempt in the trialist's zone and why, every dial and gate decision."""
+    progress = _operate_outreach(lambda ops: ops.progress(trial_account_id))
+    out.print(
+        f"outreach-{escape(trial_account_id)}: {progress.status.value}"
+        + (f" ({progress.end.value})" if progress.end else "")
+    )
+    out.print(f"place: {escape(progress.place.describe())}")
+    if progress.next_attempt_local:
+        out.print(f"next attempt: {escape(progress.next_attempt_local)}")
+    out.print(f"why: {escape(progress.why)}")
+    for number, attempt in enumerate(progress.attempts, start=1):
+        result = attempt.result.value if attempt.result else "?"
+        out.print(f"dial {number}: {attempt.at.isoformat()} {result} {escape(attempt.note)}")
+    for gate in progress.gates[-5:]:
+        verdict = "dial" if gate.allowed else "blocked"
+        out.print(f"gate {gate.at.isoformat()}: {verdict}: {escape('; '.join(gate.reasons))}")
+
+
+def _steer_command(verb: str) -> None:
+    def command(
+        trial_account_id: Annotated[str, typer.Argument()],
+        reason: Annotated[str, typer.Option(help="Why; kept in the workflow's history.")],
+    ) -> None:
+        progress = _operate_outreach(lambda ops: ops.steer(trial_account_id, verb, reason))
+        out.print(f"outreach-{escape(trial_account_id)}: {verb} sent; now {progress.status.value}")
+
+    command.__doc__ = f"{verb.capitalize()} an outreach (a validated update)."
+    outreach_app.command(verb)(command)
+
+
+for _verb in ("pause", "resume", "cancel"):
+    _steer_command(_verb)
+
+
+def _outreach_status(name: str) -> OutreachStatus:
+    try:
+        return OutreachStatus(name)
+    except ValueError:
+        choices = ", ".join(status.value for status in OutreachStatus)
+        raise OperatorError(f"unknown status; choose one of {choices}") from None
+
+
+def _operate_outreach(work: Callable[[Outreaches], Awaitable[T]]) -> T:
+    return _operate(lambda ops: work(Outreaches(ops.client, ops.settings)))
 
 
 @exits_cleanly

@@ -1,4 +1,4 @@
-"""The sandbox ASGI app: four vendor APIs under path prefixes plus the `/__sandbox` control API."""
+"""The sandbox ASGI app: vendor APIs and LiveKit under path prefixes, plus `/__sandbox` control."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from config.clock import AdjustableClock, ClockMode
-from sandbox import amplitude, chilipiper, hubspot, salesforce
+from sandbox import amplitude, chilipiper, hubspot, livekit, salesforce
 from sandbox.faults import ErrorStyle, FaultBook, FaultInjected, FaultSpec
 from sandbox.json_body import StrictJsonRoute, validation_failure
 from sandbox.last_resort import LastResortErrors
 from sandbox.state import SandboxState
 
-VENDOR_MODULES = (salesforce, hubspot, chilipiper, amplitude)
+VENDOR_MODULES = (salesforce, hubspot, chilipiper, amplitude, livekit)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from fastapi import Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Vendor = Literal["salesforce", "hubspot", "chilipiper", "amplitude"]
+Vendor = Literal["salesforce", "hubspot", "chilipiper", "amplitude", "livekit"]
 
 # Bounds keep every delay, window and header a fault sets inside what asyncio and HTTP accept.
 MAX_DELAY_MS = 600_000.0

@@ -130,6 +130,11 @@ PROPERTIES: dict[str, dict[str, PropertySpec]] = {
         ),
         "trial_account_id": PropertySpec(),
         "trial_qualification": PropertySpec(),
+        # Outreach (issue 16): a do-not-call checkbox (a portal's custom property), the standard
+        # email opt-out, and the outreach's final state.
+        "do_not_call": PropertySpec("enumeration", ("true", "false")),
+        "hs_email_optout": PropertySpec("enumeration", ("true", "false")),
+        "trial_outreach_status": PropertySpec(),
         **_OWNER,
     },
     "calls": {

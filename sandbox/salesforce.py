@@ -83,7 +83,9 @@ CREATE TABLE IF NOT EXISTS salesforce_requests (
 
 # --- the emulated org's schema ----------------------------------------------------------------
 
-FieldKind = Literal["string", "textarea", "email", "phone", "picklist", "date", "datetime", "int"]
+FieldKind = Literal[
+    "string", "textarea", "email", "phone", "picklist", "date", "datetime", "int", "boolean"
+]
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,10 @@ SOBJECTS: dict[str, SObjectSpec] = {
             "Status": FieldSpec("picklist", 255, _LEAD_STATUSES),
             "Description": FieldSpec("textarea", 32_000),
             "Trial_Account_Id__c": FieldSpec("string", 255),
+            # Outreach (issue 16): the standard do-not-call fields and the outreach's final state.
+            "DoNotCall": FieldSpec("boolean"),
+            "HasOptedOutOfEmail": FieldSpec("boolean"),
+            "Outreach_Status__c": FieldSpec("string", 255),
         },
         external_ids=frozenset({"Trial_Account_Id__c"}),
         required=("LastName", "Company"),
@@ -552,6 +558,8 @@ def _check_value(
         "JSON_PARSER_ERROR",
         None,
     )
+    if spec.kind == "boolean":
+        return (value, None) if isinstance(value, bool) else (None, parser_error)
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
             return None, parser_error

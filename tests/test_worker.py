@@ -437,6 +437,8 @@ def test_worker_waits_for_a_server_that_starts_after_it(tmp_path: Path) -> None:
                 "FollowUpStatus=Keyword",
                 "--search-attribute",
                 "FollowUpFailedStep=Keyword",
+                "--search-attribute",
+                "OutreachStatus=Keyword",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

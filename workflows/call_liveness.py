@@ -81,6 +81,9 @@ class CallLiveness(FollowUpState):
             ),
             requested_meeting=learned.requested_meeting,
             booking=learned.booking,
+            callback=learned.callback,
+            voicemail=learned.voicemail,
+            voicemail_message_left=learned.voicemail_message_left,
         )
         workflow.logger.warning(
             "call %s: the agent went silent; using its last checkpoint", self._input.call_id

@@ -38,15 +38,18 @@ with workflow.unsafe.imports_passed_through():
         BOOKING_CONFLICT_ERROR,
         BOOKING_NOT_DONE_ERROR,
         CALL_ENDED_SIGNAL,
+        CALL_REPORT_SIGNAL,
         CHECKPOINT_SIGNAL,
         FOLLOW_UP_FAILED_STEP,
         FOLLOW_UP_STATUS,
+        OUTREACH_REPORT_PATCH,
         PROGRESS_QUERY,
         RETRY_STEP_UPDATE,
         SKIP_STEP_UPDATE,
         WORKFLOW_TYPE,
         call_id_from_workflow_id,
     )
+    from contracts.outreach import call_report
 
 from workflows.call_liveness import CallLiveness
 from workflows.follow_up_booking import BookingRules
@@ -120,7 +123,19 @@ class CallFollowUpWorkflow(BookingRules, CallLiveness):
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._done = True
         self._refresh()
+        await self._report_to_outreach()
         return self.progress()
+
+    async def _report_to_outreach(self) -> None:
+        """Tell the outreach that placed this call how it went (issue 16); one patched block."""
+        outreach = self._input.outreach_workflow_id
+        if outreach is None or not workflow.patched(OUTREACH_REPORT_PATCH):
+            return
+        report = call_report(self._input.call_id, self._outcome, self._booking_result)
+        try:
+            await workflow.get_external_workflow_handle(outreach).signal(CALL_REPORT_SIGNAL, report)
+        except Exception:  # the outreach ended meanwhile (an opt-out, a cancel): nothing to tell
+            workflow.logger.info("call report not delivered: the outreach has ended")
 
     # --- handlers -------------------------------------------------------------------------------
 
