@@ -472,6 +472,8 @@ def dev_server(port: int, db: Path) -> subprocess.Popen[bytes]:
             "FollowUpStatus=Keyword",
             "--search-attribute",
             "FollowUpFailedStep=Keyword",
+            "--search-attribute",
+            "OutreachStatus=Keyword",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
