@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -48,6 +48,7 @@ FILE_MODE: Final = 0o600  # SQLite gives the -wal and -shm files the database fi
 DELIVERED_RETENTION_SECONDS: Final = 3600
 Payload = BookingRequest | CallCheckpoint | CallOutcome | OptOutRequest
 BUSY_TIMEOUT_MS: Final = 5000  # another process's relay may hold the write lock for a moment
+OPEN_LOCKED_SECONDS: Final = 10.0
 
 _KINDS: Final = ", ".join(f"'{kind.value}'" for kind in MessageKind)
 _TABLE = f"""
@@ -209,11 +210,14 @@ class Outbox:
         # Autocommit: each statement is its own transaction unless a method opens one.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        _while_locked(self._switch_to_wal)
+        self._db.execute(f"PRAGMA synchronous = {synchronous}")
+        _while_locked(self._install)
+
+    def _switch_to_wal(self) -> None:
         mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise RuntimeError(f"outbox {self.path} could not switch to WAL (got {mode!r})")
-        self._db.execute(f"PRAGMA synchronous = {synchronous}")
-        self._install()
 
     def _install(self) -> None:
         """Create the table, or bring a file written by an earlier version up to date."""
@@ -434,6 +438,23 @@ def _message(row: tuple[Any, ...], sealer: OutboxSealer) -> OutboxMessage:
         delivered_at=None if done is None else float(done),
         seq=int(seq),
     )
+
+
+def _while_locked(step: Callable[[], None]) -> None:
+    """Run `step`, again while another process holds the file's lock, for OPEN_LOCKED_SECONDS.
+
+    Several job processes open one outbox at once on a fresh host; switching a new file to WAL
+    needs a lock that SQLite's busy timeout does not always wait for.
+    """
+    deadline = time.monotonic() + OPEN_LOCKED_SECONDS
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _call_id_of(payload: Payload) -> str:
