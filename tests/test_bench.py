@@ -43,8 +43,22 @@ def test_follow_up_throughput_prints_every_figure() -> None:
         "no codec",
         "no vendor I/O",
     ]
-    assert re.search(r"^ratio follow-ups/bare: \d+\.\d\d — (meets|is BELOW) the target", out, re.M)
-    assert re.search(r"^ratio no vendor I/O/bare: \d+\.\d\d", out, re.M)
+    # The verdict judges the orchestration overhead; end to end is for information only.
+    assert re.search(
+        r"^verdict: orchestration overhead, ratio no vendor I/O/bare: \d+\.\d\d — "
+        r"(meets|is BELOW) the target of 0\.9 ",
+        out,
+        re.M,
+    )
+    assert re.search(r"^ratio follow-ups/bare: \d+\.\d\d — end to end .*for information", out, re.M)
+    assert "target of 0.8" not in out
+    # The vendor I/O's cost per request, measured in the same run.
+    assert re.search(
+        r"^vendor I/O per request \(\d+\.\d requests per follow-up\): -?\d+\.\d ms of p50 "
+        r"latency, -?\d+\.\d\d ms of throughput time, CPU -?\d+\.\d\d ms",
+        out,
+        re.M,
+    )
     assert re.search(
         r"^ratio follow-ups with/without the payload codec: \d+\.\d\d — (meets|is BELOW)", out, re.M
     )

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from agent.entrypoint import read_dispatch
+from agent.entrypoint import MAX_DISPATCH_CHARS, read_dispatch
 from contracts.models import Trialist
 from contracts.outreach import OptOutRequest, OutreachDispatch, outreach_workflow_id
 from devtools.scripted_llm import CallTools, Reply, ScriptedTurn, ToolCall
@@ -240,9 +240,9 @@ def test_malformed_outreach_metadata_is_refused_with_field_names_only() -> None:
     assert "outreach.workflow_id" in message and "outreach.voicemail" in message
     assert "shout" not in message
     try:
-        read_dispatch("x" * 9000, fallback_call_id="x")
+        read_dispatch("x" * (MAX_DISPATCH_CHARS + 1), fallback_call_id="x")
     except ValueError as error:
-        assert "over 8000" in str(error)
+        assert f"over {MAX_DISPATCH_CHARS} chars" in str(error)
     good = {
         "call_id": "ob-2",
         "trialist": good_trialist,
