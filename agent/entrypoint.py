@@ -38,6 +38,7 @@ from config.clock import Clock, system_clock
 from config.settings import Settings, get_settings
 from contracts.models import CallId, EndedReason, Trialist
 from contracts.outreach import OutreachDispatch
+from devtools.people import CONSOLE_TRIALIST
 from handoff.follow_up import FollowUpHandoff
 from integrations.clients import build_vendor_clients
 
@@ -47,14 +48,8 @@ AGENT_NAME = "pandadoc-trialist"
 RUNTIME_KEY = "trialist_runtime"
 VAD_KEY = "trialist_vad"
 
-# The console has no dispatch metadata; it talks as this sandbox trialist (seeded in sandbox/).
-CONSOLE_TRIALIST = Trialist(
-    email="priya.natarajan@lumen-studio.example",
-    name="Priya Natarajan",
-    company="Lumen Studio",
-    trial_account_id="trial-1003",
-    timezone="America/New_York",
-)
+# The console has no dispatch metadata; it talks as CONSOLE_TRIALIST, a person the sandbox seeds
+# (devtools/people.py, the one source of the seeded people).
 
 
 # A call dispatch is a few hundred bytes; far more is not one.

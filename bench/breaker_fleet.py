@@ -96,7 +96,7 @@ async def one_caller(runtime: Any, call_id: str) -> dict[str, Any]:
     from livekit.agents import ToolError
 
     from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
-    from devtools.demo_calls import DANA
+    from devtools.people import DANA
 
     services = runtime.services_for(call_id=call_id, trialist=DANA)
     breaker = runtime.breakers.get("amplitude")

@@ -33,6 +33,7 @@ from config.settings import Settings, Vendor, VendorMode
 from config.temporal import TemporalConnectError, connect
 from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus, StepState, Trialist
 from contracts.names import PROGRESS_QUERY, workflow_id_for
+from devtools.people import DANA, MARCO, PRIYA
 from devtools.scripted_llm import (
     CallTools,
     Reply,
@@ -51,28 +52,6 @@ POLL_SECONDS = 0.5
 SETTLED = frozenset({FollowUpStatus.COMPLETED, FollowUpStatus.NEEDS_ATTENTION})
 
 Out = Callable[[str], None]
-
-DANA = Trialist(
-    email="dana.whitfield@northwind-legal.example",
-    name="Dana Whitfield",
-    company="Northwind Legal",
-    trial_account_id="trial-1001",
-    timezone="America/New_York",
-)
-MARCO = Trialist(
-    email="marco.ruiz@brightpath.example",
-    name="Marco Ruiz",
-    company="Brightpath",
-    trial_account_id="trial-1002",
-    timezone="America/Chicago",
-)
-PRIYA = Trialist(
-    email="priya.natarajan@lumen-studio.example",
-    name="Priya Natarajan",
-    company="Lumen Studio",
-    trial_account_id="trial-1003",
-    timezone="America/Los_Angeles",
-)
 
 HUBSPOT_VALIDATION_ERROR = {
     "status": "error",

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.settings import SANDBOX_CREDENTIAL
+from devtools.people import DANA, MARCO, PRIYA
 from sandbox.faults import ErrorStyle, FaultInjected
 from sandbox.json_body import BodyRefused, StrictJsonRoute, parse_json
 from sandbox.openapi_bodies import request_body
@@ -98,12 +99,13 @@ def _trial_profile(
 
 
 def seed_profiles(now: datetime) -> dict[str, dict[str, Any]]:
-    """Trial users keyed by trial account id; trial-1004 has no profile at all."""
+    """Trial users keyed by trial account id (devtools/people.py); TRIAL_WITHOUT_PROFILE has no
+    profile at all."""
     return {
         # A power user: sent 40 documents, uses templates and e-signature daily.
-        "trial-1001": _trial_profile(
+        DANA.trial_account_id: _trial_profile(
             now,
-            email="dana.whitfield@northwind-legal.example",
+            email=DANA.email,
             signed_up_days_ago=10,
             last_active=timedelta(hours=2),
             documents_created=52,
@@ -114,9 +116,9 @@ def seed_profiles(now: datetime) -> dict[str, dict[str, Any]]:
             features_used=["templates", "e-signature", "content_library", "crm_integration"],
         ),
         # Signed up, opened the editor once, never sent anything.
-        "trial-1002": _trial_profile(
+        MARCO.trial_account_id: _trial_profile(
             now,
-            email="marco.ruiz@brightpath.example",
+            email=MARCO.email,
             signed_up_days_ago=8,
             last_active=timedelta(days=6),
             documents_created=1,
@@ -127,9 +129,9 @@ def seed_profiles(now: datetime) -> dict[str, dict[str, Any]]:
             features_used=["editor"],
         ),
         # In between: a few documents, one template, tried e-signature.
-        "trial-1003": _trial_profile(
+        PRIYA.trial_account_id: _trial_profile(
             now,
-            email="priya.natarajan@lumen-studio.example",
+            email=PRIYA.email,
             signed_up_days_ago=5,
             last_active=timedelta(days=1),
             documents_created=9,

@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config.settings import SANDBOX_CREDENTIAL
+from devtools.people import DANA_WHITFIELD
 from sandbox.faults import ErrorStyle, FaultInjected
 from sandbox.json_body import BodyRefused, is_json_content, parse_json
 from sandbox.openapi_bodies import request_body
@@ -421,14 +422,15 @@ router = APIRouter(tags=["hubspot"], route_class=_HubSpotRoute)
 
 def _seed(conn: sqlite3.Connection, now: datetime) -> None:
     # Dana is already a contact: her first upsert is an update (`new: false`).
-    email = "dana.whitfield@northwind-legal.example"
+    dana = DANA_WHITFIELD.trialist
+    email = dana.email
     properties = {
         "email": email,
-        "firstname": "Dana",
-        "lastname": "Whitfield",
-        "company": "Northwind Legal",
+        "firstname": DANA_WHITFIELD.first_name,
+        "lastname": DANA_WHITFIELD.last_name,
+        "company": dana.company,
         "lifecyclestage": "lead",
-        "trial_account_id": "trial-1001",
+        "trial_account_id": dana.trial_account_id,
     }
     # Real search indexes a new object seconds after it is written; 0 here unless a test sets it.
     conn.execute("INSERT INTO hubspot_portal VALUES (1, 0)")

@@ -23,6 +23,13 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config.settings import SANDBOX_CREDENTIAL
+from devtools.people import (
+    DANA_WHITFIELD,
+    DUPLICATE_LEAD_COMPANY,
+    DUPLICATE_LEAD_EMAIL,
+    DUPLICATE_LEAD_NAMES,
+    DUPLICATE_TRIAL_ACCOUNT_ID,
+)
 from sandbox.faults import ErrorStyle, FaultInjected
 from sandbox.json_body import BodyRefused, is_json_content, parse_json
 from sandbox.openapi_bodies import FORM_MEDIA, request_body
@@ -41,7 +48,6 @@ SESSION_LIFETIME = timedelta(hours=2)  # the default session timeout of an org
 ORG_ID = "00D5g000004TRIAL"
 INTEGRATION_USER_ID = "0055g00000INTEG"
 # A seeded data-quality problem: two Leads share this external id, so an upsert answers 300.
-DUPLICATE_TRIAL_ACCOUNT_ID = "trial-dup-0001"
 
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 INVALID_SESSION_MESSAGE = "Session expired or invalid"
@@ -364,24 +370,24 @@ def _seed(conn: sqlite3.Connection, now: datetime) -> None:
         conn,
         "Lead",
         {
-            "FirstName": "Dana",
-            "LastName": "Whitfield",
-            "Company": "Northwind Legal",
-            "Email": "dana.whitfield@northwind-legal.example",
+            "FirstName": DANA_WHITFIELD.first_name,
+            "LastName": DANA_WHITFIELD.last_name,
+            "Company": DANA_WHITFIELD.trialist.company,
+            "Email": DANA_WHITFIELD.trialist.email,
             "LeadSource": "Free Trial",
-            "Trial_Account_Id__c": "trial-1001",
+            "Trial_Account_Id__c": DANA_WHITFIELD.trialist.trial_account_id,
         },
         now,
     )
-    for first, last in (("Jamie", "Okafor"), ("Jamie", "Okafor-Reyes")):
+    for first, last in DUPLICATE_LEAD_NAMES:
         _insert(
             conn,
             "Lead",
             {
                 "FirstName": first,
                 "LastName": last,
-                "Company": "Okafor Design",
-                "Email": "jamie@okafor-design.example",
+                "Company": DUPLICATE_LEAD_COMPANY,
+                "Email": DUPLICATE_LEAD_EMAIL,
                 "LeadSource": "Free Trial",
                 "Trial_Account_Id__c": DUPLICATE_TRIAL_ACCOUNT_ID,
             },

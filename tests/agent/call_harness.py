@@ -31,7 +31,7 @@ from agent.session_end import CallLifecycle, register_call
 from config.clock import Clock, system_clock
 from config.settings import Settings
 from contracts.models import Trialist
-from devtools.demo_calls import DANA
+from devtools.people import DANA
 from devtools.scripted_llm import ScriptedLLM, ScriptedTurn
 from tests.servers import SandboxServer
 from worker import run_worker

@@ -23,7 +23,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from contracts import FollowUpProgress, workflow_id_for
-from devtools.demo_calls import DANA
+from devtools.people import DANA
 from tests.agent.call_harness import agent_settings, new_call_id, running_worker, temporal_target
 from tests.payload_keys import SESSION_KEY
 from tests.servers import SandboxServer
@@ -39,7 +39,7 @@ CHILD = textwrap.dedent(
 
     from agent.entrypoint import agent_for, build_runtime, new_call_session
     from config.settings import Settings
-    from devtools.demo_calls import DANA
+    from devtools.people import DANA
     from devtools.scripted_llm import CallTools, Reply, ScriptedLLM, ScriptedTurn, ToolCall
 
     settings = Settings(_env_file=None, **json.loads(sys.argv[1]))

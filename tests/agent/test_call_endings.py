@@ -37,7 +37,7 @@ from agent.session_end import (
 )
 from config.settings import Settings
 from contracts.models import EndedReason
-from devtools.demo_calls import DANA
+from devtools.people import DANA
 from devtools.scripted_llm import Reply, ScriptedTurn
 from tests.agent.call_harness import (
     agent_runtime,

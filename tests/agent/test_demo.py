@@ -15,13 +15,14 @@ import pytest
 from livekit.agents import llm
 from temporalio.testing import WorkflowEnvironment
 
-from agent.entrypoint import CONSOLE_TRIALIST, read_dispatch
+from agent.entrypoint import read_dispatch
 from agent.providers import NO_LLM_MESSAGE, ModelConfigError, build_llm, build_models
 from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
 from config.settings import Settings
 from contracts.models import EndedReason, FollowUpStatus
 from contracts.names import workflow_id_for
 from devtools.demo_calls import LABEL, run_demo_calls
+from devtools.people import CONSOLE_TRIALIST, DANA, MARCO
 from tests.agent.call_harness import agent_settings, running_worker, temporal_target
 from tests.servers import SandboxServer
 
@@ -81,7 +82,7 @@ async def test_the_three_demo_calls_play_through_the_real_stack(
 
     meetings = sandbox.state()["chilipiper_meetings"]
     booked_for = {m["guest_email"] for m in meetings if m["status"] == "Active"}
-    assert {"dana.whitfield@northwind-legal.example", "marco.ruiz@brightpath.example"} <= booked_for
+    assert {DANA.email, MARCO.email} <= booked_for
 
 
 def _agent_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from agent.entrypoint import agent_for, new_call_session
 from agent.services import CallServices
-from devtools.demo_calls import DANA
+from devtools.people import DANA
 from tests.agent.call_harness import (
     agent_runtime,
     agent_settings,

@@ -23,7 +23,7 @@ from agent.trialist_agent import offered_start_times, pick_slots, spoken_time
 from config.settings import Settings
 from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus
 from contracts.names import PROGRESS_QUERY, workflow_id_for
-from devtools.demo_calls import DANA, MARCO
+from devtools.people import DANA, MARCO
 from devtools.scripted_llm import (
     CallTools,
     Reply,

@@ -110,7 +110,7 @@ async def visible_status(env: dict[str, str], workflow_id: str) -> str | None:
 def test_demo_call_runs_through_the_whole_stack_and_sigint_leaves_nothing_behind(
     stack_env: dict[str, str], tmp_path: Path, running: list[DevStackProcess]
 ) -> None:
-    from devtools.demo_calls import DANA  # the demo's happy-path caller
+    from devtools.people import DANA  # the demo's happy-path caller
 
     stack = start(running, stack_env, tmp_path, "--demo-call", "1")
     stack.wait_for(r"✓ worker ready", READY_SECONDS)

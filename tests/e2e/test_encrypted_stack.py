@@ -257,7 +257,7 @@ def test_an_encrypted_stack_shows_personal_data_only_through_the_codec_server(
     assert "needs attention" in worker_log and "call_ended" in worker_log
 
     # 6. The demo caller's own details stayed out of the service logs too.
-    from devtools.demo_calls import PRIYA
+    from devtools.people import PRIYA
 
     for name in ("worker.log", "codec-server.log", "sandbox.log", "temporal.log"):
         assert PRIYA.email.encode() not in logs[name], name

@@ -13,6 +13,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from config.settings import SANDBOX_CREDENTIAL
+from devtools.people import DUPLICATE_TRIAL_ACCOUNT_ID
 from integrations.errors import (
     AuthError,
     NotFoundError,
@@ -30,7 +31,6 @@ from integrations.salesforce import (
     SalesforceLead,
     SalesforceMeetingEvent,
 )
-from sandbox.salesforce import DUPLICATE_TRIAL_ACCOUNT_ID
 from tests.servers import SandboxServer, free_port
 
 INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]

@@ -8,6 +8,7 @@ from typing import Any
 import httpx2
 
 from config.settings import SANDBOX_CREDENTIAL
+from devtools.people import DANA, MARCO, PRIYA
 from tests.servers import SandboxServer
 
 PROFILE_AUTH = {"Authorization": f"Api-Key {SANDBOX_CREDENTIAL}"}
@@ -169,5 +170,5 @@ def test_events_update_the_profile_and_reset_restores_it(sandbox: SandboxServer)
     seeded = {
         row["user_id"]: json.loads(str(row["amp_props"])) for row in state["amplitude_profiles"]
     }
-    assert set(seeded) == {"trial-1001", "trial-1002", "trial-1003"}
+    assert set(seeded) == {p.trial_account_id for p in (DANA, MARCO, PRIYA)}  # devtools.people
     assert seeded["trial-1003"]["documents_sent"] == 5

@@ -11,7 +11,7 @@ import httpx2
 import pytest
 
 from config.settings import SANDBOX_CREDENTIAL
-from sandbox.salesforce import DUPLICATE_TRIAL_ACCOUNT_ID
+from devtools.people import DUPLICATE_TRIAL_ACCOUNT_ID
 from tests.servers import SandboxServer
 
 VERSION = "v62.0"
