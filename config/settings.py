@@ -6,7 +6,7 @@ import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -29,6 +29,10 @@ AMPLITUDE_PROFILE_API_URL = "https://profile-api.amplitude.com"
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]", re.ASCII)
 
 # Credentials the sandbox accepts; used only when a vendor points at the sandbox.
+# A duration setting: finite (an "inf" would disable a deadline), and for Seconds above zero.
+FiniteSeconds = Annotated[float, Field(allow_inf_nan=False)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
 SANDBOX_CREDENTIAL = "sandbox-secret"
 # The API key and secret the sandbox's LiveKit emulator accepts (HS256 wants 32+ bytes).
 SANDBOX_LIVEKIT_API_KEY = "sandbox-livekit-key"
@@ -144,10 +148,10 @@ class Settings(BaseSettings):
     sandbox_seed: int = Field(default=7, description="Seed of the sandbox's fault draws.")
 
     # --- vendors: a base URL set means the real API, unset means the sandbox --------------------
-    http_connect_timeout_seconds: float = Field(
+    http_connect_timeout_seconds: FiniteSeconds = Field(
         default=2.0, gt=0, allow_inf_nan=False, description="Connect timeout of vendor HTTP calls."
     )
-    http_read_timeout_seconds: float = Field(
+    http_read_timeout_seconds: FiniteSeconds = Field(
         default=5.0, gt=0, allow_inf_nan=False, description="Read timeout of vendor HTTP calls."
     )
 
@@ -216,10 +220,9 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         description="Interface for the metrics endpoint; 0.0.0.0 in a container.",
     )
-    worker_shutdown_grace_seconds: float = Field(
+    worker_shutdown_grace_seconds: FiniteSeconds = Field(
         default=10.0,
         ge=0,
-        allow_inf_nan=False,
         description="On SIGTERM/SIGINT, how long running activities may finish.",
     )
     worker_connect_attempts: int = Field(
@@ -227,26 +230,23 @@ class Settings(BaseSettings):
     )
 
     # --- follow-up workflow (passed into the workflow input; workflows never read settings) ----
-    follow_up_call_ended_timeout_seconds: float = Field(
+    follow_up_call_ended_timeout_seconds: FiniteSeconds = Field(
         default=4 * 3600,
         ge=1,
         le=MAX_CALL_ENDED_TIMEOUT_SECONDS,
-        allow_inf_nan=False,
         description="How long a follow-up waits for call_ended before going on without it.",
     )
-    follow_up_step_schedule_to_close_seconds: float = Field(
+    follow_up_step_schedule_to_close_seconds: FiniteSeconds = Field(
         default=3600,
         ge=1,
         le=MAX_STEP_SCHEDULE_TO_CLOSE_SECONDS,
-        allow_inf_nan=False,
         description="Total retry time of one step before it parks in needs_attention.",
     )
 
-    follow_up_liveness_seconds: float = Field(
+    follow_up_liveness_seconds: FiniteSeconds = Field(
         default=180.0,
         ge=10,
         le=MAX_LIVENESS_SECONDS,
-        allow_inf_nan=False,
         description="No checkpoint for this long: the agent is lost and the follow-up goes on "
         "with the last one.",
     )
@@ -262,59 +262,38 @@ class Settings(BaseSettings):
     breaker_failure_threshold: int = Field(
         default=3, ge=1, description="Consecutive failures that open a service's breaker."
     )
-    breaker_reset_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="Time before an open breaker admits one probe.",
+    breaker_reset_seconds: Seconds = Field(
+        default=30.0, description="Time before an open breaker admits one probe."
     )
-    tool_deadline_seconds: float = Field(
-        default=2.5,
-        gt=0,
-        allow_inf_nan=False,
-        description="A vendor-calling tool answers or speaks a fallback by then.",
+    tool_deadline_seconds: Seconds = Field(
+        default=2.5, description="A vendor-calling tool answers or speaks a fallback by then."
     )
-    filler_after_seconds: float = Field(
-        default=1.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="A tool still running after this says one filler line.",
+    filler_after_seconds: Seconds = Field(
+        default=1.0, description="A tool still running after this says one filler line."
     )
-    booking_wait_seconds: float = Field(
-        default=2.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="How long book_meeting waits for the confirmation.",
+    booking_wait_seconds: Seconds = Field(
+        default=2.0, description="How long book_meeting waits for the confirmation."
     )
-    handoff_timeout_seconds: float = Field(
-        default=1.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="Temporal slower than this: the handoff goes to the outbox.",
+    handoff_timeout_seconds: Seconds = Field(
+        default=1.0, description="Temporal slower than this: the handoff goes to the outbox."
     )
-    handoff_call_ended_timeout_seconds: float = Field(
+    handoff_call_ended_timeout_seconds: Seconds = Field(
         default=5.0,
-        gt=0,
         le=60,
-        allow_inf_nan=False,
         description="At the end of a call, Temporal slower than this: call_ended goes to the "
         "outbox.",
     )
-    checkpoint_interval_seconds: float = Field(
+    checkpoint_interval_seconds: Seconds = Field(
         default=2.0,
-        gt=0,
         le=60,
-        allow_inf_nan=False,
         description="What a call learns is checkpointed to its follow-up at most this often.",
     )
-    checkpoint_keepalive_seconds: float = Field(
+    checkpoint_keepalive_seconds: Seconds = Field(
         default=45.0,
-        gt=0,
         le=600,
-        allow_inf_nan=False,
         description="A call with nothing new still tells its follow-up it is alive this often.",
     )
-    outbox_relay_interval_seconds: float = Field(
+    outbox_relay_interval_seconds: FiniteSeconds = Field(
         default=5.0, gt=0, allow_inf_nan=False, description="Time between outbox relay passes."
     )
 
@@ -325,8 +304,7 @@ class Settings(BaseSettings):
         "under DATA_DIR), redis (every host, BREAKER_REDIS_URL) or process (each job process).",
     )
     breaker_redis_url: SecretStr | None = Field(
-        default=None,
-        description="redis://[:password@]host:port/db for BREAKER_STORE=redis.",
+        default=None, description="redis://[:password@]host:port/db for BREAKER_STORE=redis."
     )
     breaker_store_timeout_seconds: float = Field(
         default=0.05,
