@@ -92,6 +92,21 @@ HUBSPOT_CALL_STATUS: Final[dict[EndedReason, CallStatus]] = {
 }
 
 
+# The follow-up's activities by method name: what a worker registers (stand-ins too, in bench/).
+FOLLOW_UP_ACTIVITY_METHODS: Final = (
+    "upsert_salesforce_lead",
+    "upsert_hubspot_contact",
+    "log_call_salesforce",
+    "log_call_hubspot",
+    "book_meeting",
+    "record_meeting_salesforce",
+    "record_meeting_hubspot",
+    "track_analytics",
+    "owe_reply_salesforce",
+    "owe_reply_hubspot",
+)
+
+
 class FollowUpActivities:
     """Activities of CallFollowUpWorkflow over injected vendor clients; registered bound."""
 
@@ -100,18 +115,7 @@ class FollowUpActivities:
 
     def activity_methods(self) -> list[Callable[..., Any]]:
         """Every activity, bound to these clients, for `Worker(activities=...)`."""
-        return [
-            self.upsert_salesforce_lead,
-            self.upsert_hubspot_contact,
-            self.log_call_salesforce,
-            self.log_call_hubspot,
-            self.book_meeting,
-            self.record_meeting_salesforce,
-            self.record_meeting_hubspot,
-            self.track_analytics,
-            self.owe_reply_salesforce,
-            self.owe_reply_hubspot,
-        ]
+        return [getattr(self, name) for name in FOLLOW_UP_ACTIVITY_METHODS]
 
     # --- CRM --------------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
+    from activities.follow_up import FOLLOW_UP_ACTIVITY_METHODS
     from config.process_exit import exits_cleanly
     from config.settings import Settings
     from config.temporal import cache_workflow_bytecode
@@ -239,18 +240,7 @@ class VendorFreeActivities:
         return OweReplyOutput(record_id=f"note-reply-{input.call_id}")
 
     def activity_methods(self) -> list[Callable[..., Any]]:
-        return [
-            self.upsert_salesforce_lead,
-            self.upsert_hubspot_contact,
-            self.log_call_salesforce,
-            self.log_call_hubspot,
-            self.book_meeting,
-            self.record_meeting_salesforce,
-            self.record_meeting_hubspot,
-            self.track_analytics,
-            self.owe_reply_salesforce,
-            self.owe_reply_hubspot,
-        ]
+        return [getattr(self, name) for name in FOLLOW_UP_ACTIVITY_METHODS]
 
 
 # --- one realistic call outcome per follow-up -------------------------------------------------

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -17,10 +17,8 @@ from devtools.people import DANA, MARCO, PRIYA
 from sandbox.faults import ErrorStyle, FaultInjected
 from sandbox.json_body import BodyRefused, StrictJsonRoute, parse_json
 from sandbox.openapi_bodies import request_body
+from sandbox.request_log import sandbox_of
 from sandbox.state import VendorSchema
-
-if TYPE_CHECKING:
-    from sandbox.app import Sandbox
 
 VENDOR = "amplitude"
 
@@ -241,11 +239,6 @@ class UploadRequest(BaseModel):
 router = APIRouter(tags=["amplitude"])
 
 
-def _sandbox(request: Request) -> Sandbox:
-    sandbox: Sandbox = request.app.state.sandbox
-    return sandbox
-
-
 def _json(raw: bytes) -> dict[str, Any]:
     try:
         value = parse_json(raw)
@@ -284,7 +277,7 @@ async def _throttle_with_senders(request: Request, injected: FaultInjected) -> F
 @router.post("/2/httpapi", openapi_extra=request_body(UploadRequest))
 async def http_api(request: Request) -> Response:
     """HTTP V2 ingestion: validate, 413 over the limits, dedupe by (device or user, insert_id)."""
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     try:
         await sandbox.faults.before(VENDOR, "track")
     except FaultInjected as injected:
@@ -449,7 +442,7 @@ def _flag(value: str | None) -> bool:
 @router.get("/v1/userprofile")
 async def user_profile(request: Request) -> Response:
     """The User Profile API (profile-api.amplitude.com in production)."""
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     try:
         await sandbox.faults.before(VENDOR, "user_profile")
     except FaultInjected as injected:
@@ -491,7 +484,7 @@ async def user_profile(request: Request) -> Response:
 @router.get("/__sandbox/limits")
 async def get_limits(request: Request) -> dict[str, int]:
     """Sandbox control (not an Amplitude API): the ingestion limits in force."""
-    row = _limits(_sandbox(request).state.conn)
+    row = _limits(sandbox_of(request).state.conn)
     return {
         key: row[key] for key in ("max_events_per_request", "max_payload_bytes", "min_id_length")
     }
@@ -499,7 +492,7 @@ async def get_limits(request: Request) -> dict[str, int]:
 
 async def set_limits(update: LimitsUpdate, request: Request) -> dict[str, int]:
     """Sandbox control: lower the limits for a test; `/__sandbox/reset` restores the defaults."""
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     changes = update.model_dump(exclude_none=True)
     if changes:
         with sandbox.state.transaction() as tx:

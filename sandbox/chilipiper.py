@@ -8,7 +8,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Request, Response
@@ -27,10 +27,8 @@ from config.settings import SANDBOX_CREDENTIAL
 from sandbox.faults import ErrorStyle
 from sandbox.json_body import BodyRefused, is_json_content, parse_json
 from sandbox.openapi_bodies import request_body
+from sandbox.request_log import sandbox_of
 from sandbox.state import VendorSchema
-
-if TYPE_CHECKING:
-    from sandbox.app import Sandbox
 
 VENDOR = "chilipiper"
 EDGE = "/api/fire-edge"
@@ -319,11 +317,6 @@ REQUIRED_FORM_FIELDS = ("firstName", "lastName")
 router = APIRouter(tags=["chilipiper"])
 
 
-def _sandbox(request: Request) -> Sandbox:
-    sandbox: Sandbox = request.app.state.sandbox
-    return sandbox
-
-
 def _unauthorized(request: Request) -> Response | None:
     """Edge API tokens go in `Authorization: Bearer <token>`; without the prefix it is a 401."""
     header = request.headers.get("authorization", "")
@@ -385,7 +378,7 @@ def _free_slots(conn: sqlite3.Connection, link: sqlite3.Row, now: datetime) -> d
 @router.post(f"{EDGE}/v1/org/schedulingLinks/init-simple", openapi_extra=request_body(_InitBody))
 async def init_simple(request: Request) -> Response:
     """Open a short-lived booking session: a route id and the link's free start times."""
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, "init_simple")
     if (denied := _unauthorized(request)) is not None:
         return denied
@@ -455,7 +448,7 @@ def _known_zone(name: str | None) -> bool:
 )
 async def schedule_simple(route_id: str, request: Request) -> Response:
     """Book one start time of a session; a taken or unknown slot is a 409 SlotNotAvailable."""
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, "schedule_simple")
     if (denied := _unauthorized(request)) is not None:
         return denied
@@ -548,7 +541,7 @@ def _meeting_json(row: sqlite3.Row) -> dict[str, Any]:
 @router.put(f"{EDGE}/v2/org/meetings/meetings", openapi_extra=request_body(_MeetingsQuery))
 async def list_meetings(request: Request) -> Response:
     """Meetings whose start is in [start, end), at most 7 days wide, paginated."""
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, "list_meetings")
     if (denied := _unauthorized(request)) is not None:
         return denied
@@ -584,7 +577,7 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 @router.get(f"{EDGE}/v1/org/meetings/cancel/{{meeting_id}}")
 async def cancel_meeting(meeting_id: str, request: Request) -> Response:
     """Cancel a meeting; its slot becomes free again. Cancelling twice answers Success again."""
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, "cancel_meeting")
     if (denied := _unauthorized(request)) is not None:
         return denied

@@ -7,25 +7,21 @@ import math
 import re
 import sqlite3
 import uuid
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config.settings import SANDBOX_CREDENTIAL
 from devtools.people import DANA_WHITFIELD
-from sandbox.faults import ErrorStyle, FaultInjected
+from sandbox.faults import ErrorStyle
 from sandbox.json_body import BodyRefused, is_json_content, parse_json
 from sandbox.openapi_bodies import request_body
+from sandbox.request_log import LoggedRoute, sandbox_of
 from sandbox.state import VendorSchema
-
-if TYPE_CHECKING:
-    from sandbox.app import Sandbox
 
 VENDOR = "hubspot"
 OBJECTS = "/crm/v3/objects"
@@ -337,13 +333,8 @@ def _rate_limited(retry_after: float) -> Response:
 ERROR_STYLE = ErrorStyle(error=_error, rate_limited=_rate_limited)
 
 
-def _sandbox(request: Request) -> Sandbox:
-    sandbox: Sandbox = request.app.state.sandbox
-    return sandbox
-
-
 def _conn(request: Request) -> sqlite3.Connection:
-    return _sandbox(request).state.conn
+    return sandbox_of(request).state.conn
 
 
 def _usage_headers(conn: sqlite3.Connection, response: Response) -> None:
@@ -386,32 +377,15 @@ def _correlation_id(response: Response) -> str:
     return str(uuid.uuid4())
 
 
-class _HubSpotRoute(APIRoute):
+class _HubSpotRoute(LoggedRoute):
     """Logs each request and adds HubSpot's rate-limit and correlation headers (faults too)."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    table = "hubspot_requests"
 
-        async def stamped(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except FaultInjected as fault:
-                response = fault.response
-            conn = _conn(request)
-            conn.execute(
-                "INSERT INTO hubspot_requests (at, method, path, status) VALUES (?, ?, ?, ?)",
-                (
-                    datetime.now(UTC).isoformat(),
-                    request.method,
-                    request.url.path,
-                    response.status_code,
-                ),
-            )
-            _usage_headers(conn, response)
-            response.headers.setdefault("X-HubSpot-Correlation-Id", _correlation_id(response))
-            return response
-
-        return stamped
+    @staticmethod
+    def stamp(conn: sqlite3.Connection, request: Request, response: Response) -> None:
+        _usage_headers(conn, response)
+        response.headers.setdefault("X-HubSpot-Correlation-Id", _correlation_id(response))
 
 
 router = APIRouter(tags=["hubspot"], route_class=_HubSpotRoute)
@@ -619,7 +593,7 @@ def _update(
 @router.post(f"{OBJECTS}/contacts/batch/upsert", openapi_extra=request_body(_batch_upsert_body()))
 async def batch_upsert_contacts(request: Request) -> Response:
     """Create or update contacts by email (`idProperty: email`); `new` says which happened."""
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, "batch_upsert_contacts")
     if (denied := _unauthorized(request)) is not None:
         return denied
@@ -737,7 +711,7 @@ def _association_parts(association: Any) -> tuple[str, list[tuple[int, str]], JS
 
 async def _create_engagement(object_type: str, request: Request) -> Response:
     operation = f"create_{object_type[:-1]}"
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, operation)
     if (denied := _unauthorized(request)) is not None:
         return denied
@@ -777,7 +751,7 @@ async def _create_engagement(object_type: str, request: Request) -> Response:
 @router.post(f"{OBJECTS}/contacts", openapi_extra=request_body(_create_body("contacts")))
 async def create_contact(request: Request) -> Response:
     """Create one contact; an email that exists already is a 409 naming the existing id."""
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, "create_contact")
     if (denied := _unauthorized(request)) is not None:
         return denied
@@ -894,7 +868,7 @@ def _filter_problem(flt: Any) -> str | None:
 @router.post(f"{OBJECTS}/{{object_type}}/search", openapi_extra=request_body(SearchRequest))
 async def search(object_type: str, request: Request) -> Response:
     """CRM search: filter groups are OR-ed, the filters inside a group AND-ed."""
-    await _sandbox(request).faults.before(VENDOR, f"search_{object_type}")
+    await sandbox_of(request).faults.before(VENDOR, f"search_{object_type}")
     if (denied := _unauthorized(request)) is not None:
         return denied
     if object_type not in PROPERTIES:
@@ -937,7 +911,7 @@ async def search(object_type: str, request: Request) -> Response:
 @router.get(f"{OBJECTS}/{{object_type}}/{{object_id}}")
 async def get_object(object_type: str, object_id: str, request: Request) -> Response:
     """Read one object by id (or by email with `idProperty=email`), with its associations."""
-    await _sandbox(request).faults.before(VENDOR, "get_object")
+    await sandbox_of(request).faults.before(VENDOR, "get_object")
     if (denied := _unauthorized(request)) is not None:
         return denied
     if object_type not in PROPERTIES:

@@ -16,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -34,10 +34,8 @@ from pydantic import BaseModel, Field
 
 from config.settings import SANDBOX_LIVEKIT_API_KEY, SANDBOX_LIVEKIT_API_SECRET
 from sandbox.faults import ErrorStyle, FaultInjected
+from sandbox.request_log import sandbox_of
 from sandbox.state import VendorSchema
-
-if TYPE_CHECKING:
-    from sandbox.app import Sandbox
 
 VENDOR = "livekit"
 TWIRP = "/twirp/livekit"
@@ -124,13 +122,8 @@ ERROR_STYLE = ErrorStyle(error=_error, rate_limited=_rate_limited)
 router = APIRouter(tags=["livekit"])
 
 
-def _sandbox(request: Request) -> Sandbox:
-    sandbox: Sandbox = request.app.state.sandbox
-    return sandbox
-
-
 def _conn(request: Request) -> sqlite3.Connection:
-    return _sandbox(request).state.conn
+    return sandbox_of(request).state.conn
 
 
 # --- wire format and auth ---------------------------------------------------------------------
@@ -198,7 +191,7 @@ def _next_outcome(conn: sqlite3.Connection, number: str) -> Outcome:
 
 @router.post(f"{TWIRP}.SIP/CreateSIPParticipant")
 async def create_sip_participant(request: Request) -> Response:
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, "create_sip_participant")
     if (denied := _denied(request, sip_call=True)) is not None:
         return denied
@@ -257,7 +250,7 @@ def _dispatch_message(row: sqlite3.Row) -> AgentDispatch:
 
 @router.post(f"{TWIRP}.AgentDispatchService/CreateDispatch")
 async def create_dispatch(request: Request) -> Response:
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, "create_dispatch")
     if (denied := _denied(request, room_admin=True)) is not None:
         return denied
@@ -281,7 +274,7 @@ async def create_dispatch(request: Request) -> Response:
 
 @router.post(f"{TWIRP}.AgentDispatchService/ListDispatch")
 async def list_dispatch(request: Request) -> Response:
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, "list_dispatch")
     if (denied := _denied(request, room_admin=True)) is not None:
         return denied

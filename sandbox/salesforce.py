@@ -11,15 +11,13 @@ import secrets
 import sqlite3
 import string
 import uuid
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config.settings import SANDBOX_CREDENTIAL
@@ -30,13 +28,11 @@ from devtools.people import (
     DUPLICATE_LEAD_NAMES,
     DUPLICATE_TRIAL_ACCOUNT_ID,
 )
-from sandbox.faults import ErrorStyle, FaultInjected
+from sandbox.faults import ErrorStyle
 from sandbox.json_body import BodyRefused, is_json_content, parse_json
 from sandbox.openapi_bodies import FORM_MEDIA, request_body
+from sandbox.request_log import LoggedRoute, sandbox_of
 from sandbox.state import VendorSchema
-
-if TYPE_CHECKING:
-    from sandbox.app import Sandbox
 
 VENDOR = "salesforce"
 DATA_PREFIX = "/services/data"
@@ -290,13 +286,8 @@ def _rate_limited(retry_after: float) -> Response:
 ERROR_STYLE = ErrorStyle(error=_error, rate_limited=_rate_limited)
 
 
-def _sandbox(request: Request) -> Sandbox:
-    sandbox: Sandbox = request.app.state.sandbox
-    return sandbox
-
-
 def _conn(request: Request) -> sqlite3.Connection:
-    return _sandbox(request).state.conn
+    return sandbox_of(request).state.conn
 
 
 def _api_usage(conn: sqlite3.Connection) -> int:
@@ -308,36 +299,19 @@ def _api_usage(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-class _SalesforceRoute(APIRoute):
+class _SalesforceRoute(LoggedRoute):
     """Logs each request and stamps REST responses (faults included) with Sforce-Limit-Info."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    table = "salesforce_requests"
 
-        async def stamped(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except FaultInjected as fault:
-                response = fault.response
-            conn = _conn(request)
-            conn.execute(
-                "INSERT INTO salesforce_requests (at, method, path, status) VALUES (?, ?, ?, ?)",
-                (
-                    datetime.now(UTC).isoformat(),
-                    request.method,
-                    request.url.path,
-                    response.status_code,
-                ),
+    @staticmethod
+    def stamp(conn: sqlite3.Connection, request: Request, response: Response) -> None:
+        # An invalid session names no org, so its calls are not counted against one.
+        if DATA_PREFIX in request.url.path and response.status_code != 401:
+            # A fault may set its own (e.g. an exhausted allocation); keep it then.
+            response.headers.setdefault(
+                "Sforce-Limit-Info", f"api-usage={_api_usage(conn)}/{API_DAILY_MAX}"
             )
-            # An invalid session names no org, so its calls are not counted against one.
-            if DATA_PREFIX in request.url.path and response.status_code != 401:
-                # A fault may set its own (e.g. an exhausted allocation); keep it then.
-                response.headers.setdefault(
-                    "Sforce-Limit-Info", f"api-usage={_api_usage(conn)}/{API_DAILY_MAX}"
-                )
-            return response
-
-        return stamped
 
 
 router = APIRouter(tags=["salesforce"], route_class=_SalesforceRoute)
@@ -436,7 +410,7 @@ def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, st
 @router.post(TOKEN_PATH, openapi_extra=request_body(TokenForm, media=FORM_MEDIA))
 async def token(request: Request) -> Response:
     """OAuth 2.0 client-credentials flow: a session token and the instance URL to use it on."""
-    await _sandbox(request).faults.before(VENDOR, "token")
+    await sandbox_of(request).faults.before(VENDOR, "token")
     form = await _form(request)
     if form is None or form.get("grant_type") != "client_credentials":
         return _oauth_error("unsupported_grant_type", "grant type not supported")
@@ -474,7 +448,7 @@ async def token(request: Request) -> Response:
 @router.post(REVOKE_PATH, openapi_extra=request_body(RevokeForm, media=FORM_MEDIA))
 async def revoke(request: Request) -> Response:
     """Revoke a session token: the next API call with it answers 401 INVALID_SESSION_ID."""
-    await _sandbox(request).faults.before(VENDOR, "revoke")
+    await sandbox_of(request).faults.before(VENDOR, "revoke")
     form = await _form(request) or {}
     cursor = _conn(request).execute(
         "UPDATE salesforce_tokens SET revoked = 1 WHERE access_token = ?", (form.get("token", ""),)
@@ -684,7 +658,7 @@ async def upsert(
 ) -> Response:
     """Upsert by external id: 201 created, 200 updated, 300 when the id matches >1 record."""
     operation = UPSERT_OPERATIONS.get(sobject, "upsert_record")
-    sandbox = _sandbox(request)
+    sandbox = sandbox_of(request)
     await sandbox.faults.before(VENDOR, operation)
     if (denied := _unauthorized(request)) is not None:
         return denied
@@ -732,7 +706,7 @@ async def upsert(
 @router.get(f"{DATA_PREFIX}/{{version}}/sobjects/{{sobject}}/{{record}}")
 async def get_record(version: str, sobject: str, record: str, request: Request) -> Response:
     """Read one record by its Salesforce id (15 or 18 characters)."""
-    await _sandbox(request).faults.before(VENDOR, "get_record")
+    await sandbox_of(request).faults.before(VENDOR, "get_record")
     if (denied := _unauthorized(request)) is not None:
         return denied
     if _resource(version, sobject) is None or not _RECORD_ID.match(record):
@@ -753,7 +727,7 @@ async def get_by_external_id(
     version: str, sobject: str, external_field: str, value: str, request: Request
 ) -> Response:
     """Read one record by external id; 300 with the matching record URLs when ambiguous."""
-    await _sandbox(request).faults.before(VENDOR, "get_record")
+    await sandbox_of(request).faults.before(VENDOR, "get_record")
     if (denied := _unauthorized(request)) is not None:
         return denied
     spec = _resource(version, sobject)
