@@ -117,51 +117,32 @@ def plan_stack(settings: Settings, *, run_agent: bool, interactive: bool) -> Sta
 
 
 def port_claims(settings: Settings, plan: StackPlan) -> list[PortClaim]:
-    claims: list[PortClaim] = []
-    if plan.start_temporal:
-        claims.append(
-            PortClaim(
-                service="temporal",
-                setting="TEMPORAL_DEV_PORT",
-                host="127.0.0.1",
-                port=settings.temporal_dev_port,
-            )
-        )
-        claims.append(
-            PortClaim(
-                service="temporal UI",
-                setting="TEMPORAL_UI_PORT",
-                host="127.0.0.1",
-                port=settings.temporal_ui_port,
-            )
-        )
-    claims.append(
-        PortClaim(
-            service="codec server",
-            setting="CODEC_SERVER_PORT",
-            host=settings.codec_server_host,
-            port=settings.codec_server_port,
-        )
+    temporal, sandbox = plan.start_temporal, plan.start_sandbox
+    wanted = (
+        # (started?, service, setting, host, port)
+        (temporal, "temporal", "TEMPORAL_DEV_PORT", "127.0.0.1", settings.temporal_dev_port),
+        (temporal, "temporal UI", "TEMPORAL_UI_PORT", "127.0.0.1", settings.temporal_ui_port),
+        (
+            True,
+            "codec server",
+            "CODEC_SERVER_PORT",
+            settings.codec_server_host,
+            settings.codec_server_port,
+        ),
+        (sandbox, "sandbox", "SANDBOX_PORT", settings.sandbox_host, settings.sandbox_port),
+        (
+            bool(settings.worker_metrics_port),
+            "worker metrics",
+            "WORKER_METRICS_PORT",
+            settings.worker_metrics_host,
+            settings.worker_metrics_port,
+        ),
     )
-    if plan.start_sandbox:
-        claims.append(
-            PortClaim(
-                service="sandbox",
-                setting="SANDBOX_PORT",
-                host=settings.sandbox_host,
-                port=settings.sandbox_port,
-            )
-        )
-    if settings.worker_metrics_port:
-        claims.append(
-            PortClaim(
-                service="worker metrics",
-                setting="WORKER_METRICS_PORT",
-                host=settings.worker_metrics_host,
-                port=settings.worker_metrics_port,
-            )
-        )
-    return claims
+    return [
+        PortClaim(service=service, setting=setting, host=host, port=port)
+        for started, service, setting, host, port in wanted
+        if started
+    ]
 
 
 def port_in_use(host: str, port: int) -> bool:
