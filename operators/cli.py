@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,8 +26,6 @@ from contracts.codec import PayloadKey
 from contracts.models import FollowUpProgress, FollowUpStatus, StepProgress, StepState
 from contracts.names import workflow_id_for
 from contracts.outreach import OutreachStatus
-from devtools.devstack import DevStackError, run_dev_stack
-from operators.codec_server import serve_codec_server
 from operators.followups import (
     FollowUpRow,
     FollowUps,
@@ -36,7 +34,12 @@ from operators.followups import (
     parse_status,
     parse_step,
 )
-from operators.outreach import Outreaches, parse_trialists_csv, summary_line
+
+if TYPE_CHECKING:
+    from operators.outreach import Outreaches
+
+# `dev`, `codec-server` and `outreach` import their modules when they run: the outreach's phone
+# and holiday data alone add seconds to every other command's start.
 
 T = TypeVar("T")
 
@@ -100,6 +103,8 @@ def dev(
     ] = None,
 ) -> None:
     """Run Temporal (dev server), the sandbox, the worker and the agent until Ctrl-C."""
+    from devtools.devstack import DevStackError, run_dev_stack
+
     settings = get_settings()
     try:
         code = asyncio.run(
@@ -125,6 +130,8 @@ def codec_server() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     install_refused_input_filter()
+    from operators.codec_server import serve_codec_server
+
     try:
         serve_codec_server(settings)
     except EncryptionSetupError as error:
@@ -349,6 +356,8 @@ def import_trialists(
     dry_run: Annotated[bool, typer.Option(help="Validate only; start nothing.")] = False,
 ) -> None:
     """Validate every row, report bad rows by line, start an outreach for each good one once."""
+    from operators.outreach import parse_trialists_csv, summary_line
+
     settings = get_settings()
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -436,6 +445,8 @@ def _outreach_status(name: str) -> OutreachStatus:
 
 
 def _operate_outreach(work: Callable[[Outreaches], Awaitable[T]]) -> T:
+    from operators.outreach import Outreaches
+
     return _operate(lambda ops: work(Outreaches(ops.client, ops.settings)))
 
 

@@ -269,8 +269,9 @@ async def test_a_follow_up_under_a_key_the_cli_lacks_is_listed_and_explained_in_
             static_summary=follow_up_summary("Casey Morgan", "Orbitworks"),
         )
 
-        async def listed() -> bool:
-            return call_id in (await trialist(env, tmp_path, "followups", "list")).out
+        async def listed() -> bool:  # visibility, asked directly: a CLI run per poll costs ~2 s
+            query = f'WorkflowId="{workflow_id_for(call_id)}"'
+            return [w.id async for w in dev_env.client.list_workflows(query)] != []
 
         await wait_until(listed, within=VISIBILITY_SECONDS, what="the follow-up to be listed")
         listing, shown = await asyncio.gather(
