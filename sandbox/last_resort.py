@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.faults import ErrorStyle
@@ -37,17 +38,21 @@ class LastResortErrors:
 
         try:
             await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            # The client gave up (its timeout, a cancelled activity, a worker stopping): nobody
+            # is left to answer, and it is no bug of ours.
+            logger.info("client went away during %s %s", scope.get("method", "?"), _template(scope))
+            return
         except Exception as exc:
             vendor = str(scope.get("path", "")).strip("/").split("/")[0]
             style = self.styles.get(vendor)
             # The route's template and the error's type only: the path and message may hold values.
-            template = getattr(scope.get("route"), "path", "an unmatched path")
             logger.error(
                 "sandbox bug: %s in %s %s %s",
                 type(exc).__name__,
                 scope.get("method", "?"),
                 vendor if style is not None else "control",
-                template,
+                _template(scope),
             )
             if started:
                 raise
@@ -57,3 +62,8 @@ class LastResortErrors:
                 else JSONResponse({"detail": INTERNAL_ERROR_MESSAGE}, status_code=500)
             )
             await response(scope, receive, send)
+
+
+def _template(scope: Scope) -> str:
+    """The route's template, never the path itself (it may hold values)."""
+    return str(getattr(scope.get("route"), "path", "an unmatched path"))

@@ -63,3 +63,49 @@ def test_a_parser_bug_is_a_vendor_shaped_500_logged_without_values(
     monkeypatch.undo()
     again = httpx2.post(f"{sandbox.url}{OBJECTS}/contacts/search", json={}, headers=BEARER)
     assert again.status_code == 200
+
+
+async def test_a_client_that_hangs_up_mid_request_is_no_sandbox_bug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker stopping, or an activity cancelled, drops its request: an INFO line, no ERROR."""
+    from sandbox.app import create_app
+
+    app = create_app(db_path=":memory:")
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}  # gone before its body arrived
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": f"{OBJECTS}/contacts/search",
+        "raw_path": f"{OBJECTS}/contacts/search".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", BEARER["Authorization"].encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"20"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8900),
+        "app": app,
+    }
+    caplog.set_level(logging.INFO, logger="sandbox.last_resort")
+    async with app.router.lifespan_context(app):
+        await app(scope, receive, send)
+
+    assert sent == []  # nobody is left to answer
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    gone = [r for r in caplog.records if r.name == "sandbox.last_resort"]
+    assert [r.getMessage() for r in gone] == [
+        "client went away during POST /crm/v3/objects/{object_type}/search"
+    ]
