@@ -111,13 +111,15 @@ def _calls(
     started = [j for j in journals.values() if j.started]
     killed = [j for j in started if j.killed_at is not None]
     errors = sum(len(j.errors) for j in journals.values())
+    unsent = sum(1 for j in started if j.ended_at is not None and j.ended_handoff is None)
     statuses = Counter(
         (f.status, f.follow_up_status) for c, f in observed.follow_ups.items() if c in journals
     )
     print(
         f"calls: {len(journals)} planned, {len(started)} started, {len(not_started)} never "
         f"started, {len(started) - len(killed)} ended by the caller or end_call, {len(killed)} "
-        f"lost their agent ({len(run.kills)} kills); {errors} failed in the bench's own code"
+        f"lost their agent ({len(run.kills)} kills); {errors} failed in the bench's own code; "
+        f"{unsent} outcome handoffs failed (neither sent nor in the outbox)"
     )
     print("follow-ups: " + ", ".join(f"{n} {s}/{a}" for (s, a), n in statuses.most_common()))
     lost_marked = [c for c, f in observed.follow_ups.items() if f.agent_lost and c in journals]
@@ -279,16 +281,13 @@ def _faults_seen(observed: Observed) -> None:
     seen["bookings reconciled"] = workers.count("booking reconciled")
     print("vendor faults seen: " + ", ".join(f"{k} x{n}" for k, n in seen.items()))
     errors = {
-        name: len(re.findall(r"\bERROR\b", text)) for name, text in observed.logs.items() if text
+        name: len(re.findall(r" (ERROR|CRITICAL) ", text)) for name, text in observed.logs.items()
     }
-    tracebacks = sum(text.count("Traceback") for text in observed.logs.values())
-    print(
-        "log lines at ERROR: "
-        + ", ".join(f"{name} {n}" for name, n in sorted(errors.items()) if n)
-        + f" (tracebacks: {tracebacks})"
-        if any(errors.values()) or tracebacks
-        else "log lines at ERROR: none"
+    agent_tracebacks = sum(
+        text.count("Traceback") for name, text in observed.logs.items() if name.startswith("agent")
     )
+    listed = ", ".join(f"{name} {n}" for name, n in sorted(errors.items()) if n) or "none"
+    print(f"log lines at ERROR: {listed}; tracebacks in agent logs: {agent_tracebacks}")
 
 
 def _details(verdicts: dict[str, Verdict], not_started: list[str]) -> None:
