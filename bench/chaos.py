@@ -201,6 +201,8 @@ async def start_stack(options: Options, root: Path) -> Run:
     )
     temporal.start()
     temporal_started = time.monotonic()
+    await wait_for_temporal(target, key)
+    startup = time.monotonic() - temporal_started
     db = root / "sandbox.db"
     reps = seed_sandbox(db, profiles=_profiles(options.n))
     sandbox = processes.add(
@@ -211,8 +213,6 @@ async def start_stack(options: Options, root: Path) -> Run:
     )  # fmt: skip
     sandbox.start()
     await wait_for_sandbox(sandbox_url, sandbox)
-    await wait_for_temporal(target, key)
-    startup = time.monotonic() - temporal_started
     workers = [_worker(processes, env, root, logs, number) for number in (1, 2)]
     run = Run(
         options=options, root=root, key=key, target=target, sandbox_url=sandbox_url,

@@ -186,21 +186,30 @@ class FollowUpHandoff:
 
         It never waits behind the call's queued messages: a checkpoint says less than the
         outcome, and a queued booking's request is the outcome's requested_meeting, which the
-        workflow books after the call. Both are marked superseded instead of being resent here.
+        workflow books after the call. Both are marked superseded instead of being resent here,
+        once the outcome is with the workflow or in the outbox, never before. A caller that stops
+        waiting first (the session end's own budget) still leaves the outcome in the outbox.
         """
         call_id = outcome.call_id
-        self._supersede(outcome)
         try:
             async with asyncio.timeout(self._call_ended_timeout):
                 await self.messages.call_ended(await self.client(), outcome)
         except WorkflowAlreadyStartedError:
             logger.warning("call %s: call_ended not sent: %s", call_id, ALREADY_FINISHED)
+            self._supersede(outcome)
             return Handed(status=HandoffStatus.REJECTED, reason=ALREADY_FINISHED)
         except NOT_TAKEN as error:
             self._queue(outcome, error, budget=self._call_ended_timeout)
+            self._supersede(outcome)
             return Handed(status=HandoffStatus.QUEUED, reason=_not_taken(error))
+        except asyncio.CancelledError:
+            # Cancelled mid-send (sync writes only here, so they finish): the relay delivers it.
+            self._queue(outcome, TimeoutError(), budget=self._call_ended_timeout)
+            self._supersede(outcome)
+            raise
         finally:
             self.messages.forget(call_id)
+        self._supersede(outcome)
         # An earlier attempt of this call_ended may sit in the outbox: it is now redundant.
         for stale in self.outbox.pending_for(call_id):
             if stale.kind is MessageKind.CALL_ENDED:
