@@ -46,6 +46,7 @@ from bench.chaos_stack import (
     Processes,
     clean_environment,
     clear_faults,
+    cpu_seconds,
     python_child,
     sandbox_state,
     seed_sandbox,
@@ -54,7 +55,7 @@ from bench.chaos_stack import (
     wait_for_sandbox,
     wait_for_temporal,
 )
-from bench.chaos_temporal import follow_ups, take_slots
+from bench.chaos_temporal import follow_ups, take_slots, task_timings
 from config.process_exit import exits_cleanly
 from config.settings import Settings
 from contracts.codec import PayloadKey
@@ -67,6 +68,7 @@ WORKER_DOWN_SECONDS = 3.0
 KILL_MIN_IN_FLIGHT = 3  # an agent kill waits (a while) for this many calls mid-call
 KILL_WAIT_SECONDS = 15.0
 POLL_SECONDS = 1.0
+CPU_SAMPLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +139,7 @@ class Run:
     server_restarts: int = 0
     down_at: float | None = None
     back_at: float | None = None
+    cpu: dict[tuple[str, int], float] = field(default_factory=dict)  # (child, start) -> CPU-s
     waiting_at_return: set[int] = field(default_factory=set)
     taken: int = 0
     temporal_startup: float = 0.0  # seconds from launch to answering, the first time
@@ -345,9 +348,11 @@ def in_flight(run: Run, host: AgentHost) -> list[str]:
 
 
 async def kill_agent(run: Run) -> None:
-    """SIGKILL the host with the most calls in flight (not host a); a new process takes the
-    calls that had not started, as a new LiveKit host would take new dispatches."""
-    candidates = [host for host in run.hosts[1:] if host.child is not None and host.child.alive]
+    """SIGKILL the host with the most calls in flight; a new process takes the calls that had
+    not started, as a new LiveKit host would take new dispatches. Host a, which plays the calls
+    that book during the outage, is spared until the outage is over."""
+    hosts = run.hosts if run.back_at is not None else run.hosts[1:]
+    candidates = [host for host in hosts if host.child is not None and host.child.alive]
     if not candidates:
         return
     deadline = time.monotonic() + KILL_WAIT_SECONDS
@@ -430,6 +435,17 @@ async def timeline(run: Run) -> None:
         await kill_agent(run)
 
 
+async def sample_cpu(run: Run) -> None:
+    """Each child's CPU time every few seconds (a killed one keeps its last reading)."""
+    while True:
+        for child in run.processes.children:
+            if child.alive and child.process is not None:
+                used = cpu_seconds(child.process.pid)
+                if used is not None:
+                    run.cpu[(child.name, child.starts)] = used
+        await asyncio.sleep(CPU_SAMPLE_SECONDS)
+
+
 # --- waiting for the calls and their follow-ups ---------------------------------------------------
 
 
@@ -477,6 +493,7 @@ async def chaos(options: Options) -> int:
     try:
         print_header(options)
         run = await start_stack(options, root)
+        sampler = asyncio.create_task(sample_cpu(run))
         await start_agents(run)
         await set_faults(run.sandbox_url)
         run.start = time.time() + 1.0
@@ -490,12 +507,15 @@ async def chaos(options: Options) -> int:
         await wait_for_follow_ups(run, started)
         client = await wait_for_temporal(run.target, run.key)
         listed = await follow_ups(client, query=True)
+        timings = await task_timings(client, sorted(listed))
         await clear_faults(run.sandbox_url)
         state = await sandbox_state(run.sandbox_url)
+        sampler.cancel()
         run.processes.stop_all()  # before the figures: their CPU time is counted once reaped
         observed = Observed(
             journals=journals_now(run),
             follow_ups=listed,
+            timings=timings,
             state=state,
             outbox=outbox_rows(run.outbox_file),
             logs={child.name: child.output() for child in run.processes.children},

@@ -20,6 +20,7 @@ from bench.chaos_checks import (
     verdict_for,
 )
 from bench.chaos_stack import FAULTS
+from bench.chaos_temporal import TaskTimings
 from devtools.scripted_llm import SCRIPTED_MODEL_LABEL
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ DETAIL_LINES = 12
 class Observed:
     journals: dict[str, CallJournal]
     follow_ups: dict[str, FollowUp]
+    timings: TaskTimings
     state: dict[str, list[dict[str, Any]]]
     outbox: list[OutboxRow]
     logs: dict[str, str]
@@ -73,13 +75,15 @@ def report(run: Run, observed: Observed, *, began: float, load_before: tuple[flo
     not_started = [call_id for call_id, journal in journals.items() if not journal.started]
     _timeline(run)
     _calls(run, journals, verdicts, observed, not_started)
-    _bookings(run, journals)
+    _bookings(run, journals, observed.timings)
+    _workflow_tasks(journals, observed.timings)
     _promises(journals, verdicts)
     relayed = _outbox(run, observed, journals)
     _completion(run, journals, observed)
     _kills(run, verdicts)
     _faults_seen(observed)
     _details(verdicts, not_started)
+    _cpu_by_part(run)
     _load(began, load_before)
     lost = sum(1 for v in verdicts.values() if v.lost) + len(not_started)
     duplicated = sum(1 for v in verdicts.values() if v.duplicated)
@@ -130,15 +134,19 @@ def _calls(
     )
 
 
-def _bookings(run: Run, journals: dict[str, CallJournal]) -> None:
+def _bookings(run: Run, journals: dict[str, CallJournal], timings: TaskTimings) -> None:
     up: list[dict[str, Any]] = []
     down: list[dict[str, Any]] = []
-    for journal in journals.values():
+    accepting: list[float] = []
+    for call_id, journal in journals.items():
         for entry in journal.handoffs:
             if entry["kind"] != "book_meeting":
                 continue
             sent = float(entry["t"]) - float(entry["seconds"])
             (down if _during_outage(run, sent) else up).append(entry)
+            later = [at - sent for at in timings.accepted_at.get(call_id, []) if at >= sent - 1]
+            if later and not _during_outage(run, sent):
+                accepting.append(min(later))
     confirmed = [e for e in up if e["status"] == "confirmed"]
     share = 100.0 * len(confirmed) / len(up) if up else float("nan")
     seconds = [float(e["seconds"]) for e in up]
@@ -149,11 +157,29 @@ def _bookings(run: Run, journals: dict[str, CallJournal]) -> None:
         f"p50 {median(seconds):.2f} s, max {max(seconds, default=float('nan')):.2f} s; "
         + ", ".join(f"{status} {count}" for status, count in statuses.most_common())
     )
+    print(
+        f"  book_meeting sent to accepted in the workflow's history, Temporal up: p50 "
+        f"{median(accepting):.2f} s, p95 {percentile(accepting, 0.95):.2f} s, max "
+        f"{max(accepting, default=float('nan')):.2f} s ({len(accepting)}; the handoff waits "
+        f"{HANDOFF_TIMEOUT_SECONDS:g} s for it)"
+    )
     queued = Counter(e["status"] for e in down)
     print(
         f"  bookings made while Temporal was down: {len(down)} ("
         + ", ".join(f"{status} {count}" for status, count in queued.most_common())
         + ")"
+    )
+
+
+def _workflow_tasks(journals: dict[str, CallJournal], timings: TaskTimings) -> None:
+    checkpoints = [
+        sum(1 for e in j.handoffs if e["kind"] == "checkpoint") for j in journals.values()
+    ]
+    print(
+        f"workflow tasks: {timings.tasks} for {len(journals)} calls ({timings.signals} signals; "
+        f"checkpoints sent per call p50 {median(checkpoints):.0f}); waiting for a worker p50 "
+        f"{median(timings.queued):.2f} s, p95 {percentile(timings.queued, 0.95):.2f} s; on the "
+        f"worker p50 {median(timings.running):.2f} s, p95 {percentile(timings.running, 0.95):.2f} s"
     )
 
 
@@ -304,6 +330,15 @@ def _details(verdicts: dict[str, Verdict], not_started: list[str]) -> None:
         print(f"  problem: {line}")
     if len(lines) > DETAIL_LINES:
         print(f"  ... and {len(lines) - DETAIL_LINES} more")
+
+
+def _cpu_by_part(run: Run) -> None:
+    parts: dict[str, float] = {}
+    for (name, _), used in run.cpu.items():
+        part = name.split("-")[0]
+        parts[part] = parts.get(part, 0.0) + used
+    ordered = sorted(parts.items(), key=lambda item: -item[1])
+    print("CPU-s by part: " + ", ".join(f"{part} {used:.0f}" for part, used in ordered))
 
 
 def _load(began: float, load_before: tuple[float, ...]) -> None:

@@ -244,7 +244,7 @@ FAULTS: Final[tuple[dict[str, Any], ...]] = (
     {"vendor": "salesforce", "operation": "upsert_task", "error_rate": 0.12, "status": 503},
     {"vendor": "salesforce", "operation": "upsert_lead", "hang": True, "times": 2},
     # HubSpot: a rolling rate limit (429 with Retry-After), 503s on calls, hung note writes.
-    {"vendor": "hubspot", "operation": "*", "rate_limit": {"limit": 12, "window_seconds": 1.0}},
+    {"vendor": "hubspot", "operation": "*", "rate_limit": {"limit": 20, "window_seconds": 1.0}},
     {"vendor": "hubspot", "operation": "create_call", "error_rate": 0.1, "status": 503},
     {"vendor": "hubspot", "operation": "create_note", "hang": True, "times": 2},
     # Chili Piper: bookings that commit and then time out (ambiguous), 503s, slow slot reads.
@@ -296,6 +296,15 @@ class Processes:
 
 
 _STOP_ORDER: Final = {"agent": 0, "worker": 1, "sandbox": 2, "temporal": 3}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU of a live process (Linux /proc), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def python_child(name: str, *args: str, env: dict[str, str], logs: Path) -> Child:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError
 
@@ -87,3 +89,61 @@ async def take_slots(settings: Settings, starts: list[datetime]) -> int:
     finally:
         await clients.aclose()
     return made
+
+
+@dataclass(frozen=True)
+class TaskTimings:
+    """Workflow-task and update timings read from the follow-ups' histories (server times)."""
+
+    tasks: int
+    queued: list[float]  # scheduled -> started: waiting for a worker
+    running: list[float]  # started -> completed: the worker's time on it
+    signals: int
+    accepted_at: dict[str, list[float]]  # call id -> when its book_meeting updates were accepted
+
+
+async def task_timings(client: Client, call_ids: list[str]) -> TaskTimings:
+    gate = asyncio.Semaphore(QUERY_CONCURRENCY)
+    queued: list[float] = []
+    running: list[float] = []
+    accepted: dict[str, list[float]] = {}
+    counts = {"tasks": 0, "signals": 0}
+
+    async def one(call_id: str) -> None:
+        async with gate:
+            history = await client.get_workflow_handle(
+                f"{WORKFLOW_ID_PREFIX}{call_id}"
+            ).fetch_history()
+        scheduled: float | None = None
+        started: float | None = None
+        for event in history.events:
+            at = event.event_time.ToDatetime().timestamp()
+            kind = event.event_type
+            if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+                scheduled = at
+            elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+                started = at
+                if scheduled is not None:
+                    queued.append(at - scheduled)
+            elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and started is not None:
+                running.append(at - started)
+                counts["tasks"] += 1
+            elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+                counts["signals"] += 1
+            elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+                accepted.setdefault(call_id, []).append(at)
+
+    async def safely(call_id: str) -> None:
+        try:
+            await one(call_id)
+        except RPCError as error:
+            logger.info("history of %s: %s", call_id, error)
+
+    await asyncio.gather(*(safely(call_id) for call_id in call_ids))
+    return TaskTimings(
+        tasks=counts["tasks"],
+        queued=queued,
+        running=running,
+        signals=counts["signals"],
+        accepted_at=accepted,
+    )
