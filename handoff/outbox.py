@@ -286,8 +286,8 @@ class Outbox:
         """Done with this message; `note` records why when the workflow refused it (terminal).
 
         With `seq`, only if the row still holds that checkpoint: a newer one stored meanwhile
-        must still be sent. Its payload is erased now; rows delivered more than
-        DELIVERED_RETENTION_SECONDS ago go.
+        must still be sent, so its lease is given back at once rather than waited out. Its
+        payload is erased now; rows delivered more than DELIVERED_RETENTION_SECONDS ago go.
         """
         at = time.time() if now is None else now
         with self._lock:
@@ -297,6 +297,12 @@ class Outbox:
                 "WHERE id = ? AND (? IS NULL OR seq = ?)",
                 (at, _clip(note), id, seq, seq),
             )
+            if seq is not None:
+                self._db.execute(
+                    "UPDATE outbox SET leased_until = 0 "
+                    "WHERE id = ? AND seq != ? AND delivered_at IS NULL",
+                    (id, seq),
+                )
             self._db.execute(
                 "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?",
                 (at - DELIVERED_RETENTION_SECONDS,),
