@@ -65,7 +65,7 @@ from integrations.clients import build_vendor_clients
 AGENT_READY = "chaos agent ready"
 WORKER_READY = "worker ready:"
 WORKER_DOWN_SECONDS = 3.0
-KILL_MIN_IN_FLIGHT = 3  # an agent kill waits (a while) for this many calls mid-call
+KILL_MIN_IN_FLIGHT = 2  # an agent kill waits (a while) for this many calls mid-call
 KILL_WAIT_SECONDS = 15.0
 POLL_SECONDS = 1.0
 CPU_SAMPLE_SECONDS = 2.0
@@ -431,7 +431,7 @@ async def timeline(run: Run) -> None:
     await at(run, back + max(4.0, 0.08 * ramp))
     await kill_worker(run, 1)
     for number in range(1, options.agent_kills):
-        await at(run, back + max(8.0, 0.15 * ramp) + 6.0 * number)
+        await at(run, back + max(7.0, 0.15 * ramp) + 6.0 * (number - 1))
         await kill_agent(run)
 
 
@@ -518,7 +518,7 @@ async def chaos(options: Options) -> int:
             timings=timings,
             state=state,
             outbox=outbox_rows(run.outbox_file),
-            logs={child.name: child.output() for child in run.processes.children},
+            logs={child.name: child.all_output() for child in run.processes.children},
         )
         code = report(run, observed, began=began, load_before=load_before)
     finally:

@@ -68,7 +68,13 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
     def output(self) -> str:
+        """What the current process has printed."""
         return self.log.read_text(errors="replace") if self.log is not None else ""
+
+    def all_output(self) -> str:
+        """What every start of this child has printed, in order."""
+        logs = [self.logs / f"{self.name}.{start}.log" for start in range(1, self.starts + 1)]
+        return "".join(log.read_text(errors="replace") for log in logs if log.exists())
 
     async def wait_for(self, text: str, seconds: float = READY_SECONDS) -> None:
         deadline = time.monotonic() + seconds
@@ -245,6 +251,8 @@ FAULTS: Final[tuple[dict[str, Any], ...]] = (
     {"vendor": "salesforce", "operation": "upsert_lead", "hang": True, "times": 2},
     # HubSpot: a rolling rate limit (429 with Retry-After), 503s on calls, hung note writes.
     {"vendor": "hubspot", "operation": "*", "rate_limit": {"limit": 20, "window_seconds": 1.0}},
+    {"vendor": "hubspot", "operation": "batch_upsert_contacts", "error_rate": 0.15, "status": 429,
+     "headers": {"Retry-After": "1"}},
     {"vendor": "hubspot", "operation": "create_call", "error_rate": 0.1, "status": 503},
     {"vendor": "hubspot", "operation": "create_note", "hang": True, "times": 2},
     # Chili Piper: bookings that commit and then time out (ambiguous), 503s, slow slot reads.
