@@ -236,10 +236,19 @@ class FollowUpHandoff:
             return Rejection(f"stored payload is invalid ({error.error_count()} errors)")
         client = await self.client()
         try:
-            await self.messages.deliver(client, message, payload)
+            await self.messages.deliver(client, message, payload, self._identity_of(payload))
         except (RefusedError, WorkflowUpdateFailedError, WorkflowAlreadyStartedError) as refused:
             return Rejection(refusal_reason(refused))
         return None
+
+    def _identity_of(self, payload: Payload) -> CallIdentity | None:
+        """Whom a replayed message's call is with, when another process (or an earlier run of
+        this one) queued it: a checkpoint or booking may be the message that starts the follow-up,
+        and without it an agent lost later leaves nothing to write to the CRM."""
+        if isinstance(payload, CallOutcome) or self.messages.known(payload.call_id) is not None:
+            return None
+        stored = self.outbox.identity(payload.call_id)
+        return None if stored is None else CallIdentity(trialist=stored[0], started_at=stored[1])
 
     def relay(self) -> OutboxRelay:
         """The relay over this handoff's outbox (one per handoff)."""
@@ -293,6 +302,11 @@ class FollowUpHandoff:
 
     def _queue(self, payload: Payload, error: BaseException, *, budget: float) -> None:
         stored = self.outbox.put(payload)
+        known = self.messages.known(payload.call_id)
+        if known is not None and not isinstance(payload, CallOutcome):
+            self.outbox.put_identity(
+                payload.call_id, trialist=known.trialist, started_at=known.started_at
+            )
         logger.warning(
             "call %s: Temporal did not take %s within %.1fs (%s); in the outbox as message %d%s",
             payload.call_id,
