@@ -471,14 +471,15 @@ async def wait_for_calls(run: Run, timeline_task: asyncio.Task[None]) -> None:
     run.note("every call has ended or lost its agent")
 
 
-async def wait_for_follow_ups(run: Run, expected: int) -> float:
-    """Until every started call's follow-up has closed and the outbox is empty, or the deadline."""
+async def wait_for_follow_ups(run: Run, expected: set[str]) -> float:
+    """Until the expected calls' follow-ups exist, every follow-up has closed and the outbox is
+    empty, or the deadline."""
     deadline = time.time() + run.options.liveness_seconds + run.options.grace_seconds
     client = await wait_for_temporal(run.target, run.key)
     while time.time() < deadline:
         listed = await follow_ups(client, query=False)
-        closed = sum(1 for f in listed.values() if f.status != "RUNNING")
-        if closed >= expected and not _pending_ids(run.outbox_file):
+        closed = all(f.status != "RUNNING" for f in listed.values())
+        if closed and expected <= listed.keys() and not _pending_ids(run.outbox_file):
             break
         await asyncio.sleep(2.0)
     run.note("follow-ups settled (or the deadline passed)")
@@ -503,8 +504,8 @@ async def chaos(options: Options) -> int:
         await wait_for_calls(run, timeline_task)
         await timeline_task
         journals = journals_now(run)
-        started = sum(1 for journal in journals.values() if journal.started)
-        await wait_for_follow_ups(run, started)
+        expected = {c for c, j in journals.items() if j.started and not j.killed_unheard}
+        await wait_for_follow_ups(run, expected)
         client = await wait_for_temporal(run.target, run.key)
         listed = await follow_ups(client, query=True)
         timings = await task_timings(client, sorted(listed))

@@ -50,6 +50,12 @@ class CallJournal:
     def started(self) -> bool:
         return self.started_at is not None
 
+    @property
+    def killed_unheard(self) -> bool:
+        """Killed before anything was said and before its first checkpoint came back: the
+        target allows losing the last seconds, and that was all of this call."""
+        return self.killed_at is not None and not self.said and not self.handoffs
+
 
 def call_journals(
     calls: Sequence[PlannedCall], entries: Iterable[dict[str, Any]]
@@ -166,6 +172,8 @@ def verdict_for(journal: CallJournal, crm: Crm, follow_up: FollowUp | None) -> V
     call = journal.call
     verdict = Verdict(call_id=call.call_id)
     person = call.trialist
+    if follow_up is None and journal.killed_unheard:
+        return verdict
     if follow_up is None:
         verdict.missing.append("follow-up workflow")
     elif follow_up.status != "COMPLETED" or follow_up.follow_up_status != "completed":

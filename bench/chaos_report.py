@@ -115,15 +115,23 @@ def _calls(
     started = [j for j in journals.values() if j.started]
     killed = [j for j in started if j.killed_at is not None]
     errors = sum(len(j.errors) for j in journals.values())
-    unsent = sum(1 for j in started if j.ended_at is not None and j.ended_handoff is None)
+    overran = [c for c, j in journals.items() if j.ended_at is not None and j.ended_handoff is None]
+    stored = {row.call_id for row in observed.outbox if row.kind == "call_ended"}
+    unheard = sum(
+        1 for j in killed if j.killed_unheard and j.call.call_id not in observed.follow_ups
+    )
     statuses = Counter(
         (f.status, f.follow_up_status) for c, f in observed.follow_ups.items() if c in journals
     )
     print(
         f"calls: {len(journals)} planned, {len(started)} started, {len(not_started)} never "
         f"started, {len(started) - len(killed)} ended by the caller or end_call, {len(killed)} "
-        f"lost their agent ({len(run.kills)} kills); {errors} failed in the bench's own code; "
-        f"{unsent} outcome handoffs failed (neither sent nor in the outbox)"
+        f"lost their agent ({len(run.kills)} kills; {unheard} of them in their first second, "
+        f"before anything was said or checkpointed); {errors} failed in the bench's own code"
+    )
+    print(
+        f"outcome handoffs that overran the session end's budget: {len(overran)}, of which "
+        f"{sum(1 for c in overran if c in stored)} were stored in the outbox"
     )
     print("follow-ups: " + ", ".join(f"{n} {s}/{a}" for (s, a), n in statuses.most_common()))
     lost_marked = [c for c, f in observed.follow_ups.items() if f.agent_lost and c in journals]
