@@ -80,6 +80,7 @@ class Options:
     liveness_seconds: float
     ramp_seconds: float
     grace_seconds: float
+    checkpoint_interval: float
     seed: int
     keep: bool
 
@@ -90,7 +91,7 @@ class Options:
     def agent_settings(self) -> dict[str, str]:
         return {
             "FOLLOW_UP_LIVENESS_SECONDS": f"{self.liveness_seconds:g}",
-            "CHECKPOINT_INTERVAL_SECONDS": "1",
+            "CHECKPOINT_INTERVAL_SECONDS": f"{self.checkpoint_interval:g}",
             "CHECKPOINT_KEEPALIVE_SECONDS": "5",
             "OUTBOX_RELAY_INTERVAL_SECONDS": "1",
             "FOLLOW_UP_ALTERNATIVE_WINDOW_MINUTES": "30",
@@ -544,6 +545,9 @@ def main(
     grace_seconds: Annotated[
         float, typer.Option(help="After the last call, how long follow-ups may take.")
     ] = 150.0,
+    checkpoint_interval: Annotated[
+        float, typer.Option(help="CHECKPOINT_INTERVAL_SECONDS of the agents.")
+    ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the call mix.")] = 13,
     keep: Annotated[bool, typer.Option(help="Keep the run directory (logs, journals).")] = False,
 ) -> None:
@@ -553,7 +557,8 @@ def main(
     options = Options(
         n=n, agents=agents, agent_kills=agent_kills, outage_seconds=outage_seconds,
         liveness_seconds=liveness_seconds, ramp_seconds=ramp_seconds or max(30.0, 0.45 * n),
-        grace_seconds=grace_seconds, seed=seed, keep=keep,
+        grace_seconds=grace_seconds, checkpoint_interval=checkpoint_interval, seed=seed,
+        keep=keep,
     )  # fmt: skip
     code = asyncio.run(chaos(options))
     raise SystemExit(code)

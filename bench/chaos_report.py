@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from bench.chaos import Options, Run
 
 BOOKING_WAIT_SECONDS = 2.0  # the setting's default, which the run keeps
-CHECKPOINT_INTERVAL_SECONDS = 1.0
 HANDOFF_TIMEOUT_SECONDS = 1.0
 DETAIL_LINES = 12
 
@@ -297,7 +296,7 @@ def _kills(run: Run, verdicts: dict[str, Verdict]) -> None:
         print(
             f"agent kill {number} ({kill.host}, {len(kill.in_flight)} calls in flight): {said} "
             f"signals and notes said before the kill, {lost} lost{span} (checkpoint interval "
-            f"{CHECKPOINT_INTERVAL_SECONDS:g} s)"
+            f"{run.options.checkpoint_interval:g} s)"
         )
     if run.kills:
         print(f"signals and notes lost per agent kill: {total_lost / len(run.kills):.1f}")
