@@ -81,7 +81,7 @@ def report(run: Run, observed: Observed, *, began: float, load_before: tuple[flo
     _completion(run, journals, observed)
     _kills(run, verdicts)
     _faults_seen(observed)
-    _details(verdicts, not_started)
+    _details(verdicts, not_started, observed, journals)
     _cpu_by_part(run)
     _load(began, load_before)
     lost = sum(1 for v in verdicts.values() if v.lost) + len(not_started)
@@ -323,10 +323,18 @@ def _faults_seen(observed: Observed) -> None:
     print(f"log lines at ERROR: {listed}; tracebacks in agent logs: {agent_tracebacks}")
 
 
-def _details(verdicts: dict[str, Verdict], not_started: list[str]) -> None:
+def _details(
+    verdicts: dict[str, Verdict],
+    not_started: list[str],
+    observed: Observed,
+    journals: dict[str, CallJournal],
+) -> None:
     lines = [f"{call_id}: never started" for call_id in not_started]
     for call_id, verdict in verdicts.items():
         problems = verdict.missing + verdict.duplicated
+        follow_up = observed.follow_ups.get(call_id)
+        if follow_up is not None and follow_up.agent_lost and journals[call_id].killed_at is None:
+            problems.append("taken for lost while its agent was alive")
         if verdict.stuck:
             problems.append(f"stuck ({verdict.stuck})")
         if verdict.broken_promise:
