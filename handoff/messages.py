@@ -78,8 +78,6 @@ def unreachable(error: BaseException) -> bool:
     """Whether a failed send says Temporal is down or unreachable (the relay then waits)."""
     if isinstance(error, RPCError):
         return error.status in _UNREACHABLE_STATUSES
-    if isinstance(error, TimeoutError):  # an OSError too, but slow is not down: it backs off alone
-        return False
     return isinstance(error, TemporalConnectError | RuntimeError | OSError)
 
 
