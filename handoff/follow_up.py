@@ -202,21 +202,30 @@ class FollowUpHandoff:
 
         It never waits behind the call's queued messages: a checkpoint says less than the
         outcome, and a queued booking's request is the outcome's requested_meeting, which the
-        workflow books after the call. Both are marked superseded instead of being resent here.
+        workflow books after the call. Both are marked superseded instead of being resent here,
+        once the outcome is with the workflow or in the outbox, never before. A caller that stops
+        waiting first (the session end's own budget) still leaves the outcome in the outbox.
         """
         call_id = outcome.call_id
-        self._supersede(outcome)
         try:
             async with asyncio.timeout(self._call_ended_timeout):
                 await self.messages.call_ended(await self.client(), outcome)
         except WorkflowAlreadyStartedError:
             logger.warning("call %s: call_ended not sent: %s", call_id, ALREADY_FINISHED)
+            self._supersede(outcome)
             return Handed(status=HandoffStatus.REJECTED, reason=ALREADY_FINISHED)
         except NOT_TAKEN as error:
             self._queue(outcome, error, budget=self._call_ended_timeout)
+            self._supersede(outcome)
             return Handed(status=HandoffStatus.QUEUED, reason=_not_taken(error))
+        except asyncio.CancelledError:
+            # Cancelled mid-send (sync writes only here, so they finish): the relay delivers it.
+            self._queue(outcome, TimeoutError(), budget=self._call_ended_timeout)
+            self._supersede(outcome)
+            raise
         finally:
             self.messages.forget(call_id)
+        self._supersede(outcome)
         # An earlier attempt of this call_ended may sit in the outbox: it is now redundant.
         for stale in self.outbox.pending_for(call_id):
             if stale.kind is MessageKind.CALL_ENDED:
@@ -249,10 +258,21 @@ class FollowUpHandoff:
             return Rejection(f"stored payload is invalid ({error.error_count()} errors)")
         client = await self.client()
         try:
-            await self.messages.deliver(client, message, payload)
+            await self.messages.deliver(client, message, payload, self._identity_of(payload))
         except (RefusedError, WorkflowUpdateFailedError, WorkflowAlreadyStartedError) as refused:
             return Rejection(refusal_reason(refused))
         return None
+
+    def _identity_of(self, payload: Payload) -> CallIdentity | None:
+        """Whom a replayed message's call is with, when another process (or an earlier run of
+        this one) queued it: a checkpoint or booking may be the message that starts the follow-up,
+        and without it an agent lost later leaves nothing to write to the CRM."""
+        if not isinstance(payload, BookingRequest | CallCheckpoint):
+            return None
+        if self.messages.known(payload.call_id) is not None:
+            return None
+        stored = self.outbox.identity(payload.call_id)
+        return None if stored is None else CallIdentity(trialist=stored[0], started_at=stored[1])
 
     def relay(self) -> OutboxRelay:
         """The relay over this handoff's outbox (one per handoff)."""
@@ -306,6 +326,12 @@ class FollowUpHandoff:
 
     def _queue(self, payload: Payload, error: BaseException, *, budget: float) -> None:
         stored = self.outbox.put(payload)
+        if isinstance(payload, BookingRequest | CallCheckpoint):
+            known = self.messages.known(payload.call_id)
+            if known is not None:
+                self.outbox.put_identity(
+                    payload.call_id, trialist=known.trialist, started_at=known.started_at
+                )
         logger.warning(
             "call %s: Temporal did not take %s within %.1fs (%s); in the outbox as message %d%s",
             payload.call_id,

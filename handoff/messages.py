@@ -108,8 +108,16 @@ class FollowUpMessages:
     def forget(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
 
-    def start_input(self, call_id: str, trialist: Trialist | None = None) -> FollowUpInput:
-        known = self._calls.get(call_id)
+    def known(self, call_id: str) -> CallIdentity | None:
+        return self._calls.get(call_id)
+
+    def start_input(
+        self,
+        call_id: str,
+        trialist: Trialist | None = None,
+        identity: CallIdentity | None = None,
+    ) -> FollowUpInput:
+        known = identity or self._calls.get(call_id)
         return FollowUpInput(
             call_id=call_id,
             trialist=known.trialist if known is not None else trialist,
@@ -120,8 +128,11 @@ class FollowUpMessages:
             alternative_window_minutes=self.settings.follow_up_alternative_window_minutes,
         )
 
-    def _start_options(self, call_id: str, trialist: Trialist | None) -> dict[str, Any]:
-        person = trialist or (self._calls[call_id].trialist if call_id in self._calls else None)
+    def _start_options(
+        self, call_id: str, trialist: Trialist | None, identity: CallIdentity | None = None
+    ) -> dict[str, Any]:
+        known = identity or self._calls.get(call_id)
+        person = trialist or (known.trialist if known is not None else None)
         return {
             "id": workflow_id_for(call_id),
             "task_queue": self.settings.temporal_task_queue,
@@ -136,31 +147,37 @@ class FollowUpMessages:
     # --- sending ----------------------------------------------------------------------------
 
     async def signal_with_start(
-        self, client: Client, name: str, payload: CallCheckpoint | CallOutcome
+        self,
+        client: Client,
+        name: str,
+        payload: CallCheckpoint | CallOutcome,
+        identity: CallIdentity | None = None,
     ) -> None:
         trialist = payload.trialist if isinstance(payload, CallOutcome) else None
         await client.start_workflow(
             WORKFLOW_TYPE,
-            self.start_input(payload.call_id, trialist),
+            self.start_input(payload.call_id, trialist, identity),
             start_signal=name,
             start_signal_args=[payload],
             result_type=FollowUpProgress,
-            **self._start_options(payload.call_id, trialist),
+            **self._start_options(payload.call_id, trialist, identity),
         )
 
-    async def checkpoint(self, client: Client, checkpoint: CallCheckpoint) -> None:
-        await self.signal_with_start(client, CHECKPOINT_SIGNAL, checkpoint)
+    async def checkpoint(
+        self, client: Client, checkpoint: CallCheckpoint, identity: CallIdentity | None = None
+    ) -> None:
+        await self.signal_with_start(client, CHECKPOINT_SIGNAL, checkpoint, identity)
 
     async def call_ended(self, client: Client, outcome: CallOutcome) -> None:
         await self.signal_with_start(client, CALL_ENDED_SIGNAL, outcome)
 
     async def booking(
-        self, client: Client, request: BookingRequest
+        self, client: Client, request: BookingRequest, identity: CallIdentity | None = None
     ) -> WorkflowUpdateHandle[BookingResult]:
         """Update-with-start `book_meeting`, returned once ACCEPTED (durable in its history)."""
         start: WithStartWorkflowOperation[Any, FollowUpProgress] = WithStartWorkflowOperation(
             WORKFLOW_TYPE,
-            self.start_input(request.call_id, request.guest),
+            self.start_input(request.call_id, request.guest, identity),
             result_type=FollowUpProgress,
             **self._start_options(request.call_id, request.guest),
         )
@@ -180,14 +197,23 @@ class FollowUpMessages:
             _settle_start_future(start)
         return handle
 
-    async def deliver(self, client: Client, message: OutboxMessage, payload: Payload) -> None:
-        """Replay a stored message; a booking waits only for ACCEPTED. Raises when refused."""
+    async def deliver(
+        self,
+        client: Client,
+        message: OutboxMessage,
+        payload: Payload,
+        identity: CallIdentity | None = None,
+    ) -> None:
+        """Replay a stored message; a booking waits only for ACCEPTED. Raises when refused.
+
+        `identity` is whom the call is with when this process did not start the call.
+        """
         if isinstance(payload, BookingRequest):
-            refusal = await refusal_of(await self.booking(client, payload))
+            refusal = await refusal_of(await self.booking(client, payload, identity))
             if refusal is not None:
                 raise RefusedError(refusal.reason)
         elif isinstance(payload, CallCheckpoint):
-            await self.checkpoint(client, payload)
+            await self.checkpoint(client, payload, identity)
         elif isinstance(payload, CallOutcome):
             await self.call_ended(client, payload)
         else:  # an opt-out goes to the trialist's outreach: FollowUpHandoff sends it

@@ -14,12 +14,15 @@ Several processes may share the file: `due(lease=...)` claims rows in one transa
 
 At rest: payloads are sealed with the Temporal payload codec's keys (handoff/sealing.py), the file
 is mode 0600, and a delivered row's payload is erased at once; its row (ids and notes, no personal
-data) is deleted after DELIVERED_RETENTION_SECONDS.
+data) is deleted after DELIVERED_RETENTION_SECONDS. Whom a call with queued messages is with is
+kept beside them (sealed too, for a relay in another process that may start the call's follow-up)
+and erased with the last of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -27,11 +30,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from config.settings import get_settings
-from contracts.models import BookingRequest, CallCheckpoint, CallOutcome
+from contracts.models import BookingRequest, CallCheckpoint, CallOutcome, Trialist
 from contracts.outreach import OptOutRequest
 from handoff.ordering import MAX_HOLD_ATTEMPTS, MessageKind, sql_rank
 from handoff.sealing import OutboxSealer
@@ -70,6 +74,17 @@ CREATE TABLE IF NOT EXISTS outbox (
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (next_attempt_at) WHERE delivered_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_pending_call ON outbox (call_id) WHERE delivered_at IS NULL;
+"""
+
+# Whom a queued call is with, for a relay in another process (or after a restart) that replays
+# a message which may start the call's follow-up: one row per call, sealed, erased with the last
+# of the call's pending messages.
+_IDENTITY_TABLE = """
+CREATE TABLE IF NOT EXISTS call_identity (
+    call_id TEXT PRIMARY KEY,
+    identity BLOB NOT NULL,
+    stored_at REAL NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -238,6 +253,7 @@ class Outbox:
                 )
                 self._db.execute("DROP TABLE outbox_v1")
             self._db.execute(_TABLE)
+            self._db.execute(_IDENTITY_TABLE)
             for statement in filter(str.strip, _INDEXES.split(";")):
                 self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -302,8 +318,8 @@ class Outbox:
         """Done with this message; `note` records why when the workflow refused it (terminal).
 
         With `seq`, only if the row still holds that checkpoint: a newer one stored meanwhile
-        must still be sent. Its payload is erased now; rows delivered more than
-        DELIVERED_RETENTION_SECONDS ago go.
+        must still be sent, so its lease is given back at once rather than waited out. Its
+        payload is erased now; rows delivered more than DELIVERED_RETENTION_SECONDS ago go.
         """
         at = time.time() if now is None else now
         with self._lock:
@@ -313,10 +329,48 @@ class Outbox:
                 "WHERE id = ? AND (? IS NULL OR seq = ?)",
                 (at, _clip(note), id, seq, seq),
             )
+            if seq is not None:
+                self._db.execute(
+                    "UPDATE outbox SET leased_until = 0 "
+                    "WHERE id = ? AND seq != ? AND delivered_at IS NULL",
+                    (id, seq),
+                )
+            self._db.execute(_ERASE_IDENTITY, (id,))
             self._db.execute(
                 "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?",
                 (at - DELIVERED_RETENTION_SECONDS,),
             )
+
+    def put_identity(
+        self, call_id: str, *, trialist: Trialist, started_at: datetime | None
+    ) -> None:
+        """Remember whom a call with queued messages is with (see `identity`)."""
+        body = json.dumps(
+            {
+                "trialist": trialist.model_dump(mode="json"),
+                "started_at": None if started_at is None else started_at.isoformat(),
+            }
+        )
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO call_identity VALUES (?, ?, ?)",
+                (call_id, self._sealer.seal(body), time.time()),
+            )
+
+    def identity(self, call_id: str) -> tuple[Trialist, datetime | None] | None:
+        """Whom the call is with and since when, as the process that queued its messages knew."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT identity FROM call_identity WHERE call_id = ?", (call_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        stored = json.loads(_opened(row[0], self._sealer))
+        started = stored["started_at"]
+        return (
+            Trialist.model_validate(stored["trialist"]),
+            None if started is None else datetime.fromisoformat(started),
+        )
 
     def mark_failed(self, id: int, error: str, next_attempt_at: float) -> None:
         with self._lock:
@@ -420,6 +474,16 @@ class Outbox:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+# Once a call has nothing left to send, whom it was with is no longer kept.
+_ERASE_IDENTITY = """
+DELETE FROM call_identity
+WHERE call_id = (SELECT call_id FROM outbox WHERE id = ?)
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox
+      WHERE outbox.call_id = call_identity.call_id AND outbox.delivered_at IS NULL)
+"""
 
 
 def _message(row: tuple[Any, ...], sealer: OutboxSealer) -> OutboxMessage:
