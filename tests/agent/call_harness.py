@@ -2,26 +2,26 @@
 
 Only the model is scripted (devtools/scripted_llm.py). The vendors are the sandbox over loopback
 HTTP and the handoff talks to a real Temporal dev server, with a real worker when a test needs the
-follow-up to run.
+follow-up to run. Tests assert each turn with LiveKit's testing API: `say()` returns the
+turn's RunResult, whose `expect` walks the tool calls, their outputs and the replies in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import (
-    AgentSession,
-    ConversationItemAddedEvent,
-    FunctionToolsExecutedEvent,
-    JobContext,
-    llm,
+from livekit.agents import AgentSession, JobContext, llm
+from livekit.agents.voice.run_result import (
+    ChatMessageAssert,
+    FunctionCallAssert,
+    FunctionCallOutputAssert,
+    RunResult,
 )
 from temporalio.testing import WorkflowEnvironment
 
@@ -88,39 +88,53 @@ async def running_worker(settings: Settings, *, clock: Clock = system_clock) -> 
 
 @dataclass(kw_only=True)
 class TextCall:
-    """One call in a text AgentSession: what was said, which tools ran, and how it ended."""
+    """One call in a text AgentSession. Each turn's RunResult (LiveKit's testing API) holds what
+    the agent said and which tools ran, in order; `greeting` is the agent's first turn."""
 
     services: CallServices
     session: AgentSession[CallServices]
     lifecycle: CallLifecycle
     scripted: ScriptedLLM
-    said: list[tuple[str, str]] = field(default_factory=list)
-    said_at: list[float] = field(default_factory=list)  # time.monotonic() of each line in `said`
-    tools: list[tuple[str, llm.FunctionCallOutput]] = field(default_factory=list)
-    tool_seconds: dict[str, list[float]] = field(default_factory=dict)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    greeting: RunResult[None]
+    closed: asyncio.Event  # set by the session's close event: a run does not report the hang-up
 
     def agent_lines(self) -> list[str]:
-        return [text for speaker, text in self.said if speaker == "assistant"]
+        """All the agent said in the call, from LiveKit's chat history: what a turn whose run
+        failed (the session-error goodbye) cannot show in a RunResult."""
+        return [
+            item.text_content or ""
+            for item in self.session.history.items
+            if isinstance(item, llm.ChatMessage) and item.role == "assistant"
+        ]
 
-    def outputs(self, tool: str) -> list[llm.FunctionCallOutput]:
-        return [output for name, output in self.tools if name == tool]
+    async def say(self, line: str) -> RunResult[None]:
+        """The caller says `line`; returns the agent's whole turn once it has finished."""
+        return await self.session.run(user_input=line)
 
-    async def say(self, line: str) -> float:
-        """The caller says `line`; returns how long the agent's whole turn took."""
-        started = time.monotonic()
-        await self.session.run(user_input=line)
-        return time.monotonic() - started
-
-    async def play(self, lines: Sequence[str] | None = None) -> None:
+    async def play(self, lines: Sequence[str] | None = None) -> list[RunResult[None]]:
+        """The caller says each line (the script's by default) until the call closes."""
+        results = []
         for line in self.scripted.caller_lines() if lines is None else lines:
             if self.closed.is_set():
                 break
-            await self.say(line)
+            results.append(await self.say(line))
+        return results
 
     async def wait_closed(self) -> None:
         async with asyncio.timeout(10):
             await self.closed.wait()
+
+
+def spoken(message: ChatMessageAssert) -> str:
+    """The text of an assistant message that `result.expect` matched."""
+    return message.event().item.text_content or ""
+
+
+def tool_seconds(call: FunctionCallAssert, output: FunctionCallOutputAssert) -> float:
+    """How long a tool ran: LiveKit stamps the call when the model makes it, the output when the
+    tool returns."""
+    assert output.event().item.call_id == call.event().item.call_id, "not this call's output"
+    return output.event().item.created_at - call.event().item.created_at
 
 
 @asynccontextmanager
@@ -132,7 +146,7 @@ async def text_call(
     trialist: Trialist = DANA,
     job: JobContext | None = None,
 ) -> AsyncIterator[TextCall]:
-    """Start a call; the greeting turn (if scripted) has run when the body starts.
+    """Start a call; the greeting turn (the script's first) has run when the body starts.
 
     With `job`, the call is registered on that JobContext as the entrypoint does, so LiveKit's
     on_session_end (agent.session_end.hand_off_outcome) finds it.
@@ -141,27 +155,19 @@ async def text_call(
     scripted = ScriptedLLM(turns)
     registered = register_call(job, services) if job is not None else None
     session, lifecycle = new_call_session(services, lifecycle=registered, llm_model=scripted)
-    call = TextCall(services=services, session=session, lifecycle=lifecycle, scripted=scripted)
-
-    def on_item(event: ConversationItemAddedEvent) -> None:
-        if isinstance(event.item, llm.ChatMessage) and event.item.role in ("user", "assistant"):
-            call.said.append((event.item.role, event.item.text_content or ""))
-            call.said_at.append(time.monotonic())
-
-    def on_tools(event: FunctionToolsExecutedEvent) -> None:
-        for fn_call, output in event.zipped():
-            call.tools.append((fn_call.name, output))
-            # Both items are stamped when made: the call by the model, the output by the tool.
-            elapsed = output.created_at - fn_call.created_at
-            call.tool_seconds.setdefault(fn_call.name, []).append(elapsed)
-
-    session.on("conversation_item_added", on_item)
-    session.on("function_tools_executed", on_tools)
-    session.on("close", lambda _: call.closed.set())
+    closed = asyncio.Event()
+    session.on("close", lambda _: closed.set())
     async with session:
-        # The agent speaks first (on_enter): the script's first turn is that greeting.
-        await session.start(agent=agent_for(services), capture_run=True)
-        yield call
+        # The agent speaks first (on_enter): its run is the greeting turn.
+        greeting = await session.start(agent=agent_for(services), capture_run=True)
+        yield TextCall(
+            services=services,
+            session=session,
+            lifecycle=lifecycle,
+            scripted=scripted,
+            greeting=greeting,
+            closed=closed,
+        )
 
 
 @asynccontextmanager

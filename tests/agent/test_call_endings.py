@@ -43,6 +43,7 @@ from tests.agent.call_harness import (
     agent_runtime,
     agent_settings,
     new_call_id,
+    spoken,
     temporal_target,
     text_call,
 )
@@ -99,7 +100,9 @@ async def test_a_hang_up_or_a_draining_worker_hands_off_once_on_session_end(
             agent_runtime(settings) as runtime,
             text_call(runtime, TURNS, call_id=call_id, job=ctx) as call,
         ):
-            await call.say("We're nine people.")
+            result = await call.say("We're nine people.")
+            assert spoken(result.expect.next_event().is_message(role="assistant")) == "Nice!"
+            result.expect.no_more_events()
             call.session._close_soon(reason=close_reason)  # what RoomIO / the job shutdown do
             await call.wait_closed()
             await hand_off_outcome(ctx)  # LiveKit's on_session_end
@@ -120,7 +123,8 @@ async def test_a_dropped_caller_who_does_not_come_back_ends_the_call_as_dropped(
             text_call(runtime, TURNS, call_id=call_id, job=ctx) as call,
         ):
             CallerLine(room=room, session=call.session, services=call.services, grace=0.3).attach()
-            await call.say("We're nine people.")
+            result = await call.say("We're nine people.")
+            assert spoken(result.expect.next_event().is_message(role="assistant")) == "Nice!"
             lost = StandInParticipant("caller", rtc.DisconnectReason.CONNECTION_TIMEOUT)
             room.emit("participant_disconnected", lost)
             await call.wait_closed()  # RoomIO alone would wait for the caller forever

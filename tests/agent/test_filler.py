@@ -1,5 +1,6 @@
 """Filler speech through LiveKit's RunContext.with_filler: one line for a slow tool, none for a
-fast one, never a delay; driven through real text sessions, tools and the sandbox over HTTP."""
+fast one, never a delay; driven through real text sessions, tools and the sandbox over HTTP, and
+asserted turn by turn with LiveKit's testing API (RunResult.expect)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,26 @@ import time
 from pathlib import Path
 
 import pytest
+from livekit.agents.voice.run_result import (
+    ChatMessageAssert,
+    FunctionCallAssert,
+    FunctionCallOutputAssert,
+    RunResult,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
 from agent.resilience.filler import FILLER_LINES, FillerLines
 from config.settings import Settings
 from devtools.scripted_llm import CallTools, Reply, ScriptedTurn, ToolCall, speak_tool_output
-from tests.agent.call_harness import TextCall, agent_settings, call_on, temporal_target
+from tests.agent.call_harness import (
+    TextCall,
+    agent_settings,
+    call_on,
+    spoken,
+    temporal_target,
+    tool_seconds,
+)
 from tests.servers import SandboxServer
 
 GREETING = ScriptedTurn(None, Reply("Hi Dana, this is Sam from PandaDoc. Got a minute?"))
@@ -42,19 +56,24 @@ def lookup_turn(line: str) -> ScriptedTurn:
     )
 
 
-def filler_said(call: TextCall, started: float) -> list[tuple[str, float]]:
-    """The filler lines the agent said, with seconds since `started`."""
-    return [
-        (text, at - started)
-        for (speaker, text), at in zip(call.said, call.said_at, strict=True)
-        if speaker == "assistant" and text in FILLER_LINES
-    ]
+async def ask(call: TextCall, line: str) -> tuple[RunResult[None], float]:
+    """The caller's turn, with when it started (LiveKit stamps items with time.time())."""
+    started = time.time()
+    return await call.say(line), started
 
 
-async def play(call: TextCall, line: str) -> float:
-    started = time.monotonic()
-    await call.say(line)
-    return started
+def expect_filler_then_answer(
+    result: RunResult[None], *, is_error: bool
+) -> tuple[ChatMessageAssert, FunctionCallAssert, FunctionCallOutputAssert]:
+    """The lookup, one filler line while it runs, its output, and that output said."""
+    lookup = result.expect.next_event().is_function_call(name="lookup_trial_activity")
+    filler = result.expect.next_event().is_message(role="assistant")
+    assert spoken(filler) in FILLER_LINES
+    output = result.expect.next_event().is_function_call_output(is_error=is_error)
+    said = spoken(result.expect.next_event().is_message(role="assistant"))
+    assert said == output.event().item.output
+    result.expect.no_more_events()
+    return filler, lookup, output
 
 
 async def test_a_slow_tool_gets_one_filler_line_after_the_silence(
@@ -62,20 +81,23 @@ async def test_a_slow_tool_gets_one_filler_line_after_the_silence(
 ) -> None:
     sandbox.add_fault(vendor="amplitude", operation="user_profile", latency_ms=900)
     async with call_on(settings, [GREETING, lookup_turn("How am I doing?")]) as call:
-        started = await play(call, "How am I doing?")
-    (output,) = call.outputs("lookup_trial_activity")
-    assert not output.is_error, "the filler did not cost the answer"
-    fillers = filler_said(call, started)
-    assert len(fillers) == 1
-    assert FILLER_AFTER <= fillers[0][1] <= FILLER_AFTER + 0.4
-    assert call.tool_seconds["lookup_trial_activity"][0] < 0.9 + 0.3, "the filler delayed the tool"
+        result, started = await ask(call, "How am I doing?")
+    # The filler did not cost the answer: the lookup succeeded and was said.
+    filler, lookup, output = expect_filler_then_answer(result, is_error=False)
+    assert FILLER_AFTER <= filler.event().item.created_at - started <= FILLER_AFTER + 0.4
+    assert tool_seconds(lookup, output) < 0.9 + 0.3, "the filler delayed the tool"
+    assert sum(line in FILLER_LINES for line in call.agent_lines()) == 1
 
 
 async def test_a_fast_tool_gets_no_filler(settings: Settings) -> None:
     async with call_on(settings, [GREETING, lookup_turn("How am I doing?")]) as call:
-        await play(call, "How am I doing?")
-    assert filler_said(call, 0.0) == []
-    assert not call.outputs("lookup_trial_activity")[0].is_error
+        result, _ = await ask(call, "How am I doing?")
+    result.expect.next_event().is_function_call(name="lookup_trial_activity")
+    output = result.expect.next_event().is_function_call_output(is_error=False)
+    said = spoken(result.expect.next_event().is_message(role="assistant"))
+    assert said == output.event().item.output and said not in FILLER_LINES
+    result.expect.no_more_events()
+    assert not any(line in FILLER_LINES for line in call.agent_lines())
 
 
 async def test_a_hung_tool_gets_one_filler_then_its_fallback(
@@ -83,13 +105,11 @@ async def test_a_hung_tool_gets_one_filler_then_its_fallback(
 ) -> None:
     sandbox.add_fault(vendor="amplitude", operation="user_profile", hang=True)
     async with call_on(settings, [GREETING, lookup_turn("How am I doing?")]) as call:
-        started = await play(call, "How am I doing?")
-    (output,) = call.outputs("lookup_trial_activity")
-    assert output.is_error and output.output in FALLBACK_LINES[FallbackKind.TIMEOUT]
-    lines = call.agent_lines()
-    fillers = filler_said(call, started)
-    assert len(fillers) == 1, "at most one filler line per tool"
-    assert lines.index(fillers[0][0]) < lines.index(output.output)
+        result, _ = await ask(call, "How am I doing?")
+    # At most one filler line per tool: after it, only the fallback and its spoken form.
+    _, _, output = expect_filler_then_answer(result, is_error=True)
+    assert output.event().item.output in FALLBACK_LINES[FallbackKind.TIMEOUT]
+    assert sum(line in FILLER_LINES for line in call.agent_lines()) == 1
 
 
 async def test_filler_lines_vary_from_one_tool_to_the_next(
@@ -98,9 +118,8 @@ async def test_filler_lines_vary_from_one_tool_to_the_next(
     sandbox.add_fault(vendor="amplitude", operation="user_profile", latency_ms=700)
     turns = [GREETING, *(lookup_turn(f"Question {n}?") for n in range(3))]
     async with call_on(settings, turns) as call:
-        for n in range(3):
-            await play(call, f"Question {n}?")
-    fillers = [line for line, _ in filler_said(call, 0.0)]
+        results = [(await ask(call, f"Question {n}?"))[0] for n in range(3)]
+    fillers = [spoken(expect_filler_then_answer(r, is_error=False)[0]) for r in results]
     assert len(fillers) == 3
     assert len(set(fillers)) == 3
 

@@ -14,6 +14,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from agent.entrypoint import MAX_DISPATCH_CHARS, read_dispatch
+from agent.trialist_agent import PandaDocTrialistAgent
 from contracts.models import Trialist
 from contracts.outreach import OptOutRequest, OutreachDispatch, outreach_workflow_id
 from devtools.scripted_llm import CallTools, Reply, ScriptedTurn, ToolCall
@@ -24,6 +25,7 @@ from tests.agent.call_harness import (
     call_on,
     new_call_id,
     running_worker,
+    spoken,
     temporal_target,
     text_call,
 )
@@ -82,17 +84,25 @@ async def test_stop_calling_me_flags_both_crms_before_the_call_ends_and_ends_the
         ScriptedTurn("Bye.", CallTools(ToolCall("end_call")), Reply("Goodbye!")),
     ]
     async with running_worker(settings), call_on(settings, turns, trialist=who) as call:
-        await call.say("Please stop calling me, and no more emails either.")
+        stop = await call.say("Please stop calling me, and no more emails either.")
         flags_during_call = crm_flags(sandbox, who)  # the call is still on
-        await call.say("Bye.")
+        bye = await call.say("Bye.")
         await call.wait_closed()
         handle = dev_env.client.get_workflow_handle(outreach_workflow_id(who.trial_account_id))
         await handle.result()
         description = await handle.describe()
 
     assert flags_during_call == (True, "true")
-    assert "AI assistant calling for PandaDoc" in call.agent_lines()[0]
-    assert "will not be called again" in call.outputs("opt_out")[0].output
+    greeting = call.greeting.expect
+    greeting.next_event().is_agent_handoff(new_agent_type=PandaDocTrialistAgent)
+    said = spoken(greeting.next_event().is_message(role="assistant"))
+    assert "AI assistant calling for PandaDoc" in said
+    stop.expect.next_event().is_function_call(name="opt_out", arguments={"also_email": True})
+    recorded = stop.expect.next_event().is_function_call_output(is_error=False).event().item
+    assert "will not be called again" in recorded.output
+    stop.expect.next_event().is_message(role="assistant")
+    stop.expect.no_more_events()
+    bye.expect.next_event().is_function_call(name="end_call")
     assert description.status is WorkflowExecutionStatus.COMPLETED
     assert description.search_attributes.get("OutreachStatus") == ["opted_out"]
 
@@ -171,8 +181,13 @@ async def test_call_me_back_thursday_afternoon_becomes_the_outcomes_callback(
     async with agent_runtime(settings) as runtime:
         async with text_call(runtime, turns, call_id=new_call_id(), trialist=who) as call:
             call.services.clock = lambda: tuesday
-            await call.say("Not now. Call me back Thursday afternoon.")
+            result = await call.say("Not now. Call me back Thursday afternoon.")
         fields = call.services.state.outcome_fields()
+    result.expect.next_event().is_function_call(
+        name="schedule_callback", arguments={"day": "Thursday", "time_of_day": "afternoon"}
+    )
+    noted = result.expect.next_event().is_function_call_output(is_error=False).event().item
+    assert noted.output.startswith("Noted: call back Thursday afternoon.")
     window = fields["callback"]
     assert window is not None
     local = window.start.astimezone(ZoneInfo(who.timezone))
@@ -216,10 +231,10 @@ async def test_voicemail_leaves_the_one_allowed_message_or_none(
                     started_at=call.services.call.started_at,
                     outreach=services_outreach,
                 )
-                await call.say("Hi, you've reached Casey. Leave a message after the tone.")
-            answers.append(
-                (call.outputs("voicemail_reached")[0].output, call.services.state.outcome_fields())
-            )
+                result = await call.say("Hi, you've reached Casey. Leave a message after the tone.")
+            result.expect.next_event().is_function_call(name="voicemail_reached")
+            answer = result.expect.next_event().is_function_call_output(is_error=False)
+            answers.append((answer.event().item.output, call.services.state.outcome_fields()))
     (left, left_fields), (silent, silent_fields) = answers
     assert "AI assistant calling for PandaDoc" in left and "say stop" in left
     assert (left_fields["voicemail"], left_fields["voicemail_message_left"]) == (True, True)

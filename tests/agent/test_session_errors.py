@@ -15,7 +15,7 @@ from config.settings import Settings
 from contracts.models import CallOutcome, EndedReason
 from contracts.names import CALL_ENDED_SIGNAL, workflow_id_for
 from devtools.scripted_llm import Fail, Reply, ScriptedTurn, connection_drop, model_outage
-from tests.agent.call_harness import TextCall, agent_settings, call_on, temporal_target
+from tests.agent.call_harness import TextCall, agent_settings, call_on, spoken, temporal_target
 from tests.servers import SandboxServer
 
 GREETING = ScriptedTurn(None, Reply("Hi Dana, this is Sam from PandaDoc. Got a minute?"))
@@ -60,7 +60,10 @@ async def test_a_recoverable_model_error_is_logged_and_the_call_carries_on(
     ]
     caplog.set_level(logging.WARNING, logger="agent.session_end")
     async with call_on(settings, turns) as call:
-        await call.say("Hello?")
+        result = await call.say("Hello?")
+        # The retried model call answered: the turn is just the reply, with no goodbye in it.
+        assert spoken(result.expect.next_event().is_message(role="assistant")) == "Sorry, go on."
+        result.expect.no_more_events()
         assert call.agent_lines()[-1] == "Sorry, go on."
         assert not call.closed.is_set()
         assert call.services.ended_reason is None
@@ -101,7 +104,8 @@ async def test_a_hang_up_or_a_drop_hands_the_outcome_off_exactly_once(
 ) -> None:
     turns = [GREETING, ScriptedTurn("We're nine people.", Reply("Nice!"))]
     async with call_on(settings, turns) as call:
-        await call.say("We're nine people.")
+        result = await call.say("We're nine people.")
+        assert spoken(result.expect.next_event().is_message(role="assistant")) == "Nice!"
         _close_like_livekit(call, close_reason)
         await call.wait_closed()
         first = await call.lifecycle.finish()

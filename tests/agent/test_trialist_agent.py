@@ -1,4 +1,8 @@
-"""PandaDocTrialistAgent end to end: a scripted LLM drives the real session, tools and handoff."""
+"""PandaDocTrialistAgent end to end: a scripted LLM drives the real session, tools and handoff.
+
+Each turn is asserted with LiveKit's testing API (RunResult.expect): which tools ran, with what
+arguments, what they answered and what the agent said, in order.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from livekit.agents import CloseReason
+from livekit.agents.voice.run_result import (
+    FunctionCallAssert,
+    FunctionCallOutputAssert,
+    RunResult,
+)
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -19,7 +28,12 @@ from agent.call_state import Stage
 from agent.resilience.breaker import BreakerState
 from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
 from agent.resilience.filler import FILLER_LINES
-from agent.trialist_agent import offered_start_times, pick_slots, spoken_time
+from agent.trialist_agent import (
+    PandaDocTrialistAgent,
+    offered_start_times,
+    pick_slots,
+    spoken_time,
+)
 from config.settings import Settings
 from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus
 from contracts.names import PROGRESS_QUERY, workflow_id_for
@@ -39,8 +53,10 @@ from tests.agent.call_harness import (
     call_on,
     new_call_id,
     running_worker,
+    spoken,
     temporal_target,
     text_call,
+    tool_seconds,
 )
 from tests.servers import SandboxServer, free_port
 
@@ -53,6 +69,38 @@ def _signal(name: str, value: str) -> ToolCall:
 
 def _first_offered(view: ScriptView) -> dict[str, object]:
     return {"start_time": offered_start_times(view.output("find_meeting_times"))[0][1]}
+
+
+def expect_signals_saved(result: RunResult[None], signals: dict[str, str]) -> str:
+    """The turn saved each signal (the calls in order, then their outputs), then the agent said
+    one line, returned."""
+    for name, value in signals.items():
+        result.expect.next_event().is_function_call(
+            name="record_qualification_signal", arguments={"name": name, "value": value}
+        )
+    for _ in signals:
+        result.expect.next_event().is_function_call_output(is_error=False)
+    said = spoken(result.expect.next_event().is_message(role="assistant"))
+    result.expect.no_more_events()
+    return said
+
+
+def expect_spoken_refusal(
+    result: RunResult[None], tool: str, arguments: dict[str, Any] | None = None
+) -> tuple[FunctionCallAssert, FunctionCallOutputAssert]:
+    """The turn called `tool` (with `arguments`, if given), which answered with a ToolError line
+    that the agent said next.
+
+    A filler line may come between, when the vendor's retries outlast the silence.
+    """
+    call = result.expect.next_event().is_function_call(name=tool, arguments=arguments or {})
+    if filler := result.expect.skip_next_event_if(type="message", role="assistant"):
+        assert spoken(filler) in FILLER_LINES
+    output = result.expect.next_event().is_function_call_output(is_error=True)
+    said = result.expect.next_event().is_message(role="assistant")
+    assert spoken(said) == output.event().item.output
+    result.expect.no_more_events()
+    return call, output
 
 
 SettingsFor = Callable[..., Settings]
@@ -117,20 +165,13 @@ async def test_happy_path_books_during_the_call_and_the_follow_up_completes(
         agent_runtime(settings, clock=clock) as runtime,
     ):
         async with text_call(runtime, turns, call_id=call_id) as call:
-            await call.play()
+            team, tool, asked, chosen, bye = await call.play()
             await call.wait_closed()
         handoff = await call.lifecycle.finish()
 
-        # What the caller heard: their activity, three times, and the confirmation.
-        lines = call.agent_lines()
-        assert "52 documents" in lines[0]
-        offered = offered_start_times(call.outputs("find_meeting_times")[0].output)
-        assert len(offered) == 3
-        booked = call.outputs("book_meeting")[0]
-        assert not booked.is_error
-        assert booked.output.startswith(f"Booked for {offered[0][0]}.")
-        assert any(line.startswith(f"Booked for {offered[0][0]}") for line in lines)
-        assert lines[-1] == "Goodbye, Dana!"
+        # What the caller heard, turn by turn, ending with the goodbye.
+        offered = expect_the_happy_conversation(call.greeting, team, tool, asked, chosen, bye)
+        assert call.agent_lines()[-1] == "Goodbye, Dana!"
 
         # What was handed off: a completed call with every signal and the confirmed booking.
         assert handoff is not None and handoff.status.value == "delivered"
@@ -154,6 +195,57 @@ async def test_happy_path_books_during_the_call_and_the_follow_up_completes(
         if m.get("guest_email") == DANA.email and m.get("status") == "Active"
     ]
     assert len(meetings) == 1
+
+
+def expect_the_happy_conversation(
+    greeting_turn: RunResult[None],
+    team: RunResult[None],
+    tool: RunResult[None],
+    asked: RunResult[None],
+    chosen: RunResult[None],
+    bye: RunResult[None],
+) -> list[tuple[str, str]]:
+    """The happy call's turns, from the activity lookup to the goodbye; returns the offers."""
+    # Their activity, looked up as the agent starts.
+    greeting = greeting_turn.expect
+    greeting.next_event().is_agent_handoff(new_agent_type=PandaDocTrialistAgent)
+    greeting.next_event().is_function_call(name="lookup_trial_activity")
+    greeting.next_event().is_function_call_output(is_error=False)
+    assert "52 documents" in spoken(greeting.next_event().is_message(role="assistant"))
+    greeting.no_more_events()
+    # Every qualifying answer saved as it was heard.
+    expect_signals_saved(team, {"team_size": "12", "use_case": "sales proposals"})
+    expect_signals_saved(
+        tool,
+        {
+            "current_tool": "Google Docs",
+            "decision_role": "decision maker",
+            "timeline": "this quarter",
+        },
+    )
+    # Three times offered and said.
+    asked.expect.next_event().is_function_call(name="find_meeting_times")
+    found = asked.expect.next_event().is_function_call_output(is_error=False)
+    offered = offered_start_times(found.event().item.output)
+    assert len(offered) == 3
+    said = spoken(asked.expect.next_event().is_message(role="assistant"))
+    assert said == found.event().item.output
+    asked.expect.no_more_events()
+    # The first one booked at its exact start, and the confirmation said at once.
+    chosen.expect.next_event().is_function_call(
+        name="book_meeting", arguments={"start_time": offered[0][1]}
+    )
+    booked = chosen.expect.next_event().is_function_call_output(is_error=False)
+    assert booked.event().item.output.startswith(f"Booked for {offered[0][0]}.")
+    confirmed = spoken(chosen.expect.next_event().is_message(role="assistant"))
+    assert confirmed.startswith(f"Booked for {offered[0][0]}")
+    chosen.expect.no_more_events()
+    # The goodbye, and nothing after it.
+    bye.expect.next_event().is_function_call(name="end_call")
+    bye.expect.next_event().is_function_call_output(is_error=False)
+    assert spoken(bye.expect.next_event().is_message(role="assistant")) == "Goodbye, Dana!"
+    bye.expect.no_more_events()
+    return offered
 
 
 async def _await_status(
@@ -195,8 +287,8 @@ async def test_amplitude_down_opens_the_breaker_and_the_next_lookup_fails_fast(
     async with agent_runtime(settings) as runtime:
         breaker = runtime.breakers.get("amplitude")
         async with text_call(runtime, turns, call_id=new_call_id()) as call:
-            await call.say("How am I doing?")
-            await call.say("Can you look again?")
+            first = await call.say("How am I doing?")
+            second = await call.say("Can you look again?")
             # Shared breakers open on the store's answer to the third failure (a millisecond).
             for _ in range(200):
                 if breaker.state is BreakerState.OPEN:
@@ -204,16 +296,18 @@ async def test_amplitude_down_opens_the_breaker_and_the_next_lookup_fails_fast(
                 await asyncio.sleep(0.005)
             assert breaker.state is BreakerState.OPEN
             assert _faults(sandbox, "amplitude") == []  # all three failures were spent
-            turn_seconds = await call.say("And once more?")
+            started = time.monotonic()
+            third = await call.say("And once more?")
+            turn_seconds = time.monotonic() - started
 
-    outputs = call.outputs("lookup_trial_activity")
-    assert all(output.is_error for output in outputs)
+    # Each lookup failed with a spoken fallback, which is what the agent said next.
+    expect_spoken_refusal(first, "lookup_trial_activity")
+    expect_spoken_refusal(second, "lookup_trial_activity")
+    lookup, refused = expect_spoken_refusal(third, "lookup_trial_activity")
     # The fourth request never left the process: it would have succeeded, and it was instant.
-    assert outputs[-1].output in FALLBACK_LINES[FallbackKind.SERVICE_UNAVAILABLE]
-    assert call.tool_seconds["lookup_trial_activity"][-1] < 0.05
+    assert refused.event().item.output in FALLBACK_LINES[FallbackKind.SERVICE_UNAVAILABLE]
+    assert tool_seconds(lookup, refused) < 0.05
     assert turn_seconds < 0.5
-    # The spoken fallback is what the agent said next, in a natural sentence.
-    assert call.agent_lines()[-1] == outputs[-1].output
 
 
 def _faults(sandbox: SandboxServer, vendor: str) -> list[dict[str, object]]:
@@ -241,17 +335,20 @@ async def test_hung_vendor_answers_by_the_deadline_after_a_filler_line(
         ),
     ]
     async with call_on(settings, turns) as call:
-        await call.say("What times are open?")
+        result = await call.say("What times are open?")
 
-    (output,) = call.outputs("find_meeting_times")
-    assert output.is_error
-    assert output.output in FALLBACK_LINES[FallbackKind.TIMEOUT]
-    elapsed = call.tool_seconds["find_meeting_times"][0]
+    search = result.expect.next_event().is_function_call(name="find_meeting_times")
+    # One filler line while the tool waits, then the tool's fallback at its deadline, then that
+    # fallback said.
+    assert spoken(result.expect.next_event().is_message(role="assistant")) in FILLER_LINES
+    output = result.expect.next_event().is_function_call_output(is_error=True)
+    fallback = output.event().item.output
+    assert fallback in FALLBACK_LINES[FallbackKind.TIMEOUT]
+    elapsed = tool_seconds(search, output)
     assert 1.2 - 0.05 <= elapsed <= 1.2 + 0.25, elapsed
-    lines = call.agent_lines()
-    filler = [line for line in lines if line in FILLER_LINES]
-    assert len(filler) == 1
-    assert lines.index(filler[0]) < lines.index(output.output)
+    assert spoken(result.expect.next_event().is_message(role="assistant")) == fallback
+    result.expect.no_more_events()
+    assert sum(line in FILLER_LINES for line in call.agent_lines()) == 1
 
 
 # --- state restore after a failed tool ----------------------------------------------------------
@@ -281,16 +378,19 @@ async def test_a_failed_tool_leaves_the_conversation_state_as_it_was(
         ),
     ]
     async with call_on(settings, turns) as call:
-        await call.say("We're a team of five.")
+        five = await call.say("We're a team of five.")
+        assert expect_signals_saved(five, {"team_size": "5"}) == "Thanks! Want to talk to a rep?"
         before = call.services.state.snapshot()
         assert before.stage is Stage.QUALIFYING
-        await call.say("Sure, when?")
+        search = await call.say("Sure, when?")
         # find_meeting_times moved to scheduling, then failed: the move was undone.
-        assert call.outputs("find_meeting_times")[0].is_error
+        _, failed = expect_spoken_refusal(search, "find_meeting_times")
+        assert failed.event().item.output in FALLBACK_LINES[FallbackKind.SERVICE_UNAVAILABLE]
         assert call.services.state.snapshot() == before
-        await call.say("Yesterday at noon then.")
-        refused = call.outputs("book_meeting")[0]
-        assert refused.is_error and "too soon" in refused.output
+        booking = await call.say("Yesterday at noon then.")
+        yesterday = {"start_time": "2020-01-01T12:00:00-05:00"}
+        _, refused = expect_spoken_refusal(booking, "book_meeting", yesterday)
+        assert "too soon" in refused.event().item.output
         assert call.services.state.snapshot() == before
         assert call.services.state.requested_meeting is None
 
@@ -314,12 +414,21 @@ async def test_qualification_signals_are_validated_and_unknown_names_kept_as_ext
         ),
     ]
     async with call_on(settings, turns) as call:
-        await call.play()
+        dozen, twelve = await call.play()
 
-    bad, extra, fixed = call.outputs("record_qualification_signal")
-    assert bad.is_error and "team_size" in bad.output and "Fix the name or value" in bad.output
-    assert not extra.is_error
-    assert not fixed.is_error
+    signal = "record_qualification_signal"
+    dozen.expect.next_event().is_function_call(
+        name=signal, arguments={"name": "team_size", "value": "a dozen"}
+    )
+    dozen.expect.next_event().is_function_call(
+        name=signal, arguments={"name": "budget", "value": "tight"}
+    )
+    bad = dozen.expect.next_event().is_function_call_output(is_error=True).event().item.output
+    assert "team_size" in bad and "Fix the name or value" in bad
+    dozen.expect.next_event().is_function_call_output(is_error=False)  # an extra, kept
+    assert spoken(dozen.expect.next_event().is_message(role="assistant")) == "Got it."
+    dozen.expect.no_more_events()
+    assert expect_signals_saved(twelve, {"team size": "12"}) == "Thanks."
     signals = call.services.state.qualification_signals()
     assert signals.team_size == 12
     assert signals.extras == {"budget": "tight"}
@@ -385,7 +494,7 @@ async def test_temporal_down_queues_booking_and_outcome_then_the_relay_delivers_
         ),
     ]
     async with call_on(down, turns, call_id=call_id, trialist=MARCO, clock=sandbox.clock) as call:
-        await call.play()
+        asked, chosen = await call.play()
         # The caller hangs up (what RoomIO does when they leave the room).
         call.session._close_soon(reason=CloseReason.PARTICIPANT_DISCONNECTED)
         await call.wait_closed()
@@ -393,12 +502,18 @@ async def test_temporal_down_queues_booking_and_outcome_then_the_relay_delivers_
         handoff = await call.lifecycle.finish()
         hang_up_seconds = time.monotonic() - started
 
-    # The caller heard an honest promise, not a confirmation.
-    booked = call.outputs("book_meeting")[0]
-    assert not booked.is_error
+    # The caller heard an honest promise, not a confirmation, for the time they chose.
+    asked.expect.next_event().is_function_call(name="find_meeting_times")
+    found = asked.expect.next_event().is_function_call_output(is_error=False).event().item
+    chosen.expect.next_event().is_function_call(
+        name="book_meeting", arguments={"start_time": offered_start_times(found.output)[0][1]}
+    )
+    booked = chosen.expect.next_event().is_function_call_output(is_error=False).event().item
     assert booked.output.startswith("Requested ")
     assert "invite will follow by email" in booked.output
-    assert call.agent_lines()[-1] == booked.output
+    assert spoken(chosen.expect.next_event().is_message(role="assistant")) == booked.output
+    chosen.expect.no_more_events()
+    assert call.agent_lines()[-1] == booked.output  # nothing said after the hang-up either
     # Both handoffs wait in the outbox, booking first; the hang-up stayed inside its budget.
     assert handoff is not None and handoff.status.value == "queued"
     assert hang_up_seconds < 3.0
