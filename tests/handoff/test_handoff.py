@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
 from config.settings import Settings
 from contracts import (
@@ -73,10 +74,15 @@ def handoff_to(
     return FollowUpHandoff.from_settings(settings)
 
 
+def target_of(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
 def handoff_up(servers: FollowUpServers, data_dir: Path, **timeouts: float) -> FollowUpHandoff:
     """A handoff to the test's Temporal server and task queue."""
-    target = servers.client.service_client.config.target_host
-    return handoff_to(data_dir, target=target, task_queue=servers.task_queue, **timeouts)
+    return handoff_to(
+        data_dir, target=target_of(servers.env), task_queue=servers.task_queue, **timeouts
+    )
 
 
 def closed_port() -> str:
