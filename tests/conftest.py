@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -102,6 +103,19 @@ def time_skipping_servers(
 def call() -> ScenarioCall:
     """A call of this test's own, with a trialist whose sandbox rows no other test writes."""
     return ScenarioCall.new()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker: send this worker's tally to the controller, which prints it."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["property_tally"] = TALLY.dump()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """In the pytest-xdist controller: add a finished worker's tally to the one printed."""
+    TALLY.merge(getattr(node, "workeroutput", {}).get("property_tally", []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
