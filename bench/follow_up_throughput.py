@@ -771,11 +771,28 @@ async def measure(bench: Bench, *, n: int, concurrency: int, mode: SandboxMode) 
         bench, n=WARM_UP_RUNS, concurrency=WARM_UP_RUNS, label="warm-up", task_queue=queue
     )
     bench.sandbox.reset()
-    # Bare first: it then runs on the emptier server, which can only flatter the bare side.
-    bare = await bare_batch(bench, shape, n=n, concurrency=concurrency, label="bare workflows")
-    orchestration = await follow_up_batch(
-        bench, n=n, concurrency=concurrency, label="no vendor I/O", task_queue=queue
-    )
+    # Interleaved bare, no vendor I/O, no vendor I/O, bare: the order cancels a steady drift,
+    # and other work on a shared machine falls on both sides alike.
+    first, second = (n + 1) // 2, n // 2
+    bares: list[Batch] = []
+    orchestrations: list[Batch] = []
+    for kind, size in (("bare", first), ("orchestration", first), ("orchestration", second),
+                       ("bare", second)):  # fmt: skip
+        if size == 0:
+            continue
+        if kind == "bare":
+            bares.append(
+                await bare_batch(
+                    bench, shape, n=size, concurrency=concurrency, label="bare workflows"
+                )
+            )
+        else:
+            orchestrations.append(
+                await follow_up_batch(
+                    bench, n=size, concurrency=concurrency, label="no vendor I/O", task_queue=queue
+                )
+            )
+    bare, orchestration = _joined(bares), _joined(orchestrations)
     await check_completed(bench, orchestration.workflow_ids)
     follow_ups, plain_follow_ups = await codec_batches(bench, n=n, concurrency=concurrency)
     return Report(

@@ -38,6 +38,7 @@ from contracts import (
 from integrations.clients import VendorClients, build_vendor_clients
 from integrations.http import build_http_client
 from tests.servers import SandboxServer
+from worker import follow_up_runner
 from workflows.follow_up import CallFollowUpWorkflow
 
 # Short enough that a stuck step parks within a test, long enough for loopback HTTP.
@@ -200,6 +201,7 @@ async def follow_up_worker(
             task_queue=task_queue,
             workflows=[CallFollowUpWorkflow],
             activities=registered,
+            workflow_runner=follow_up_runner(),
         ):
             yield clients
 

@@ -17,6 +17,7 @@ from temporalio.worker import Replayer
 
 from contracts import WORKFLOW_TYPE, FollowUpInput
 from tests.payload_keys import HISTORY_CONVERTER
+from worker import follow_up_runner
 from workflows.follow_up import CallFollowUpWorkflow
 
 HISTORY_DIR = Path(__file__).resolve().parent.parent / "histories"
@@ -34,7 +35,11 @@ def test_histories_are_checked_in() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
 async def test_recorded_history_replays_deterministically(path: Path) -> None:
-    replayer = Replayer(workflows=[CallFollowUpWorkflow], data_converter=HISTORY_CONVERTER)
+    replayer = Replayer(
+        workflows=[CallFollowUpWorkflow],
+        data_converter=HISTORY_CONVERTER,
+        workflow_runner=follow_up_runner(),
+    )
 
     result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
 
