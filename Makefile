@@ -32,8 +32,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# One worker per core (at most 4); worksteal evens out the long end-to-end tests.
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses=4 --dist worksteal
 
 sandbox: $(STAMP)
 	$(BIN)/python -m sandbox

@@ -588,22 +588,31 @@ async def follow_up_batch(
     run = uuid.uuid4().hex[:8]
 
     async def start(index: int) -> WorkflowHandle[Any, Any]:
-        call_id = f"bench-{run}-{index}"
-        return await starter.start_workflow(
-            WORKFLOW_TYPE,
-            FollowUpInput(
-                call_id=call_id,
-                call_ended_timeout_seconds=settings.follow_up_call_ended_timeout_seconds,
-                step_schedule_to_close_seconds=settings.follow_up_step_schedule_to_close_seconds,
-            ),
-            id=workflow_id_for(call_id),
-            task_queue=task_queue or settings.temporal_task_queue,
-            start_signal=CALL_ENDED_SIGNAL,
-            start_signal_args=[call_outcome(call_id, slots[index], index)],
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        outcome = call_outcome(f"bench-{run}-{index}", slots[index], index)
+        return await signal_call_ended(
+            starter, settings, task_queue or settings.temporal_task_queue, outcome
         )
 
     return await run_batch(label, start, n=n, concurrency=concurrency, meter=bench.meter)
+
+
+async def signal_call_ended(
+    client: Client, settings: Settings, task_queue: str, outcome: CallOutcome
+) -> WorkflowHandle[Any, Any]:
+    """What the agent does at hang-up: signal-with-start call_ended, with the settings' budgets."""
+    return await client.start_workflow(
+        WORKFLOW_TYPE,
+        FollowUpInput(
+            call_id=outcome.call_id,
+            call_ended_timeout_seconds=settings.follow_up_call_ended_timeout_seconds,
+            step_schedule_to_close_seconds=settings.follow_up_step_schedule_to_close_seconds,
+        ),
+        id=workflow_id_for(outcome.call_id),
+        task_queue=task_queue,
+        start_signal=CALL_ENDED_SIGNAL,
+        start_signal_args=[outcome],
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
 
 
 async def bare_batch(

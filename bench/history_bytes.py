@@ -24,7 +24,6 @@ import typer
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -36,11 +35,11 @@ from bench.follow_up_throughput import (
     call_outcome,
     free_slots,
     running_sandbox,
+    signal_call_ended,
 )
 from config.process_exit import exits_cleanly
-from contracts import CALL_ENDED_SIGNAL, SEARCH_ATTRIBUTES, WORKFLOW_TYPE, FollowUpInput
+from contracts import SEARCH_ATTRIBUTES
 from contracts.codec import EncryptionCodec, PayloadKey, encrypted_data_converter, is_encrypted
-from contracts.names import workflow_id_for
 from integrations.clients import build_vendor_clients
 from tests.history_scan import payloads_in
 from tests.servers import binary
@@ -106,22 +105,8 @@ async def run_follow_ups(
     run = uuid.uuid4().hex[:8]
     handles = []
     for index in range(n):
-        call_id = f"bytes-{label}-{run}-{index}"
-        handles.append(
-            await client.start_workflow(
-                WORKFLOW_TYPE,
-                FollowUpInput(
-                    call_id=call_id,
-                    call_ended_timeout_seconds=settings.follow_up_call_ended_timeout_seconds,
-                    step_schedule_to_close_seconds=settings.follow_up_step_schedule_to_close_seconds,
-                ),
-                id=workflow_id_for(call_id),
-                task_queue=settings_queue,
-                start_signal=CALL_ENDED_SIGNAL,
-                start_signal_args=[call_outcome(call_id, slots[index], index)],
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )
-        )
+        outcome = call_outcome(f"bytes-{label}-{run}-{index}", slots[index], index)
+        handles.append(await signal_call_ended(client, settings, settings_queue, outcome))
     for handle in handles:
         await asyncio.wait_for(handle.result(), RESULT_SECONDS)
     return [list((await handle.fetch_history()).events) for handle in handles]

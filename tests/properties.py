@@ -47,6 +47,14 @@ class Tally:
     def crashed(self, surface: str) -> None:
         self.counts[(surface, "crashed")] += 1
 
+    def dump(self) -> list[tuple[str, str, int]]:
+        """The counts as plain data, for a pytest-xdist worker to send to the controller."""
+        return [(surface, kind, count) for (surface, kind), count in self.counts.items()]
+
+    def merge(self, dumped: list[tuple[str, str, int]]) -> None:
+        for surface, kind, count in dumped:
+            self.counts[(surface, kind)] += count
+
     def lines(self) -> list[str]:
         surfaces = sorted({surface for surface, _ in self.counts})
         rows = []

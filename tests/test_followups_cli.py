@@ -7,20 +7,17 @@ the real workflow and activities runs in the test; the CLI runs as its own proce
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
-from config.settings import Settings
 from contracts import (
-    CALL_ENDED_SIGNAL,
     FollowUpStatus,
     FollowUpStep,
     StepState,
@@ -28,14 +25,14 @@ from contracts import (
     workflow_id_for,
 )
 from contracts.codec import PayloadKey, encrypted_data_converter
-from tests.payload_keys import SESSION_KEY
+from tests.commands import Run, clean_env, run_command
 from tests.servers import SandboxServer, free_port
 from tests.workflows.scenario import (
-    call_outcome,
+    FollowUpServers,
+    ScenarioCall,
     clear_faults,
     follow_up_input,
     follow_up_worker,
-    make_trialist,
     new_call_id,
     progress_of,
     wait_until,
@@ -50,41 +47,20 @@ UI_BASE = "http://temporal-ui.test:8233"
 VISIBILITY_SECONDS = 15.0
 
 
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
 def cli_env(client: Client, task_queue: str, tmp_path: Path) -> dict[str, str]:
     """The operator's environment: the test's server, queue and payload key, nothing else."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    env.update(
-        PAYLOAD_ENCRYPTION_KEY=SESSION_KEY.to_base64(),
-        PAYLOAD_ENCRYPTION_KEY_ID=SESSION_KEY.id,
+    return clean_env(
+        tmp_path,
         TEMPORAL_ADDRESS=client.service_client.config.target_host,
         TEMPORAL_NAMESPACE=client.namespace,
         TEMPORAL_TASK_QUEUE=task_queue,
         TEMPORAL_UI_URL=UI_BASE,
-        DATA_DIR=str(tmp_path / ".data"),
         COLUMNS="400",  # wide enough that no table cell wraps,
     )
-    return env
 
 
 async def trialist(env: dict[str, str], cwd: Path, *args: str) -> Run:
-    process = await asyncio.create_subprocess_exec(
-        TRIALIST,
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return Run(process.returncode, out.decode(), err.decode())
+    return await run_command(TRIALIST, *args, env=env, cwd=cwd)
 
 
 def table_row(output: str, text: str) -> str:
@@ -94,23 +70,27 @@ def table_row(output: str, text: str) -> str:
     return rows[0]
 
 
-async def start_parked_call(
-    client: Client, task_queue: str
-) -> tuple[str, WorkflowHandle[Any, Any]]:
-    """What the agent does at hang-up (signal-with-start); HubSpot's fault then parks it."""
-    call_id = new_call_id()
-    trialist_ = make_trialist(call_id)
-    handle = await client.start_workflow(
-        CallFollowUpWorkflow.run,
-        follow_up_input(call_id),
-        id=workflow_id_for(call_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        start_signal=CALL_ENDED_SIGNAL,
-        start_signal_args=[call_outcome(call_id, trialist_)],
-        static_summary=follow_up_summary(trialist_.name, trialist_.company),
+@pytest.fixture
+def operator_env(dev_servers: FollowUpServers, tmp_path: Path) -> dict[str, str]:
+    return cli_env(dev_servers.client, dev_servers.task_queue, tmp_path)
+
+
+@asynccontextmanager
+async def hubspot_refusing_contacts(servers: FollowUpServers) -> AsyncIterator[None]:
+    """A worker up while HubSpot refuses every contact upsert: a permanent 400 parks the step."""
+    servers.sandbox.add_fault(
+        vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
     )
-    return call_id, handle
+    async with servers.worker():
+        yield
+
+
+async def start_parked_call(servers: FollowUpServers) -> tuple[str, WorkflowHandle[Any, Any]]:
+    """What the agent does at hang-up (signal-with-start); HubSpot's fault then parks it."""
+    call = ScenarioCall.new()
+    summary = follow_up_summary(call.trialist.name, call.trialist.company)
+    handle = await servers.signal_call_ended(call.outcome(), summary=summary)
+    return call.call_id, handle
 
 
 async def listed_as(client: Client, status: FollowUpStatus, call_ids: list[str]) -> bool:
@@ -120,16 +100,12 @@ async def listed_as(client: Client, status: FollowUpStatus, call_ids: list[str])
 
 
 async def test_operator_lists_shows_retries_and_skips_parked_follow_ups(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, operator_env: dict[str, str], tmp_path: Path
 ) -> None:
-    client = dev_env.client
-    env = cli_env(client, task_queue, tmp_path)
-    sandbox.add_fault(
-        vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
-    )
-    async with follow_up_worker(client, task_queue, sandbox=sandbox):
-        retried, retried_handle = await start_parked_call(client, task_queue)
-        skipped, skipped_handle = await start_parked_call(client, task_queue)
+    client, env = dev_servers.client, operator_env
+    async with hubspot_refusing_contacts(dev_servers):
+        retried, retried_handle = await start_parked_call(dev_servers)
+        skipped, skipped_handle = await start_parked_call(dev_servers)
         await wait_until(
             lambda: listed_as(client, FollowUpStatus.NEEDS_ATTENTION, [retried, skipped]),
             within=VISIBILITY_SECONDS,
@@ -162,7 +138,7 @@ async def test_operator_lists_shows_retries_and_skips_parked_follow_ups(
         assert "needs_attention" in reparked
         assert (await progress_of(retried_handle)).steps[HUBSPOT].attempts == 2
 
-        clear_faults(sandbox.url)
+        clear_faults(dev_servers.sandbox.url)
         fixed = await trialist(env, tmp_path, "followups", "retry", retried)
         assert fixed.code == 0, fixed.err
         assert f"retrying {HUBSPOT.value}" in fixed.out
@@ -200,15 +176,11 @@ async def test_operator_lists_shows_retries_and_skips_parked_follow_ups(
 
 
 async def test_operator_errors_are_clear(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, operator_env: dict[str, str], tmp_path: Path
 ) -> None:
-    client = dev_env.client
-    env = cli_env(client, task_queue, tmp_path)
-    sandbox.add_fault(
-        vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
-    )
-    async with follow_up_worker(client, task_queue, sandbox=sandbox):
-        call_id, handle = await start_parked_call(client, task_queue)
+    env = operator_env
+    async with hubspot_refusing_contacts(dev_servers):
+        call_id, handle = await start_parked_call(dev_servers)
         await wait_until(
             lambda: _parked(handle), within=VISIBILITY_SECONDS, what="the follow-up to park"
         )

@@ -43,6 +43,17 @@ def _sources(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
+# What the packages that run things (operators, devtools) may import of ours besides each other.
+RUNNERS_MAY_IMPORT = {
+    "config",
+    "contracts",
+    "handoff",
+    "integrations",
+    "workflows",
+    "activities",
+    "worker",
+    "sandbox",
+}
 # What each package may import of ours. Absent from a list: forbidden.
 ALLOWED: dict[str, set[str]] = {
     "contracts": {"contracts"},
@@ -55,30 +66,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"config", "contracts"},
     # Operators and devtools run things; they may start any process but never import the agent
     # (devtools runs it as a child process).
-    "operators": {
-        "operators",
-        "config",
-        "contracts",
-        "handoff",
-        "integrations",
-        "workflows",
-        "activities",
-        "worker",
-        "devtools",
-        "sandbox",
-    },
-    "devtools": {
-        "devtools",
-        "config",
-        "contracts",
-        "handoff",
-        "integrations",
-        "workflows",
-        "activities",
-        "worker",
-        "sandbox",
-        "operators",
-    },
+    "operators": {"operators", "devtools", *RUNNERS_MAY_IMPORT},
+    "devtools": {"devtools", "operators", *RUNNERS_MAY_IMPORT},
 }
 
 # The devtools modules that drive the real agent through the scripted LLM. They run inside the

@@ -12,8 +12,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +31,17 @@ from contracts import (
     DEFAULT_TASK_QUEUE,
     FOLLOW_UP_STATUS,
     WORKFLOW_TYPE,
-    BookingRequest,
     CallOutcome,
-    EndedReason,
     FollowUpInput,
     FollowUpStep,
-    QualificationSignals,
-    Trialist,
     workflow_id_for,
 )
+from devtools.devstack import SEARCH_ATTRIBUTE_FLAGS
 from integrations.chilipiper import ChiliPiperGuest
 from integrations.clients import build_vendor_clients
 from tests.payload_keys import SESSION_CONVERTER
 from tests.servers import SandboxServer, binary, free_port
+from tests.workflows.scenario import ScenarioCall
 
 REPO = Path(__file__).resolve().parent.parent
 READY = "worker ready:"
@@ -160,38 +158,6 @@ async def first_free_slot(sandbox_url: str) -> datetime:
     return found.slots[0]
 
 
-def new_call_id() -> str:
-    return f"worker-{uuid.uuid4().hex[:12]}"
-
-
-def outcome_for(call_id: str, *, slot: datetime | None) -> CallOutcome:
-    trialist = Trialist(
-        email=f"{call_id}@example.com",
-        name="Riley Chen",
-        company="Chen Consulting",
-        phone="+14155550123",
-        trial_account_id=f"trial-{call_id}",
-        timezone="America/Denver",
-    )
-    ended = datetime.now(
-        UTC
-    )  # a timestamp on a record, not a calendar decision: the wall clock is fine
-    meeting = None
-    if slot is not None:
-        meeting = BookingRequest(call_id=call_id, slot_start=slot, guest=trialist)
-    return CallOutcome(
-        call_id=call_id,
-        trialist=trialist,
-        started_at=ended - timedelta(minutes=5),
-        ended_at=ended,
-        ended_reason=EndedReason.COMPLETED,
-        signals=QualificationSignals(team_size=8, use_case="quotes", timeline="next month"),
-        notes=["Uses Word templates today"],
-        summary="Qualified; wants a walkthrough of approvals.",
-        requested_meeting=meeting,
-    )
-
-
 async def call_ended(
     client: Client, task_queue: str, outcome: CallOutcome
 ) -> WorkflowHandle[Any, Any]:
@@ -278,14 +244,14 @@ async def test_worker_runs_follow_ups_serves_metrics_and_stops_gracefully(
         assert "namespace=default" in ready
         assert "salesforce=sandbox hubspot=sandbox chilipiper=sandbox amplitude=sandbox" in ready
 
-        call_id = new_call_id()
+        call = ScenarioCall.new()
         slot = await first_free_slot(sandbox.url)
-        handle = await call_ended(client, task_queue, outcome_for(call_id, slot=slot))
+        handle = await call_ended(client, task_queue, call.outcome(requested=call.booking(slot)))
         await asyncio.wait_for(handle.result(), 60)
         description = await handle.describe()
         assert description.typed_search_attributes.get(FOLLOW_UP_STATUS) == "completed"
         meetings = sandbox.state()["chilipiper_meetings"]
-        ours = [m for m in meetings if m["guest_email"] == f"{call_id}@example.com"]
+        ours = [m for m in meetings if m["guest_email"] == call.trialist.email]
         assert len(ours) == 1 and ours[0]["status"] == "Active"
 
         async with httpx2.AsyncClient() as http:
@@ -296,7 +262,7 @@ async def test_worker_runs_follow_ups_serves_metrics_and_stops_gracefully(
 
         # A slow Amplitude: SIGTERM arrives while its activity runs; the grace period lets it end.
         sandbox.add_fault(vendor="amplitude", operation="track", latency_ms=SLOW_MS)
-        slow = await call_ended(client, task_queue, outcome_for(new_call_id(), slot=None))
+        slow = await call_ended(client, task_queue, ScenarioCall.new().outcome())
         await wait_until_only_running(slow, TRACK_ANALYTICS)
         signalled = time.monotonic()
         code = worker.stop(timeout=GRACE_SECONDS + 10)
@@ -308,7 +274,7 @@ async def test_worker_runs_follow_ups_serves_metrics_and_stops_gracefully(
     assert "worker stopped" in worker.output
     assert "Traceback" not in worker.output
     assert SANDBOX_CREDENTIAL not in worker.output
-    assert f"{call_id}@example.com" not in worker.output  # no personal data in the logs
+    assert call.trialist.email not in worker.output  # no personal data in the logs
     # The activity running at SIGTERM finished within the grace period and was reported.
     assert TRACK_ANALYTICS in await completed_activity_types(slow)
     await slow.terminate("test over")
@@ -330,7 +296,7 @@ async def test_activity_longer_than_the_grace_period_is_cut_off_and_worker_exits
         ready = worker.wait_for(READY)
         assert "metrics=off" in ready
         sandbox.add_fault(vendor="amplitude", operation="track", hang=True)
-        handle = await call_ended(dev_env.client, task_queue, outcome_for(new_call_id(), slot=None))
+        handle = await call_ended(dev_env.client, task_queue, ScenarioCall.new().outcome())
         await wait_until_started(handle, TRACK_ANALYTICS)
         signalled = time.monotonic()
         code = worker.stop(timeout=grace + 15)
@@ -410,48 +376,22 @@ def test_bad_setting_exits_1_naming_the_variable(tmp_path: Path) -> None:
 # --- start-up order: the worker waits for a server that is still starting ---------------------
 
 
-def test_worker_waits_for_a_server_that_starts_after_it(tmp_path: Path) -> None:
-    port = free_port()
-    with running_worker(
+def patient_worker(tmp_path: Path, port: int) -> AbstractContextManager[WorkerProcess]:
+    """A worker that tries 30 times to reach a Temporal server on `port`."""
+    return running_worker(
         tmp_path,
         TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
         WORKER_CONNECT_ATTEMPTS="30",
         WORKER_METRICS_PORT="0",
-    ) as worker:
-        worker.wait_for("not reachable (attempt 1/30)")
-        server = subprocess.Popen(
-            [
-                binary("temporal"),
-                "server",
-                "start-dev",
-                "--headless",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--ui-port",
-                str(free_port()),
-                "--log-level",
-                "error",
-                "--search-attribute",
-                "FollowUpStatus=Keyword",
-                "--search-attribute",
-                "FollowUpFailedStep=Keyword",
-                "--search-attribute",
-                "OutreachStatus=Keyword",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            worker.wait_for(READY)
-            assert worker.stop(timeout=20) == 0, worker.output
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
+    )
 
 
-def dev_server(port: int, db: Path) -> subprocess.Popen[bytes]:
+def dev_server(port: int, db: Path | None = None) -> subprocess.Popen[bytes]:
+    """`temporal server start-dev` on `port` with our search attributes, kept in `db` if given."""
+    kept = ["--db-filename", str(db)] if db is not None else []
+    search_attributes = [
+        arg for flag in SEARCH_ATTRIBUTE_FLAGS for arg in ("--search-attribute", flag)
+    ]
     return subprocess.Popen(
         [
             binary("temporal"),
@@ -464,20 +404,27 @@ def dev_server(port: int, db: Path) -> subprocess.Popen[bytes]:
             str(port),
             "--ui-port",
             str(free_port()),
-            "--db-filename",
-            str(db),
+            *kept,
             "--log-level",
             "error",
-            "--search-attribute",
-            "FollowUpStatus=Keyword",
-            "--search-attribute",
-            "FollowUpFailedStep=Keyword",
-            "--search-attribute",
-            "OutreachStatus=Keyword",
+            *search_attributes,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def test_worker_waits_for_a_server_that_starts_after_it(tmp_path: Path) -> None:
+    port = free_port()
+    with patient_worker(tmp_path, port) as worker:
+        worker.wait_for("not reachable (attempt 1/30)")
+        server = dev_server(port)
+        try:
+            worker.wait_for(READY)
+            assert worker.stop(timeout=20) == 0, worker.output
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
 
 
 async def a_follow_up_runs_on(target: str) -> None:
@@ -508,12 +455,7 @@ def test_a_worker_rides_out_temporal_dying_under_it_and_serves_when_it_is_back(
     db = tmp_path / "temporal.db"
     server = dev_server(port, db)
     try:
-        with running_worker(
-            tmp_path,
-            TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
-            WORKER_CONNECT_ATTEMPTS="30",
-            WORKER_METRICS_PORT="0",
-        ) as worker:
+        with patient_worker(tmp_path, port) as worker:
             worker.wait_for(READY)
             server.kill()  # SIGKILL: an outage, not a shutdown
             server.wait(timeout=20)
@@ -530,12 +472,7 @@ def test_a_worker_rides_out_temporal_dying_under_it_and_serves_when_it_is_back(
 
 
 def test_sigterm_during_start_up_retries_exits_0_at_once(tmp_path: Path) -> None:
-    with running_worker(
-        tmp_path,
-        TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
-        WORKER_CONNECT_ATTEMPTS="30",
-        WORKER_METRICS_PORT="0",
-    ) as worker:
+    with patient_worker(tmp_path, free_port()) as worker:
         worker.wait_for("not reachable (attempt 2/30)")
         signalled = time.monotonic()
         code = worker.stop(timeout=10)

@@ -8,23 +8,17 @@ import pytest
 
 from integrations.clients import VendorClients
 from tests.servers import SandboxServer
-from tests.workflows.scenario import vendor_clients
+from tests.workflows.scenario import open_vendor_clients
 
 
 @pytest.fixture
 async def clients(sandbox: SandboxServer) -> AsyncIterator[VendorClients]:
-    built = vendor_clients(sandbox)
-    try:
-        yield built
-    finally:
-        await built.aclose()
+    async with open_vendor_clients(sandbox) as opened:
+        yield opened
 
 
 @pytest.fixture
 async def pinned_clients(pinned_sandbox: SandboxServer) -> AsyncIterator[VendorClients]:
     """Clients on the sandbox frozen at each calendar instant (tests/pinned_time.py)."""
-    built = vendor_clients(pinned_sandbox)
-    try:
-        yield built
-    finally:
-        await built.aclose()
+    async with open_vendor_clients(pinned_sandbox) as opened:
+        yield opened

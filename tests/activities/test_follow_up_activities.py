@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -16,9 +17,8 @@ from activities.follow_up import (
     MEETING_BOOKED_EVENT,
     FollowUpActivities,
     analytics_events,
-    chilipiper_guest,
 )
-from contracts import BookingStatus, FollowUpStep
+from contracts import BookingStatus, CallOutcome, FollowUpStep
 from contracts.activities import (
     BookMeetingInput,
     LogCallHubSpotInput,
@@ -29,16 +29,14 @@ from contracts.activities import (
     TrackAnalyticsInput,
     UpsertPersonInput,
 )
+from integrations.amplitude import AmplitudeEvent
 from integrations.clients import VendorClients
 from tests.pinned_time import REP_ZONE, PinnedInstant
 from tests.servers import SandboxServer
 from tests.workflows.scenario import (
-    booking_request,
-    call_outcome,
+    ScenarioCall,
+    book_for_someone_else,
     crm_records,
-    free_slots,
-    make_trialist,
-    new_call_id,
     sandbox_rows,
 )
 
@@ -46,6 +44,21 @@ from tests.workflows.scenario import (
 @pytest.fixture
 def activities(clients: VendorClients) -> FollowUpActivities:
     return FollowUpActivities(clients=clients)
+
+
+def person_input(call: ScenarioCall, outcome: CallOutcome) -> UpsertPersonInput:
+    return UpsertPersonInput(call_id=call.call_id, trialist=call.trialist, signals=outcome.signals)
+
+
+def meeting_ids(sandbox: SandboxServer, call: ScenarioCall) -> list[object]:
+    """The ids of the sandbox's meetings with the call's trialist as the guest."""
+    rows = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=call.trialist.email)
+    return [row["meeting_id"] for row in rows]
+
+
+def personal_data(call: ScenarioCall) -> tuple[str, ...]:
+    """What no log line or analytics event may carry: who the call was with."""
+    return (call.trialist.email, call.trialist.name, str(call.trialist.phone))
 
 
 def test_every_step_has_one_registered_activity(activities: FollowUpActivities) -> None:
@@ -57,12 +70,10 @@ async def test_booking_books_once_and_a_second_attempt_reconciles(
     sandbox: SandboxServer,
     clients: VendorClients,
     activities: FollowUpActivities,
+    call: ScenarioCall,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    slot = (await free_slots(clients, trialist))[0]
-    arg = BookMeetingInput(call_id=call_id, request=booking_request(call_id, trialist, slot))
+    arg = BookMeetingInput(call_id=call.call_id, request=await call.first_free_booking(clients))
     env = ActivityEnvironment()
     heartbeats: list[object] = []
     env.on_heartbeat = lambda *details: heartbeats.extend(details)
@@ -76,11 +87,10 @@ async def test_booking_books_once_and_a_second_attempt_reconciles(
     assert second.result == first.result
     assert second.reconciled is True
     assert heartbeats  # the long booking attempt reports progress
-    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
-    assert [m["meeting_id"] for m in meetings] == [first.result.meeting_id]
+    assert meeting_ids(sandbox, call) == [first.result.meeting_id]
     logged = "\n".join(record.getMessage() for record in caplog.records)
-    assert call_id in logged
-    for personal in (trialist.email, trialist.name, str(trialist.phone)):
+    assert call.call_id in logged
+    for personal in personal_data(call):
         assert personal not in logged
 
 
@@ -92,29 +102,24 @@ def nearest(free: list[datetime], taken: datetime, count: int = 3) -> list[datet
 
 @pytest.mark.parametrize("which", ["first", "sixth", "last_of_first_day"])
 async def test_a_taken_slot_is_unavailable_with_the_three_nearest_alternatives(
-    pinned_clients: VendorClients, calendar_instant: PinnedInstant, which: str
+    pinned_clients: VendorClients, calendar_instant: PinnedInstant, call: ScenarioCall, which: str
 ) -> None:
     # Nearest means nearest in time, across a day's end or a weekend when that is closer: the
     # earlier "within an hour" expectation held only at some hours (busy meetings, day ends).
     clients = pinned_clients
     activities = FollowUpActivities(clients=clients)
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    slots = await free_slots(clients, trialist)
+    slots = await call.free_slots(clients)
     first_day = slots[0].astimezone(REP_ZONE).date()
     taken = {
         "first": slots[0],
         "sixth": slots[5],
         "last_of_first_day": [s for s in slots if s.astimezone(REP_ZONE).date() == first_day][-1],
     }[which]
-    other = make_trialist(new_call_id())
-    guest = chilipiper_guest(other)
-    session = await clients.chilipiper.find_free_slots(guest, timezone=guest.timezone)
-    await clients.chilipiper.book_slot(route_id=session.route_id, slot_start=taken, guest=guest)
+    await book_for_someone_else(clients, taken)
 
     output = await ActivityEnvironment().run(
         activities.book_meeting,
-        BookMeetingInput(call_id=call_id, request=booking_request(call_id, trialist, taken)),
+        BookMeetingInput(call_id=call.call_id, request=call.booking(taken)),
     )
 
     result = output.result
@@ -125,12 +130,12 @@ async def test_a_taken_slot_is_unavailable_with_the_three_nearest_alternatives(
 
 
 async def test_an_ambiguous_booking_is_retryable_and_the_retry_finds_the_meeting(
-    sandbox: SandboxServer, clients: VendorClients, activities: FollowUpActivities
+    sandbox: SandboxServer,
+    clients: VendorClients,
+    activities: FollowUpActivities,
+    call: ScenarioCall,
 ) -> None:
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    slot = (await free_slots(clients, trialist))[0]
-    arg = BookMeetingInput(call_id=call_id, request=booking_request(call_id, trialist, slot))
+    arg = BookMeetingInput(call_id=call.call_id, request=await call.first_free_booking(clients))
     # Commits, then holds the reply past the client's 1 s read timeout.
     sandbox.add_fault(
         vendor="chilipiper", operation="schedule_simple", after_commit_latency_ms=2500, times=1
@@ -143,16 +148,14 @@ async def test_an_ambiguous_booking_is_retryable_and_the_retry_finds_the_meeting
     assert ambiguous.value.type == "ambiguous_outcome"
     assert ambiguous.value.non_retryable is False  # safe: every attempt reconciles first
     assert retried.reconciled is True
-    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
-    assert [m["meeting_id"] for m in meetings] == [retried.result.meeting_id]
+    assert meeting_ids(sandbox, call) == [retried.result.meeting_id]
 
 
 async def test_analytics_insert_ids_come_from_the_call_and_a_resend_is_deduplicated(
-    sandbox: SandboxServer, activities: FollowUpActivities
+    sandbox: SandboxServer, activities: FollowUpActivities, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    outcome = call_outcome(call_id, trialist)
+    call_id, trialist = call.call_id, call.trialist
+    outcome = call.outcome()
     meeting = MeetingRecord(meeting_id="m-1", start=outcome.ended_at + timedelta(days=1))
     arg = TrackAnalyticsInput(
         call_id=call_id,
@@ -173,27 +176,22 @@ async def test_analytics_insert_ids_come_from_the_call_and_a_resend_is_deduplica
     ]
 
 
-def test_analytics_events_carry_signals_but_no_personal_data() -> None:
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    outcome = call_outcome(call_id, trialist)
+def test_analytics_events_carry_signals_but_no_personal_data(call: ScenarioCall) -> None:
+    call_id, trialist = call.call_id, call.trialist
+    outcome = call.outcome()
 
-    with_outcome = analytics_events(
-        TrackAnalyticsInput(
-            call_id=call_id,
-            user_id=trialist.trial_account_id,
-            outcome=outcome,
-            tracked_at=outcome.ended_at,
+    def events_for(**tracked: Any) -> list[AmplitudeEvent]:
+        return analytics_events(
+            TrackAnalyticsInput(
+                call_id=call_id,
+                user_id=trialist.trial_account_id,
+                tracked_at=outcome.ended_at,
+                **tracked,
+            )
         )
-    )
-    missing = analytics_events(
-        TrackAnalyticsInput(
-            call_id=call_id,
-            user_id=trialist.trial_account_id,
-            outcome_missing=True,
-            tracked_at=outcome.ended_at,
-        )
-    )
+
+    with_outcome = events_for(outcome=outcome)
+    missing = events_for(outcome_missing=True)
 
     assert [e.event_type for e in with_outcome] == [CALL_COMPLETED_EVENT]
     properties = with_outcome[0].event_properties
@@ -201,17 +199,15 @@ def test_analytics_events_carry_signals_but_no_personal_data() -> None:
     assert properties["duration_seconds"] == 360
     assert [e.event_type for e in missing] == [CALL_OUTCOME_MISSING_EVENT]
     text = str([e.model_dump() for e in with_outcome + missing])
-    for personal in (trialist.email, trialist.name, str(trialist.phone)):
+    for personal in personal_data(call):
         assert personal not in text
 
 
 async def test_crm_writes_are_idempotent_by_external_ids(
-    sandbox: SandboxServer, activities: FollowUpActivities
+    sandbox: SandboxServer, activities: FollowUpActivities, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    outcome = call_outcome(call_id, trialist)
-    person = UpsertPersonInput(call_id=call_id, trialist=trialist, signals=outcome.signals)
+    call_id, outcome = call.call_id, call.outcome()
+    person = person_input(call, outcome)
     meeting = MeetingRecord(meeting_id="meeting-0001", start=outcome.ended_at + timedelta(days=2))
     env = ActivityEnvironment()
 
@@ -237,7 +233,7 @@ async def test_crm_writes_are_idempotent_by_external_ids(
             ),
         )
 
-    records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
+    records = crm_records(sandbox.url, call_id=call_id, trialist=call.trialist)
     assert records.counts() == records.expected_for_one_call(meeting=True)
     assert records.hubspot_note_mentions(outcome.summary)
 
@@ -248,12 +244,13 @@ def _hubspot_paths(sandbox: SandboxServer, since: int) -> list[tuple[str, int]]:
 
 
 async def test_a_first_attempt_creates_engagements_without_searching_and_a_retry_searches(
-    sandbox: SandboxServer, activities: FollowUpActivities, caplog: pytest.LogCaptureFixture
+    sandbox: SandboxServer,
+    activities: FollowUpActivities,
+    call: ScenarioCall,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    outcome = call_outcome(call_id, trialist)
-    person = UpsertPersonInput(call_id=call_id, trialist=trialist, signals=outcome.signals)
+    call_id, outcome = call.call_id, call.outcome()
+    person = person_input(call, outcome)
     contact = await ActivityEnvironment().run(activities.upsert_hubspot_contact, person)
     arg = LogCallHubSpotInput(call_id=call_id, contact_id=contact.contact_id, outcome=outcome)
     before = len(sandbox_rows(sandbox.url, "hubspot_requests"))
@@ -281,6 +278,6 @@ async def test_a_first_attempt_creates_engagements_without_searching_and_a_retry
     assert _hubspot_paths(sandbox, after_again) == [("calls/search", 200), ("notes/search", 200)]
     assert {first.call_engagement_id} == {again.call_engagement_id, retried.call_engagement_id}
     assert {first.note_id} == {again.note_id, retried.note_id}
-    records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
+    records = crm_records(sandbox.url, call_id=call_id, trialist=call.trialist)
     counts = records.counts()
     assert counts["hubspot_calls"] == 1 and counts["hubspot_notes"] == 1

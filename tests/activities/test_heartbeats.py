@@ -23,12 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.activities import BookMeetingInput
     from integrations.clients import VendorClients
     from tests.servers import SandboxServer
-    from tests.workflows.scenario import (
-        booking_request,
-        free_slots,
-        make_trialist,
-        new_call_id,
-    )
+    from tests.workflows.scenario import ScenarioCall
     from workflows.follow_up_steps import HEARTBEAT_TIMEOUT
 
 
@@ -41,10 +36,8 @@ def environment(heartbeat_timeout: timedelta) -> tuple[ActivityEnvironment, list
 
 
 async def booking_input(clients: VendorClients) -> BookMeetingInput:
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    slot = (await free_slots(clients, trialist))[0]
-    return BookMeetingInput(call_id=call_id, request=booking_request(call_id, trialist, slot))
+    call = ScenarioCall.new()
+    return BookMeetingInput(call_id=call.call_id, request=await call.first_free_booking(clients))
 
 
 async def test_a_quick_booking_attempt_sends_no_heartbeat(clients: VendorClients) -> None:

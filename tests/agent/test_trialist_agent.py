@@ -20,6 +20,7 @@ from livekit.agents.voice.run_result import (
     FunctionCallAssert,
     FunctionCallOutputAssert,
     RunResult,
+    mock_tools,
 )
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -28,6 +29,7 @@ from agent.call_state import Stage
 from agent.resilience.breaker import BreakerState
 from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
 from agent.resilience.filler import FILLER_LINES
+from agent.session_end import build_outcome
 from agent.trialist_agent import (
     PandaDocTrialistAgent,
     offered_start_times,
@@ -544,3 +546,46 @@ async def test_temporal_down_queues_booking_and_outcome_then_the_relay_delivers_
         if event.workflow_execution_signaled_event_attributes.signal_name == "call_ended"
     ]
     assert len(outcomes) == 1
+
+
+async def test_a_tool_that_crashes_costs_one_answer_not_the_call(settings_for: SettingsFor) -> None:
+    """A bug in a tool (forced with LiveKit's mock_tools) is one failed answer: the caller hears
+    the agent go on, the next tool works, and what the call learned still reaches its outcome."""
+
+    def crashing_lookup() -> str:
+        raise RuntimeError("a bug in the tool")
+
+    turns = [
+        GREETING,
+        ScriptedTurn(
+            "We're a team of five.",
+            CallTools(_signal("team_size", "5")),
+            Reply("Thanks! Let me check your trial."),
+        ),
+        ScriptedTurn(
+            "How am I doing?",
+            CallTools(ToolCall("lookup_trial_activity")),
+            Reply("I can't see that right now. What do you use PandaDoc for?"),
+        ),
+        ScriptedTurn(
+            "Sales proposals.",
+            CallTools(_signal("use_case", "sales proposals")),
+            Reply("Got it."),
+        ),
+    ]
+    async with call_on(settings_for(), turns) as call:
+        five = await call.say("We're a team of five.")
+        assert expect_signals_saved(five, {"team_size": "5"}) == "Thanks! Let me check your trial."
+        with mock_tools(PandaDocTrialistAgent, {"lookup_trial_activity": crashing_lookup}):
+            crashed = await call.say("How am I doing?")
+        crashed.expect.next_event().is_function_call(name="lookup_trial_activity")
+        crashed.expect.next_event().is_function_call_output(is_error=True)
+        said = spoken(crashed.expect.next_event().is_message(role="assistant"))
+        assert said == "I can't see that right now. What do you use PandaDoc for?"
+        crashed.expect.no_more_events()
+        assert not call.closed.is_set()
+        use_case = await call.say("Sales proposals.")
+        assert expect_signals_saved(use_case, {"use_case": "sales proposals"}) == "Got it."
+        outcome = build_outcome(call.services, EndedReason.CALLER_HUNG_UP)
+    assert outcome.signals.team_size == 5
+    assert outcome.signals.use_case == "sales proposals"

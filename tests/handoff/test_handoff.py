@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from temporalio.client import WorkflowHandle
+import pytest
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from config.settings import Settings
@@ -41,14 +42,7 @@ from handoff.messages import ALREADY_FINISHED
 from handoff.ordering import MessageKind
 from handoff.relay import Rejection
 from tests.servers import SandboxServer, free_port
-from tests.workflows.scenario import (
-    booking_request,
-    call_outcome,
-    follow_up_worker,
-    free_slots,
-    make_trialist,
-    new_call_id,
-)
+from tests.workflows.scenario import FollowUpServers, ScenarioCall
 
 REPO = Path(__file__).resolve().parents[2]
 HANDOFF_TIMEOUT = 1.0  # the default of HANDOFF_TIMEOUT_SECONDS
@@ -84,6 +78,13 @@ def target_of(env: WorkflowEnvironment) -> str:
     return env.client.service_client.config.target_host
 
 
+def handoff_up(servers: FollowUpServers, data_dir: Path, **timeouts: float) -> FollowUpHandoff:
+    """A handoff to the test's Temporal server and task queue."""
+    return handoff_to(
+        data_dir, target=target_of(servers.env), task_queue=servers.task_queue, **timeouts
+    )
+
+
 def closed_port() -> str:
     return f"127.0.0.1:{free_port()}"
 
@@ -97,12 +98,12 @@ def silent_server() -> Iterator[str]:
         yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
-def follow_up(env: WorkflowEnvironment, call_id: str) -> WorkflowHandle[object, FollowUpProgress]:
-    return env.client.get_workflow_handle(workflow_id_for(call_id), result_type=FollowUpProgress)
+def follow_up(client: Client, call_id: str) -> WorkflowHandle[object, FollowUpProgress]:
+    return client.get_workflow_handle(workflow_id_for(call_id), result_type=FollowUpProgress)
 
 
-async def finished(env: WorkflowEnvironment, call_id: str) -> FollowUpProgress:
-    return await asyncio.wait_for(follow_up(env, call_id).result(), RESULT_WAIT)
+async def finished(client: Client, call_id: str) -> FollowUpProgress:
+    return await asyncio.wait_for(follow_up(client, call_id).result(), RESULT_WAIT)
 
 
 async def wait_until(condition: Callable[[], bool], *, within: float = 20.0) -> None:
@@ -147,98 +148,91 @@ async def timed(action: Awaitable[T]) -> tuple[T, float]:
 # --- in the call, with Temporal up -------------------------------------------------------------
 
 
+@pytest.fixture
+def handoff(dev_servers: FollowUpServers, tmp_path: Path) -> FollowUpHandoff:
+    """The agent's handoff to the dev server, its outbox in the test's own data dir."""
+    return handoff_up(dev_servers, tmp_path)
+
+
 async def test_a_confirmed_booking_then_call_ended_completes_the_follow_up(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, handoff: FollowUpHandoff, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    person = make_trialist(call_id)
-    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, person))[0]
-        request = booking_request(call_id, person, slot)
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
         booked = await handoff.book_meeting(request, wait=10.0)
         assert booked.status is BookingHandoffStatus.CONFIRMED and booked.meeting_id
-        confirmation = BookingConfirmation(meeting_id=booked.meeting_id, slot_start=slot)
-        outcome = call_outcome(call_id, person, requested=request, booking=confirmation)
-        ended = await handoff.call_ended(outcome)
+        confirmation = BookingConfirmation(
+            meeting_id=booked.meeting_id, slot_start=request.slot_start
+        )
+        ended = await handoff.call_ended(call.outcome(requested=request, booking=confirmation))
         assert ended.status is CallEndedStatus.DELIVERED
-        progress = await finished(dev_env, call_id)
+        progress = await finished(dev_servers.client, call.call_id)
     assert progress.status is FollowUpStatus.COMPLETED
     assert progress.booking is not None and progress.booking.meeting_id == booked.meeting_id
-    assert vendor_rows(sandbox, person) == ONE_EACH
+    assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH
     assert handoff.outbox.messages() == []
-    description = await follow_up(dev_env, call_id).describe()
+    description = await follow_up(dev_servers.client, call.call_id).describe()
     summary = await description.static_summary()
     assert summary is not None and "Casey Morgan" in summary
 
 
 async def test_a_taken_slot_comes_back_unavailable_with_alternatives(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, handoff: FollowUpHandoff, call: ScenarioCall
 ) -> None:
-    first_call, second_call = new_call_id(), new_call_id()
-    first, second = make_trialist(first_call), make_trialist(second_call)
-    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, first))[0]
-        taken = await handoff.book_meeting(booking_request(first_call, first, slot), wait=10.0)
+    later_call = ScenarioCall.new()
+    async with dev_servers.worker() as clients:
+        first = await call.first_free_booking(clients)
+        taken = await handoff.book_meeting(first, wait=10.0)
         assert taken.status is BookingHandoffStatus.CONFIRMED
-        late = await handoff.book_meeting(booking_request(second_call, second, slot), wait=10.0)
+        late = await handoff.book_meeting(later_call.booking(first.slot_start), wait=10.0)
     assert late.status is BookingHandoffStatus.UNAVAILABLE and late.meeting_id is None
-    assert late.alternatives and slot not in late.alternatives
-    assert all(alternative > sandbox.clock() for alternative in late.alternatives)
+    assert late.alternatives and first.slot_start not in late.alternatives
+    assert all(alternative > dev_servers.sandbox.clock() for alternative in late.alternatives)
 
 
 async def test_a_refused_booking_is_rejected_at_once_with_the_reason(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, handoff: FollowUpHandoff, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    person = make_trialist(call_id)
-    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
     # The workflow checks slots against Temporal's clock, which is the wall clock here.
-    past = booking_request(call_id, person, datetime.now(UTC) - timedelta(hours=1))
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
+    past = call.booking(datetime.now(UTC) - timedelta(hours=1))
+    async with dev_servers.worker():
         refused, elapsed = await timed(handoff.book_meeting(past, wait=10.0))
     assert refused.status is BookingHandoffStatus.REJECTED
     assert refused.reason is not None and "in the past" in refused.reason
     assert elapsed < HANDOFF_TIMEOUT  # a refusal is known at once: no waiting out `wait`
     assert handoff.outbox.messages() == []  # a refusal is final, never queued
-    assert vendor_rows(sandbox, person)["meetings"] == 0
+    assert vendor_rows(dev_servers.sandbox, call.trialist)["meetings"] == 0
 
 
 async def test_a_slow_booking_is_pending_and_the_workflow_finishes_it(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, handoff: FollowUpHandoff, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    person = make_trialist(call_id)
-    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, person))[0]
-        sandbox.add_fault(vendor="chilipiper", operation="schedule_simple", latency_ms=800)
-        request = booking_request(call_id, person, slot)
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
+        dev_servers.sandbox.add_fault(
+            vendor="chilipiper", operation="schedule_simple", latency_ms=800
+        )
         pending, elapsed = await timed(handoff.book_meeting(request, wait=0.3))
         assert pending.status is BookingHandoffStatus.PENDING
         assert elapsed < 0.3 + MARGIN
-        ended = await handoff.call_ended(call_outcome(call_id, person, requested=request))
+        ended = await handoff.call_ended(call.outcome(requested=request))
         assert ended.status is CallEndedStatus.DELIVERED
-        progress = await finished(dev_env, call_id)
+        progress = await finished(dev_servers.client, call.call_id)
     assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
-    assert vendor_rows(sandbox, person) == ONE_EACH
+    assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH
     assert handoff.outbox.messages() == []  # accepted is durable: nothing to queue
 
 
 async def test_a_booking_parked_for_an_operator_is_pending_not_refused(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, handoff: FollowUpHandoff, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    person = make_trialist(call_id)
-    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, person))[0]
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
         # A permanent vendor error: the workflow parks the booking and fails the update.
-        sandbox.add_fault(
+        dev_servers.sandbox.add_fault(
             vendor="chilipiper", operation="schedule_simple", error_rate=1.0, status=400
         )
-        parked = await handoff.book_meeting(booking_request(call_id, person, slot), wait=10.0)
+        parked = await handoff.book_meeting(request, wait=10.0)
     assert parked.status is BookingHandoffStatus.PENDING
     assert parked.reason is not None and "operator" in parked.reason
     assert handoff.outbox.messages() == []
@@ -248,18 +242,15 @@ async def test_a_booking_parked_for_an_operator_is_pending_not_refused(
 
 
 async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, tmp_path: Path, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    person = make_trialist(call_id)
-    down = handoff_to(tmp_path, target=closed_port(), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, person))[0]
-        request = booking_request(call_id, person, slot)
+    call_id = call.call_id
+    down = handoff_to(tmp_path, target=closed_port(), task_queue=dev_servers.task_queue)
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
         booked, booking_time = await timed(down.book_meeting(request, wait=2.0))
         queued = down.outbox.messages(call_id)  # as queued, before call_ended supersedes it
-        outcome = call_outcome(call_id, person, requested=request)
-        ended, ending_time = await timed(down.call_ended(outcome))
+        ended, ending_time = await timed(down.call_ended(call.outcome(requested=request)))
         assert booked.status is BookingHandoffStatus.QUEUED
         assert ended.status is CallEndedStatus.QUEUED
         assert booking_time < HANDOFF_TIMEOUT + MARGIN and ending_time < HANDOFF_TIMEOUT + MARGIN
@@ -268,11 +259,11 @@ async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
         assert [m.kind for m in down.outbox.due(time.time())] == [MessageKind.CALL_ENDED]
 
         # The next agent process, with Temporal back: its relay delivers at start-up.
-        up = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+        up = handoff_up(dev_servers, tmp_path)
         await up.start_relay()
         await wait_until(lambda: up.outbox.pending_count() == 0)
         await up.aclose()
-        progress = await finished(dev_env, call_id)
+        progress = await finished(dev_servers.client, call_id)
         assert progress.status is FollowUpStatus.COMPLETED
         assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
         messages = up.outbox.messages(call_id)
@@ -280,53 +271,46 @@ async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
             (MessageKind.BOOK_MEETING, True, SUPERSEDED),  # booked from requested_meeting
             (MessageKind.CALL_ENDED, True, None),
         ]
-        assert vendor_rows(sandbox, person) == ONE_EACH
+        assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH
 
         # Delivered rows keep no payload: the personal data left the outbox with the delivery.
         assert [m.payload for m in messages] == ["", ""]
 
         # At-least-once: the same messages again (as queued) change nothing and start no second
         # run; a message to a finished follow-up is refused instead of starting a new run.
-        run_id = (await follow_up(dev_env, call_id).describe()).run_id
+        run_id = (await follow_up(dev_servers.client, call_id).describe()).run_id
         repeats = [await up.deliver(message) for message in queued]
         assert [m.kind for m in queued] == [MessageKind.BOOK_MEETING, MessageKind.CALL_ENDED]
         assert repeats == [Rejection(ALREADY_FINISHED), Rejection(ALREADY_FINISHED)]
-        assert (await follow_up(dev_env, call_id).describe()).run_id == run_id
-        assert vendor_rows(sandbox, person) == ONE_EACH
+        assert (await follow_up(dev_servers.client, call_id).describe()).run_id == run_id
+        assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH
 
 
 async def test_temporal_without_a_worker_is_too_slow_so_the_booking_is_queued(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, tmp_path: Path, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    person = make_trialist(call_id)
-    handoff = handoff_to(
-        tmp_path, target=target_of(dev_env), task_queue=task_queue, handoff_timeout=SHORT_TIMEOUT
-    )
+    handoff = handoff_up(dev_servers, tmp_path, handoff_timeout=SHORT_TIMEOUT)
     await handoff.client()  # connected: only the acceptance is slow
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, person))[0]
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
     # No worker polls the queue now: Temporal takes the start but nobody accepts the update.
-    request = booking_request(call_id, person, slot)
     queued, elapsed = await timed(handoff.book_meeting(request, wait=2.0))
     assert queued.status is BookingHandoffStatus.QUEUED
     assert SHORT_TIMEOUT <= elapsed < SHORT_TIMEOUT + MARGIN
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
+    async with dev_servers.worker():
         relayed = await handoff.relay().deliver_due_once()
         assert (relayed.delivered, relayed.failed) == (1, 0)
-        ended = await handoff.call_ended(call_outcome(call_id, person, requested=request))
+        ended = await handoff.call_ended(call.outcome(requested=request))
         assert ended.status is CallEndedStatus.DELIVERED
-        progress = await finished(dev_env, call_id)
+        progress = await finished(dev_servers.client, call.call_id)
     # The first, unaccepted attempt and the relay's share one update id: one booking.
     assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
-    assert vendor_rows(sandbox, person) == ONE_EACH
+    assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH
 
 
 async def test_a_hung_temporal_host_costs_the_handoff_timeout_and_no_more(
-    tmp_path: Path, task_queue: str
+    tmp_path: Path, task_queue: str, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    person = make_trialist(call_id)
     slot = datetime.now(UTC) + timedelta(days=1)  # never booked: Temporal is silent here
     with silent_server() as target:
         handoff = handoff_to(
@@ -336,62 +320,53 @@ async def test_a_hung_temporal_host_costs_the_handoff_timeout_and_no_more(
             handoff_timeout=SHORT_TIMEOUT,
             call_ended_timeout=2 * SHORT_TIMEOUT,
         )
-        booked, booking_time = await timed(
-            handoff.book_meeting(booking_request(call_id, person, slot), wait=2.0)
-        )
-        ended, ending_time = await timed(handoff.call_ended(call_outcome(call_id, person)))
+        booked, booking_time = await timed(handoff.book_meeting(call.booking(slot), wait=2.0))
+        ended, ending_time = await timed(handoff.call_ended(call.outcome()))
     assert (booked.status, booked.reason) == (BookingHandoffStatus.QUEUED, "timed out")
     assert (ended.status, ended.reason) == (CallEndedStatus.QUEUED, "timed out")
     # Each within its own budget: the call_ended's is its own, not what the booking left.
     assert SHORT_TIMEOUT <= booking_time < SHORT_TIMEOUT + MARGIN
     assert 2 * SHORT_TIMEOUT <= ending_time < 2 * SHORT_TIMEOUT + MARGIN
-    assert handoff.outbox.pending_count(call_id) == 2
+    assert handoff.outbox.pending_count(call.call_id) == 2
 
 
 async def test_call_ended_supersedes_the_calls_queued_booking_which_the_workflow_books(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, tmp_path: Path, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    person = make_trialist(call_id)
-    down = handoff_to(tmp_path, target=closed_port(), task_queue=task_queue)
-    up = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, person))[0]
-        request = booking_request(call_id, person, slot)
+    down = handoff_to(tmp_path, target=closed_port(), task_queue=dev_servers.task_queue)
+    up = handoff_up(dev_servers, tmp_path)
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
         assert (await down.book_meeting(request, wait=2.0)).status is BookingHandoffStatus.QUEUED
         # Temporal is back by hang-up: call_ended goes at once, within its own budget; its
         # requested_meeting is the queued booking, which the workflow books after the call.
-        ended = await up.call_ended(call_outcome(call_id, person, requested=request))
+        ended = await up.call_ended(call.outcome(requested=request))
         assert ended.status is CallEndedStatus.DELIVERED
-        progress = await finished(dev_env, call_id)
-    [booking] = up.outbox.messages(call_id)
+        progress = await finished(dev_servers.client, call.call_id)
+    [booking] = up.outbox.messages(call.call_id)
     assert booking.delivered and booking.last_error == SUPERSEDED
     assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
-    assert vendor_rows(sandbox, person) == ONE_EACH
+    assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH
 
 
 async def test_a_booking_delivered_after_call_ended_is_refused_once_and_nothing_is_lost(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, handoff: FollowUpHandoff, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    person = make_trialist(call_id)
-    handoff = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, person))[0]
-        request = booking_request(call_id, person, slot)
-        ended = await handoff.call_ended(call_outcome(call_id, person, requested=request))
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
+        ended = await handoff.call_ended(call.outcome(requested=request))
         assert ended.status is CallEndedStatus.DELIVERED
         handoff.outbox.put(request)  # queued by another process, delivered only now
         relay = handoff.relay()
         relayed = await relay.deliver_due_once()
         assert (relayed.rejected, relayed.failed) == (1, 0)
         assert (await relay.deliver_due_once(startup=True)).attempted == 0  # not retried
-        progress = await finished(dev_env, call_id)
-    [late] = handoff.outbox.messages(call_id)
+        progress = await finished(dev_servers.client, call.call_id)
+    [late] = handoff.outbox.messages(call.call_id)
     assert late.delivered and late.last_error is not None and late.last_error.startswith("refused")
     # The outcome carried requested_meeting, so the workflow booked it anyway.
     assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
-    assert vendor_rows(sandbox, person) == ONE_EACH
+    assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH
 
 
 # --- a process killed right after its outbox write ---------------------------------------------
@@ -423,14 +398,10 @@ CHILD = textwrap.dedent(
 
 
 async def test_a_process_killed_after_its_outbox_write_delivers_on_the_next_start(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, tmp_path: Path
+    dev_servers: FollowUpServers, tmp_path: Path, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    person = make_trialist(call_id)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, person))[0]
-        request = booking_request(call_id, person, slot)
-        outcome = call_outcome(call_id, person, requested=request)
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
@@ -438,7 +409,7 @@ async def test_a_process_killed_after_its_outbox_write_delivers_on_the_next_star
             str(tmp_path),
             closed_port(),
             request.model_dump_json(),
-            outcome.model_dump_json(),
+            call.outcome(requested=request).model_dump_json(),
             cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
             stdout=subprocess.PIPE,
@@ -448,15 +419,16 @@ async def test_a_process_killed_after_its_outbox_write_delivers_on_the_next_star
         assert child.returncode == -signal.SIGKILL, stderr.decode()
         assert stdout.decode().split() == ["queued", "queued"]
 
-        restarted = handoff_to(tmp_path, target=target_of(dev_env), task_queue=task_queue)
+        restarted = handoff_up(dev_servers, tmp_path)
         # The booking was superseded by the call_ended that carries it; that one waits.
-        assert [m.kind for m in restarted.outbox.pending_for(call_id)] == [MessageKind.CALL_ENDED]
+        pending = restarted.outbox.pending_for(call.call_id)
+        assert [m.kind for m in pending] == [MessageKind.CALL_ENDED]
         relayed = await restarted.relay().deliver_due_once(startup=True)
         assert (relayed.delivered, relayed.failed) == (1, 0)
-        progress = await finished(dev_env, call_id)
+        progress = await finished(dev_servers.client, call.call_id)
     assert progress.status is FollowUpStatus.COMPLETED
     assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
-    assert vendor_rows(sandbox, person) == ONE_EACH
+    assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH
 
 
 # --- contracts with the workflow ------------------------------------------------------------------

@@ -85,6 +85,23 @@ def temporal_down(error: BaseException) -> bool:
     return isinstance(error, ConnectionRefusedError)
 
 
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def delivery() -> ScriptedDelivery:
+    return ScriptedDelivery()
+
+
+def queue_two_calls(outbox: Outbox) -> None:
+    """call-1's booking and call_ended, and call-2's call_ended, all due now."""
+    outbox.put(booking("call-1"), now=NOW)
+    outbox.put(outcome("call-1"), now=NOW)
+    outbox.put(outcome("call-2"), now=NOW)
+
+
 def relay_for(outbox: Outbox, delivery: ScriptedDelivery, clock: ManualClock) -> OutboxRelay:
     return OutboxRelay(
         outbox=outbox,
@@ -235,8 +252,9 @@ def test_puts_from_many_threads_are_all_stored(outbox: Outbox) -> None:
 # --- the relay ----------------------------------------------------------------------------------
 
 
-async def test_a_pass_delivers_in_order_and_marks_each_message(outbox: Outbox) -> None:
-    clock, delivery = ManualClock(), ScriptedDelivery()
+async def test_a_pass_delivers_in_order_and_marks_each_message(
+    outbox: Outbox, clock: ManualClock, delivery: ScriptedDelivery
+) -> None:
     outbox.put(outcome("call-1"), now=NOW)
     outbox.put(booking("call-1"), now=NOW)
     outbox.put(booking("call-2"), now=NOW)
@@ -259,12 +277,9 @@ async def test_a_pass_delivers_in_order_and_marks_each_message(outbox: Outbox) -
 
 
 async def test_temporal_down_stops_the_pass_without_delaying_any_message(
-    outbox: Outbox, caplog: pytest.LogCaptureFixture
+    outbox: Outbox, clock: ManualClock, delivery: ScriptedDelivery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock, delivery = ManualClock(), ScriptedDelivery()
-    outbox.put(booking("call-1"), now=NOW)
-    outbox.put(outcome("call-1"), now=NOW)
-    outbox.put(outcome("call-2"), now=NOW)
+    queue_two_calls(outbox)
     delivery.failing.add((MessageKind.BOOK_MEETING, "call-1"))
     relay = OutboxRelay(
         outbox=outbox,
@@ -297,12 +312,9 @@ async def test_temporal_down_stops_the_pass_without_delaying_any_message(
 
 
 async def test_a_message_that_fails_on_its_own_backs_off_and_holds_only_its_call(
-    outbox: Outbox, caplog: pytest.LogCaptureFixture
+    outbox: Outbox, clock: ManualClock, delivery: ScriptedDelivery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock, delivery = ManualClock(), ScriptedDelivery()
-    outbox.put(booking("call-1"), now=NOW)
-    outbox.put(outcome("call-1"), now=NOW)
-    outbox.put(outcome("call-2"), now=NOW)
+    queue_two_calls(outbox)
     delivery.broken.add((MessageKind.BOOK_MEETING, "call-1"))
     relay = relay_for(outbox, delivery, clock)
     with caplog.at_level(logging.WARNING, logger="handoff.relay"):
@@ -363,8 +375,9 @@ def test_backoff_doubles_with_jitter_up_to_the_cap(outbox: Outbox) -> None:
         )
 
 
-async def test_run_delivers_at_start_up_ignoring_backoff_then_stops(outbox: Outbox) -> None:
-    clock, delivery = ManualClock(), ScriptedDelivery()
+async def test_run_delivers_at_start_up_ignoring_backoff_then_stops(
+    outbox: Outbox, clock: ManualClock, delivery: ScriptedDelivery
+) -> None:
     id = outbox.put(outcome("call-s"), now=NOW).id
     outbox.mark_failed(id, "RPC UNAVAILABLE", next_attempt_at=NOW + 3600)  # a previous process
     stop = asyncio.Event()

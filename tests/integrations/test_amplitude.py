@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import httpx2
 import pytest
@@ -28,6 +29,7 @@ from integrations.http import build_http_client
 from tests.servers import SandboxServer
 
 CALL_ID = "call-4821"
+ErrorT = TypeVar("ErrorT", bound=Exception)
 
 
 def make_client(
@@ -66,6 +68,21 @@ def stored(sandbox: SandboxServer) -> list[dict[str, object]]:
 
 def set_limits(sandbox: SandboxServer, **limits: int) -> None:
     httpx2.put(f"{sandbox.url}/amplitude/__sandbox/limits", json=limits).raise_for_status()
+
+
+async def track_refused(
+    sandbox: SandboxServer,
+    http: httpx2.AsyncClient,
+    expected: type[ErrorT],
+    *,
+    events: int = 1,
+    **answer: object,
+) -> ErrorT:
+    """What tracking `events` events raises while Amplitude gives every upload `answer`."""
+    sandbox.add_fault(vendor="amplitude", operation="track", error_rate=1.0, **answer)
+    with pytest.raises(expected) as caught:
+        await make_client(sandbox, http).track(call_events(events))
+    return caught.value
 
 
 async def test_track_stores_events_with_millisecond_times(
@@ -146,73 +163,49 @@ async def test_rejected_events_are_named_by_their_index_in_the_callers_batch(
 async def test_injected_400_body_names_bad_events(
     sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
-    sandbox.add_fault(
-        vendor="amplitude",
-        operation="track",
-        error_rate=1.0,
-        status=400,
-        body={
-            "code": 400,
-            "error": "Invalid field values on some events",
-            "events_with_invalid_fields": {"time": [1]},
-            "events_with_missing_fields": {"event_type": [0, 1]},
-        },
-    )
-    with pytest.raises(InvalidEventsError) as caught:
-        await make_client(sandbox, http).track(call_events(3))
-    assert caught.value.event_indices == [0, 1]
+    body = {
+        "code": 400,
+        "error": "Invalid field values on some events",
+        "events_with_invalid_fields": {"time": [1]},
+        "events_with_missing_fields": {"event_type": [0, 1]},
+    }
+    error = await track_refused(sandbox, http, InvalidEventsError, events=3, status=400, body=body)
+    assert error.event_indices == [0, 1]
 
 
 async def test_throttled_users_are_rate_limited_for_thirty_seconds(
     sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
-    sandbox.add_fault(vendor="amplitude", operation="track", error_rate=1.0, status=429)
+    error = await track_refused(sandbox, http, RateLimitedError, events=2, status=429)
 
-    with pytest.raises(RateLimitedError) as caught:
-        await make_client(sandbox, http).track(call_events(2))
-
-    assert caught.value.retry_after == THROTTLED_RETRY_SECONDS == 30.0
-    assert isinstance(caught.value.body, dict)
-    assert set(caught.value.body["throttled_users"]) == {"trial-1002"}
+    assert error.retry_after == THROTTLED_RETRY_SECONDS == 30.0
+    assert isinstance(error.body, dict)
+    assert set(error.body["throttled_users"]) == {"trial-1002"}
 
 
 async def test_retry_after_header_overrides_the_default_backoff(
     sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
-    sandbox.add_fault(
-        vendor="amplitude",
-        operation="track",
-        error_rate=1.0,
-        status=429,
-        headers={"Retry-After": "3"},
-    )
-    with pytest.raises(RateLimitedError) as caught:
-        await make_client(sandbox, http).track(call_events(1))
-    assert caught.value.retry_after == 3.0
+    retry_after = {"Retry-After": "3"}
+    error = await track_refused(sandbox, http, RateLimitedError, status=429, headers=retry_after)
+    assert error.retry_after == 3.0
 
 
 async def test_exceeded_daily_quota_only_is_permanent(
     sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
-    sandbox.add_fault(
-        vendor="amplitude",
-        operation="track",
-        error_rate=1.0,
-        status=429,
-        body={
-            "code": 429,
-            "error": "Too many requests for some devices and users",
-            "eps_threshold": 1000,
-            "throttled_users": {},
-            "throttled_devices": {},
-            "exceeded_daily_quota_users": {"trial-1002": 500001},
-            "exceeded_daily_quota_devices": {},
-        },
-    )
-    with pytest.raises(PermanentError) as caught:
-        await make_client(sandbox, http).track(call_events(1))
-    assert not isinstance(caught.value, RateLimitedError)
-    assert caught.value.error_code == "ExceededDailyQuota"
+    body = {
+        "code": 429,
+        "error": "Too many requests for some devices and users",
+        "eps_threshold": 1000,
+        "throttled_users": {},
+        "throttled_devices": {},
+        "exceeded_daily_quota_users": {"trial-1002": 500001},
+        "exceeded_daily_quota_devices": {},
+    }
+    error = await track_refused(sandbox, http, PermanentError, status=429, body=body)
+    assert not isinstance(error, RateLimitedError)
+    assert error.error_code == "ExceededDailyQuota"
 
 
 async def test_server_errors_and_hangs_are_transient(sandbox: SandboxServer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx2
@@ -33,6 +33,7 @@ from integrations.salesforce import (
 )
 from tests.servers import SandboxServer, free_port
 
+ErrorT = TypeVar("ErrorT", bound=Exception)
 INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 
 
@@ -80,6 +81,21 @@ def data_requests(sandbox: SandboxServer) -> list[dict[str, Any]]:
     return [
         r for r in sandbox.state()["salesforce_requests"] if "/services/data/" in str(r["path"])
     ]
+
+
+async def lead_upsert_refused(
+    sandbox: SandboxServer,
+    http: httpx2.AsyncClient,
+    expected: type[ErrorT],
+    *,
+    operation: str = "upsert_lead",
+    **fault: object,
+) -> ErrorT:
+    """What upserting a lead raises while the sandbox injects `fault` into `operation`."""
+    sandbox.add_fault(vendor="salesforce", operation=operation, **fault)
+    with pytest.raises(expected) as caught:
+        await make_client(sandbox, http).upsert_lead(lead())
+    return caught.value
 
 
 async def test_lead_upsert_creates_once_then_updates_the_same_record(
@@ -205,19 +221,12 @@ async def test_revoked_session_is_refreshed_once_and_the_request_retried(
 async def test_invalid_session_after_the_refresh_is_an_auth_error(
     sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
-    sandbox.add_fault(
-        vendor="salesforce",
-        operation="upsert_lead",
-        error_rate=1.0,
-        status=401,
-        body=INVALID_SESSION,
+    error = await lead_upsert_refused(
+        sandbox, http, AuthError, error_rate=1.0, status=401, body=INVALID_SESSION
     )
 
-    with pytest.raises(AuthError) as caught:
-        await make_client(sandbox, http).upsert_lead(lead("trial-5007"))
-
-    assert caught.value.error_code == "INVALID_SESSION_ID" and caught.value.status_code == 401
-    assert caught.value.body == INVALID_SESSION
+    assert error.error_code == "INVALID_SESSION_ID" and error.status_code == 401
+    assert error.body == INVALID_SESSION
     assert len(sandbox.state()["salesforce_tokens"]) == 2  # the first session and one refresh
     assert [r["status"] for r in data_requests(sandbox)] == [401, 401]
 
@@ -258,17 +267,11 @@ async def test_external_id_matching_two_leads_is_a_permanent_ambiguous_match(
 async def test_request_limit_exceeded_is_rate_limited_with_the_documented_delay(
     sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
-    sandbox.add_fault(
-        vendor="salesforce",
-        operation="upsert_lead",
-        rate_limit={"limit": 0, "window_seconds": 60},
-    )
+    none_left = {"limit": 0, "window_seconds": 60}
+    error = await lead_upsert_refused(sandbox, http, RateLimitedError, rate_limit=none_left)
 
-    with pytest.raises(RateLimitedError) as caught:
-        await make_client(sandbox, http).upsert_lead(lead())
-
-    assert caught.value.status_code == 403 and caught.value.error_code == "REQUEST_LIMIT_EXCEEDED"
-    assert caught.value.retry_after == REQUEST_LIMIT_RETRY_SECONDS
+    assert error.status_code == 403 and error.error_code == "REQUEST_LIMIT_EXCEEDED"
+    assert error.retry_after == REQUEST_LIMIT_RETRY_SECONDS
 
 
 async def test_exhausted_daily_allocation_waits_longer(
@@ -294,12 +297,9 @@ async def test_exhausted_daily_allocation_waits_longer(
 
 
 async def test_other_403_is_an_auth_error(sandbox: SandboxServer, http: httpx2.AsyncClient) -> None:
-    sandbox.add_fault(vendor="salesforce", operation="upsert_lead", error_rate=1.0, status=403)
+    error = await lead_upsert_refused(sandbox, http, AuthError, error_rate=1.0, status=403)
 
-    with pytest.raises(AuthError) as caught:
-        await make_client(sandbox, http).upsert_lead(lead())
-
-    assert caught.value.error_code == "INSUFFICIENT_ACCESS"
+    assert error.error_code == "INSUFFICIENT_ACCESS"
 
 
 async def test_unknown_external_id_field_is_not_found(
@@ -354,12 +354,11 @@ async def test_server_errors_are_transient(
 async def test_token_endpoint_outage_is_transient(
     sandbox: SandboxServer, http: httpx2.AsyncClient
 ) -> None:
-    sandbox.add_fault(vendor="salesforce", operation="token", error_rate=1.0, status=503)
+    error = await lead_upsert_refused(
+        sandbox, http, TransientError, operation="token", error_rate=1.0, status=503
+    )
 
-    with pytest.raises(TransientError) as caught:
-        await make_client(sandbox, http).upsert_lead(lead())
-
-    assert caught.value.operation == "token" and caught.value.status_code == 503
+    assert error.operation == "token" and error.status_code == 503
 
 
 async def test_hung_upsert_times_out_as_transient(

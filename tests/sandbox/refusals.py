@@ -40,11 +40,16 @@ def _json(response: httpx2.Response) -> Any:
     return response.json()
 
 
-def salesforce_refusal(response: httpx2.Response, status: int | None = None) -> list[Any]:
-    """Salesforce's REST error: a JSON array of {message, errorCode}."""
+def _assert_client_error(response: httpx2.Response, status: int | None) -> None:
+    """A 4xx, and exactly `status` when one is given."""
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
     if status is not None:
         assert response.status_code == status, (response.status_code, response.text[:200])
+
+
+def salesforce_refusal(response: httpx2.Response, status: int | None = None) -> list[Any]:
+    """Salesforce's REST error: a JSON array of {message, errorCode}."""
+    _assert_client_error(response, status)
     body = _json(response)
     assert isinstance(body, list) and body, body
     for entry in body:
@@ -64,9 +69,7 @@ def oauth_refusal(response: httpx2.Response, error: str | None = None) -> dict[s
 
 def hubspot_refusal(response: httpx2.Response, status: int | None = None) -> dict[str, Any]:
     """HubSpot's error: {status: error, message, correlationId, category}, id in the header too."""
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
-    if status is not None:
-        assert response.status_code == status, (response.status_code, response.text[:200])
+    _assert_client_error(response, status)
     body = _json(response)
     assert body.get("status") == "error", body
     for key in ("message", "correlationId", "category"):
@@ -79,9 +82,7 @@ def chilipiper_refusal(
     response: httpx2.Response, status: int | None = None
 ) -> str | dict[str, Any]:
     """Chili Piper: a 400 is text/plain `Invalid value for: …`, others {errorCode, errorMessage}."""
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
-    if status is not None:
-        assert response.status_code == status, (response.status_code, response.text[:200])
+    _assert_client_error(response, status)
     if response.status_code == 400:
         assert response.headers["content-type"].startswith("text/plain"), response.headers
         assert response.text.startswith("Invalid value for: "), response.text[:200]
@@ -93,9 +94,7 @@ def chilipiper_refusal(
 
 def amplitude_refusal(response: httpx2.Response, status: int | None = None) -> dict[str, Any]:
     """Amplitude's HTTP V2 error: {code: <status>, error}."""
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
-    if status is not None:
-        assert response.status_code == status, (response.status_code, response.text[:200])
+    _assert_client_error(response, status)
     body = _json(response)
     assert body.get("code") == response.status_code and isinstance(body.get("error"), str), body
     return dict(body)
@@ -125,9 +124,7 @@ def records(sandbox: SandboxServer) -> dict[str, list[tuple[Any, ...]]]:
 
 def amplitude_profile_refusal(response: httpx2.Response, status: int | None = None) -> Any:
     """The User Profile API: 401 in text/plain, 400 as {error}."""
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
-    if status is not None:
-        assert response.status_code == status, (response.status_code, response.text[:200])
+    _assert_client_error(response, status)
     if response.status_code == 401:
         assert response.headers["content-type"].startswith("text/plain"), response.headers
         return response.text

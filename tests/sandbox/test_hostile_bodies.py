@@ -430,9 +430,13 @@ def _locations(route: Route) -> list[hostile_json.Path]:
 # --- bodies --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("route", JSON_ROUTES, ids=IDS)
-@SANDBOX_PROFILE
-@given(data=st.data())
+def drawn_for_every_json_route(test: Callable[..., None]) -> Callable[..., None]:
+    """A hypothesis property drawing as it goes (`data`), in the sandbox profile, per JSON route."""
+    drawn = SANDBOX_PROFILE(given(data=st.data())(test))
+    return pytest.mark.parametrize("route", JSON_ROUTES, ids=IDS)(drawn)
+
+
+@drawn_for_every_json_route
 def test_unreadable_json_gets_the_vendors_refusal(
     fuzzing: Fuzzing, route: Route, data: st.DataObject
 ) -> None:
@@ -444,9 +448,7 @@ def test_unreadable_json_gets_the_vendors_refusal(
     assert response.status_code == route.refused_status, response.text[:300]
 
 
-@pytest.mark.parametrize("route", JSON_ROUTES, ids=IDS)
-@SANDBOX_PROFILE
-@given(data=st.data())
+@drawn_for_every_json_route
 def test_wrongly_typed_values_get_the_vendors_refusal(
     fuzzing: Fuzzing, route: Route, data: st.DataObject
 ) -> None:
@@ -459,9 +461,7 @@ def test_wrongly_typed_values_get_the_vendors_refusal(
     assert response.status_code == route.refused_status, response.text[:300]
 
 
-@pytest.mark.parametrize("route", JSON_ROUTES, ids=IDS)
-@SANDBOX_PROFILE
-@given(data=st.data())
+@drawn_for_every_json_route
 def test_any_json_anywhere_is_never_a_server_error(
     fuzzing: Fuzzing, route: Route, data: st.DataObject
 ) -> None:

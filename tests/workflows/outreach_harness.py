@@ -12,15 +12,14 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from temporalio import activity, workflow
-from temporalio.api.enums.v1 import EventType, IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.testservice.v1 import UnlockTimeSkippingRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
@@ -37,7 +36,6 @@ from contracts.names import (
     DISPATCH_AGENT_ACTIVITY,
     OUTREACH_PROGRESS_QUERY,
     PLACE_DIAL_ACTIVITY,
-    SEARCH_ATTRIBUTES,
     UPDATE_CRM_ACTIVITY,
     WORKFLOW_TYPE,
     dial_slots_workflow_id,
@@ -61,7 +59,7 @@ from contracts.outreach import (
     outreach_workflow_id,
 )
 from tests.payload_keys import SESSION_CONVERTER
-from tests.servers import binary
+from tests.servers import time_skipping_server
 from workflows.dial_slots import DialSlotsWorkflow
 from workflows.outreach import OutreachWorkflow
 
@@ -153,27 +151,10 @@ class StandInFollowUp:
             )
 
 
-@asynccontextmanager
-async def own_time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+def own_time_skipping_env() -> AbstractAsyncContextManager[WorkflowEnvironment]:
     """A test server of its own: pinning moves its clock months ahead, and the follow-up tests
     on the shared server expect a clock near the wall clock (the sandbox's slots are)."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=SESSION_CONVERTER,
-        test_server_existing_path=binary("temporal-test-server"),
-    )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
-                for key in SEARCH_ATTRIBUTES
-            },
-        )
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
+    return time_skipping_server(SESSION_CONVERTER)
 
 
 @asynccontextmanager

@@ -15,11 +15,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.follow_up import chilipiper_guest
 from config.process_exit import exits_cleanly
 from contracts import (
     CALL_ENDED_SIGNAL,
@@ -29,65 +27,47 @@ from contracts import (
     FollowUpStep,
     RetryStepRequest,
     SkipStepRequest,
-    StepState,
     workflow_id_for,
 )
 from tests.payload_keys import HISTORY_CONVERTER
-from tests.servers import SandboxServer, binary, running_sandbox
+from tests.servers import binary, running_sandbox
 from tests.workflows.scenario import (
-    booking_request,
-    call_outcome,
+    FollowUpServers,
+    ScenarioCall,
+    book_for_someone_else,
     clear_faults,
     follow_up_input,
-    follow_up_worker,
-    free_slots,
-    make_trialist,
-    new_call_id,
-    progress_of,
-    wait_until,
+    until_parked,
 )
 from workflows.follow_up import CallFollowUpWorkflow
 
 HISTORY_DIR = Path(__file__).resolve().parent.parent / "histories"
 
-Scenario = Callable[[Client, SandboxServer, str], Awaitable[WorkflowHandle[Any, Any]]]
+Scenario = Callable[[FollowUpServers], Awaitable[WorkflowHandle[Any, Any]]]
 
 
-async def _parked(handle: WorkflowHandle[Any, Any], step: FollowUpStep) -> None:
-    async def check() -> bool:
-        return (await progress_of(handle)).steps[step].state is StepState.NEEDS_ATTENTION
-
-    await wait_until(check, within=30, what=f"{step} to park")
-
-
-async def booked_in_call_parked_then_retried(
-    client: Client, sandbox: SandboxServer, task_queue: str
-) -> WorkflowHandle[Any, Any]:
+async def booked_in_call_parked_then_retried(servers: FollowUpServers) -> WorkflowHandle[Any, Any]:
     """Update-with-start booking, a repeated booking, call_ended twice, a HubSpot 400 retried."""
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
-        request = booking_request(call_id, trialist, (await free_slots(clients, trialist))[0])
+    call = ScenarioCall.new()
+    async with servers.worker() as clients:
+        request = await call.first_free_booking(clients)
         for _ in range(2):
-            start = WithStartWorkflowOperation(
-                CallFollowUpWorkflow.run,
-                follow_up_input(call_id),
-                id=workflow_id_for(call_id),
-                task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            await servers.client.execute_update_with_start_workflow(
+                CallFollowUpWorkflow.book_meeting,
+                request,
+                start_workflow_operation=servers.start(follow_up_input(call.call_id)),
             )
-            await client.execute_update_with_start_workflow(
-                CallFollowUpWorkflow.book_meeting, request, start_workflow_operation=start
-            )
-        handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(workflow_id_for(call_id))
-        sandbox.add_fault(
+        handle: WorkflowHandle[Any, Any] = servers.client.get_workflow_handle(
+            workflow_id_for(call.call_id)
+        )
+        servers.sandbox.add_fault(
             vendor="hubspot", operation="batch_upsert_contacts", status=400, error_rate=1.0
         )
-        outcome = call_outcome(call_id, trialist, requested=request)
+        outcome = call.outcome(requested=request)
         for _ in range(2):
             await handle.signal(CALL_ENDED_SIGNAL, outcome)
-        await _parked(handle, FollowUpStep.UPSERT_HUBSPOT_CONTACT)
-        clear_faults(sandbox.url)
+        await until_parked(handle, FollowUpStep.UPSERT_HUBSPOT_CONTACT, within=30)
+        clear_faults(servers.sandbox.url)
         await handle.execute_update(
             CallFollowUpWorkflow.retry_step,
             RetryStepRequest(step=FollowUpStep.UPSERT_HUBSPOT_CONTACT),
@@ -96,79 +76,46 @@ async def booked_in_call_parked_then_retried(
     return handle
 
 
-async def outcome_missing_then_skipped(
-    client: Client, sandbox: SandboxServer, task_queue: str
-) -> WorkflowHandle[Any, Any]:
+async def outcome_missing_then_skipped(servers: FollowUpServers) -> WorkflowHandle[Any, Any]:
     """A booking, no call_ended (the wait times out), a Salesforce 400 skipped by an operator."""
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
-        request = booking_request(call_id, trialist, (await free_slots(clients, trialist))[1])
-        sandbox.add_fault(vendor="salesforce", status=400, error_rate=1.0)
-        start = WithStartWorkflowOperation(
-            CallFollowUpWorkflow.run,
-            follow_up_input(call_id, call_ended_timeout_seconds=1),
-            id=workflow_id_for(call_id),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
-        await client.execute_update_with_start_workflow(
+    call = ScenarioCall.new()
+    async with servers.worker() as clients:
+        request = call.booking((await call.free_slots(clients))[1])
+        servers.sandbox.add_fault(vendor="salesforce", status=400, error_rate=1.0)
+        start = servers.start(follow_up_input(call.call_id, call_ended_timeout_seconds=1))
+        await servers.client.execute_update_with_start_workflow(
             CallFollowUpWorkflow.book_meeting, request, start_workflow_operation=start
         )
         handle: WorkflowHandle[Any, Any] = await start.workflow_handle()
-        await _parked(handle, FollowUpStep.UPSERT_SALESFORCE_LEAD)
+        await until_parked(handle, FollowUpStep.UPSERT_SALESFORCE_LEAD, within=30)
         await handle.execute_update(
             CallFollowUpWorkflow.skip_step,
             SkipStepRequest(step=FollowUpStep.UPSERT_SALESFORCE_LEAD, reason="recorded by hand"),
         )
         await handle.result()
-        clear_faults(sandbox.url)
+        clear_faults(servers.sandbox.url)
     return handle
 
 
 async def requested_in_outcome_booked_after_call(
-    client: Client, sandbox: SandboxServer, task_queue: str
+    servers: FollowUpServers,
 ) -> WorkflowHandle[Any, Any]:
     """Signal-with-start call_ended whose requested meeting is booked after the call."""
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
-        request = booking_request(call_id, trialist, (await free_slots(clients, trialist))[2])
-        handle: WorkflowHandle[Any, Any] = await client.start_workflow(
-            CallFollowUpWorkflow.run,
-            follow_up_input(call_id),
-            id=workflow_id_for(call_id),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal=CALL_ENDED_SIGNAL,
-            start_signal_args=[call_outcome(call_id, trialist, requested=request)],
-        )
+    call = ScenarioCall.new()
+    async with servers.worker() as clients:
+        request = call.booking((await call.free_slots(clients))[2])
+        handle = await servers.signal_call_ended(call.outcome(requested=request))
         await handle.result()
     return handle
 
 
-async def requested_slot_taken_after_call(
-    client: Client, sandbox: SandboxServer, task_queue: str
-) -> WorkflowHandle[Any, Any]:
+async def requested_slot_taken_after_call(servers: FollowUpServers) -> WorkflowHandle[Any, Any]:
     """call_ended asks for a slot someone else took meanwhile: the booking is unavailable."""
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, trialist))[3]
-        other = make_trialist(new_call_id())
-        guest = chilipiper_guest(other)
-        session = await clients.chilipiper.find_free_slots(guest, timezone=guest.timezone)
-        await clients.chilipiper.book_slot(route_id=session.route_id, slot_start=slot, guest=guest)
-        request = booking_request(call_id, trialist, slot)
-        handle: WorkflowHandle[Any, Any] = await client.start_workflow(
-            CallFollowUpWorkflow.run,
-            follow_up_input(call_id),
-            id=workflow_id_for(call_id),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal=CALL_ENDED_SIGNAL,
-            start_signal_args=[call_outcome(call_id, trialist, requested=request)],
-        )
+    call = ScenarioCall.new()
+    async with servers.worker() as clients:
+        slot = (await call.free_slots(clients))[3]
+        await book_for_someone_else(clients, slot)
+        handle = await servers.signal_call_ended(call.outcome(requested=call.booking(slot)))
         await handle.result()
     return handle
 
@@ -191,7 +138,9 @@ async def record(names: list[str], directory: Path) -> None:
         with running_sandbox() as sandbox:
             for name in names:
                 sandbox.reset()
-                handle = await SCENARIOS[name](env.client, sandbox, f"record-{uuid.uuid4()}")
+                task_queue = f"record-{uuid.uuid4()}"
+                servers = FollowUpServers(env=env, sandbox=sandbox, task_queue=task_queue)
+                handle = await SCENARIOS[name](servers)
                 # A closed workflow needs no worker for its result (a query would).
                 progress = FollowUpProgress.model_validate(await handle.result())
                 _check_completed(name, progress)

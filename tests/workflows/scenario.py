@@ -1,4 +1,4 @@
-"""Builders for follow-up tests: a trialist, a call outcome, a free slot, clients and a worker."""
+"""Builders for follow-up tests: a call and its trialist, its messages, a free slot, a worker."""
 
 from __future__ import annotations
 
@@ -7,26 +7,31 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.follow_up import FollowUpActivities, chilipiper_guest
 from config.settings import Settings
 from contracts import (
+    CALL_ENDED_SIGNAL,
     BookingConfirmation,
     BookingRequest,
     CallOutcome,
     EndedReason,
     FollowUpInput,
     FollowUpProgress,
+    FollowUpStep,
     QualificationSignals,
+    StepState,
     Trialist,
     workflow_id_for,
 )
@@ -39,6 +44,7 @@ from workflows.follow_up import CallFollowUpWorkflow
 TEST_STEP_SCHEDULE_TO_CLOSE_SECONDS = 20.0
 # Shorter than the sandbox's after-commit delays used to provoke ambiguous bookings.
 TEST_READ_TIMEOUT_SECONDS = 1.0
+CALL_SUMMARY = "Uses PandaDoc for sales proposals; wants a demo of approvals."
 
 
 def new_call_id() -> str:
@@ -81,7 +87,7 @@ def call_outcome(
     *,
     requested: BookingRequest | None = None,
     booking: BookingConfirmation | None = None,
-    summary: str = "Uses PandaDoc for sales proposals; wants a demo of approvals.",
+    summary: str = CALL_SUMMARY,
 ) -> CallOutcome:
     # The outcome's timestamps are records, not calendar decisions: the wall clock is fine.
     ended = datetime.now(UTC).replace(microsecond=0)
@@ -117,10 +123,61 @@ def vendor_clients(
     return build_vendor_clients(sandbox_settings(sandbox.url), http=http, clock=sandbox.clock)
 
 
+@asynccontextmanager
+async def open_vendor_clients(sandbox: SandboxServer) -> AsyncIterator[VendorClients]:
+    """`vendor_clients`, closed at the end."""
+    clients = vendor_clients(sandbox)
+    try:
+        yield clients
+    finally:
+        await clients.aclose()
+
+
 async def free_slots(clients: VendorClients, trialist: Trialist) -> list[datetime]:
     guest = chilipiper_guest(trialist)
     found = await clients.chilipiper.find_free_slots(guest, timezone=guest.timezone)
     return found.slots
+
+
+async def book_for_someone_else(clients: VendorClients, slot: datetime) -> None:
+    """Another trialist books `slot` first: the calendar moved on."""
+    guest = chilipiper_guest(make_trialist(new_call_id()))
+    session = await clients.chilipiper.find_free_slots(guest, timezone=guest.timezone)
+    await clients.chilipiper.book_slot(route_id=session.route_id, slot_start=slot, guest=guest)
+
+
+@dataclass(frozen=True)
+class ScenarioCall:
+    """One test's call: a fresh id, a trialist unique to it, and what its agent sends."""
+
+    call_id: str
+    trialist: Trialist
+
+    @classmethod
+    def new(cls) -> ScenarioCall:
+        call_id = new_call_id()
+        return cls(call_id=call_id, trialist=make_trialist(call_id))
+
+    def booking(self, slot: datetime) -> BookingRequest:
+        return booking_request(self.call_id, self.trialist, slot)
+
+    def outcome(
+        self,
+        *,
+        requested: BookingRequest | None = None,
+        booking: BookingConfirmation | None = None,
+        summary: str = CALL_SUMMARY,
+    ) -> CallOutcome:
+        return call_outcome(
+            self.call_id, self.trialist, requested=requested, booking=booking, summary=summary
+        )
+
+    async def free_slots(self, clients: VendorClients) -> list[datetime]:
+        return await free_slots(clients, self.trialist)
+
+    async def first_free_booking(self, clients: VendorClients) -> BookingRequest:
+        """A booking of the first slot the sandbox's calendar offers this call's trialist."""
+        return self.booking((await self.free_slots(clients))[0])
 
 
 @asynccontextmanager
@@ -132,8 +189,7 @@ async def follow_up_worker(
     activities: Sequence[Callable[..., Any]] | None = None,
 ) -> AsyncIterator[VendorClients]:
     """A worker with the real workflow and, unless replaced, the real activities."""
-    clients = vendor_clients(sandbox)
-    try:
+    async with open_vendor_clients(sandbox) as clients:
         registered = (
             list(activities)
             if activities is not None
@@ -146,8 +202,66 @@ async def follow_up_worker(
             activities=registered,
         ):
             yield clients
-    finally:
-        await clients.aclose()
+
+
+@dataclass(frozen=True)
+class FollowUpServers:
+    """What a follow-up test runs on: a Temporal server, the sandbox and a task queue of its own."""
+
+    env: WorkflowEnvironment
+    sandbox: SandboxServer
+    task_queue: str
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+    def worker(
+        self, *, activities: Sequence[Callable[..., Any]] | None = None
+    ) -> AbstractAsyncContextManager[VendorClients]:
+        """A worker on the test's task queue, on the sandbox (see `follow_up_worker`)."""
+        return follow_up_worker(
+            self.client, self.task_queue, sandbox=self.sandbox, activities=activities
+        )
+
+    def start(
+        self, start_input: FollowUpInput, *, summary: str | None = None
+    ) -> WithStartWorkflowOperation[Any, Any]:
+        """The start an update-with-start carries."""
+        return WithStartWorkflowOperation(
+            CallFollowUpWorkflow.run,
+            start_input,
+            static_summary=summary,
+            **self.start_options(start_input.call_id),
+        )
+
+    def start_options(self, call_id: str) -> dict[str, Any]:
+        """Where a start puts the call's follow-up: USE_EXISTING, so a repeat joins the first."""
+        return {
+            "id": workflow_id_for(call_id),
+            "task_queue": self.task_queue,
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+        }
+
+    async def signal_call_ended(
+        self,
+        outcome: CallOutcome,
+        *,
+        step_schedule_to_close_seconds: float = TEST_STEP_SCHEDULE_TO_CLOSE_SECONDS,
+        summary: str | None = None,
+    ) -> WorkflowHandle[Any, Any]:
+        """What the agent's session-end hook does: signal-with-start `call_ended`, USE_EXISTING."""
+        start_input = follow_up_input(
+            outcome.call_id, step_schedule_to_close_seconds=step_schedule_to_close_seconds
+        )
+        return await self.client.start_workflow(
+            CallFollowUpWorkflow.run,
+            start_input,
+            start_signal=CALL_ENDED_SIGNAL,
+            start_signal_args=[outcome],
+            static_summary=summary,
+            **self.start_options(outcome.call_id),
+        )
 
 
 async def progress_of(handle: WorkflowHandle[Any, Any]) -> FollowUpProgress:
@@ -171,6 +285,21 @@ async def wait_until(
             await advance()
         else:
             await asyncio.sleep(interval)
+
+
+async def until_parked(
+    handle: WorkflowHandle[Any, Any],
+    step: FollowUpStep,
+    *,
+    within: float = 15.0,
+    advance: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Wait (bounded) until `step` waits for an operator."""
+
+    async def parked() -> bool:
+        return (await progress_of(handle)).steps[step].state is StepState.NEEDS_ATTENTION
+
+    await wait_until(parked, within=within, advance=advance, what=f"{step} to park")
 
 
 def sandbox_rows(sandbox_url: str, table: str, **match: object) -> list[dict[str, object]]:

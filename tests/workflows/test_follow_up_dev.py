@@ -17,12 +17,8 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
-from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.testing import WorkflowEnvironment
 
-from activities.follow_up import chilipiper_guest
 from contracts import (
-    CALL_ENDED_SIGNAL,
     FOLLOW_UP_FAILED_STEP,
     FOLLOW_UP_STATUS,
     BookingRequest,
@@ -38,15 +34,12 @@ from contracts import (
 )
 from tests.servers import SandboxServer
 from tests.workflows.scenario import (
-    booking_request,
-    call_outcome,
+    FollowUpServers,
+    ScenarioCall,
+    book_for_someone_else,
     clear_faults,
     crm_records,
     follow_up_input,
-    follow_up_worker,
-    free_slots,
-    make_trialist,
-    new_call_id,
     progress_of,
     sandbox_rows,
     wait_until,
@@ -56,32 +49,16 @@ from workflows.follow_up import CallFollowUpWorkflow
 VISIBILITY_TIMEOUT_SECONDS = 15.0
 
 
-def start_operation(
-    call_id: str, task_queue: str, trialist: Trialist
-) -> WithStartWorkflowOperation:
-    return WithStartWorkflowOperation(
-        CallFollowUpWorkflow.run,
-        follow_up_input(call_id),
-        id=workflow_id_for(call_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=follow_up_summary(trialist.name, trialist.company),
-    )
+def start_operation(servers: FollowUpServers, call: ScenarioCall) -> WithStartWorkflowOperation:
+    """The agent's update-with-start, summarised for the UI as the agent does."""
+    summary = follow_up_summary(call.trialist.name, call.trialist.company)
+    return servers.start(follow_up_input(call.call_id), summary=summary)
 
 
-async def signal_call_ended(
-    client: Client, call_id: str, task_queue: str, outcome: Any
-) -> WorkflowHandle[Any, Any]:
-    """What the agent's session-end hook does: signal-with-start, USE_EXISTING."""
-    return await client.start_workflow(
-        CallFollowUpWorkflow.run,
-        follow_up_input(call_id),
-        id=workflow_id_for(call_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        start_signal=CALL_ENDED_SIGNAL,
-        start_signal_args=[outcome],
-    )
+def meeting_ids(sandbox: SandboxServer, trialist: Trialist) -> list[object]:
+    """The ids of the sandbox's meetings with this trialist as the guest."""
+    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
+    return [meeting["meeting_id"] for meeting in meetings]
 
 
 async def rejection(handle: WorkflowHandle[Any, Any], request: BookingRequest) -> str:
@@ -91,15 +68,13 @@ async def rejection(handle: WorkflowHandle[Any, Any], request: BookingRequest) -
 
 
 async def test_update_with_start_books_once_and_the_validator_refuses_conflicts(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+    dev_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    client = dev_env.client
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
-        slots = await free_slots(clients, trialist)
-        request = booking_request(call_id, trialist, slots[0])
-        start = start_operation(call_id, task_queue, trialist)
+    client, trialist = dev_servers.client, call.trialist
+    async with dev_servers.worker() as clients:
+        slots = await call.free_slots(clients)
+        request = call.booking(slots[0])
+        start = start_operation(dev_servers, call)
         booked = await client.execute_update_with_start_workflow(
             CallFollowUpWorkflow.book_meeting, request, start_workflow_operation=start
         )
@@ -109,22 +84,22 @@ async def test_update_with_start_books_once_and_the_validator_refuses_conflicts(
         again = await client.execute_update_with_start_workflow(
             CallFollowUpWorkflow.book_meeting,
             request,
-            start_workflow_operation=start_operation(call_id, task_queue, trialist),
+            start_workflow_operation=start_operation(dev_servers, call),
         )
         assert again == booked
         assert (await progress_of(handle)).status is FollowUpStatus.IN_CALL
 
-        different = await rejection(handle, booking_request(call_id, trialist, slots[2]))
+        different = await rejection(handle, call.booking(slots[2]))
         assert "already booked" in different and "second booking" in different
         # The workflow checks slots against Temporal's clock: the wall clock on the dev server.
-        past = booking_request(call_id, trialist, datetime.now(UTC) - timedelta(hours=1))
+        past = call.booking(datetime.now(UTC) - timedelta(hours=1))
         assert "in the past" in await rejection(handle, past)
 
-        outcome = call_outcome(call_id, trialist, requested=request)
-        await signal_call_ended(client, call_id, task_queue, outcome)
+        outcome = call.outcome(requested=request)
+        await dev_servers.signal_call_ended(outcome)
         # The session-end hook and the outbox relay may both deliver it: the first one wins.
-        other = call_outcome(call_id, trialist, summary="A different, later summary.")
-        await signal_call_ended(client, call_id, task_queue, other)
+        other = call.outcome(summary="A different, later summary.")
+        await dev_servers.signal_call_ended(other)
         progress = await handle.result()
 
     assert booked.status is BookingStatus.BOOKED and booked.meeting_id
@@ -134,9 +109,8 @@ async def test_update_with_start_books_once_and_the_validator_refuses_conflicts(
     assert all(p.state is StepState.SUCCEEDED for s, p in progress.steps.items() if s not in owed)
     assert all(progress.steps[step].state is StepState.NOT_NEEDED for step in owed)  # kept
     assert progress.steps[FollowUpStep.BOOK_MEETING].attempts == 1
-    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
-    assert [m["meeting_id"] for m in meetings] == [booked.meeting_id]
-    records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
+    assert meeting_ids(dev_servers.sandbox, trialist) == [booked.meeting_id]
+    records = crm_records(dev_servers.sandbox.url, call_id=call.call_id, trialist=trialist)
     assert records.counts() == records.expected_for_one_call(meeting=True)
     assert records.hubspot_note_mentions(outcome.summary)
     assert not records.hubspot_note_mentions(other.summary)
@@ -145,30 +119,25 @@ async def test_update_with_start_books_once_and_the_validator_refuses_conflicts(
 
 
 async def test_ambiguous_booking_timeout_is_reconciled_never_double_booked(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+    dev_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    client = dev_env.client
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
     # The booking commits, then its reply is held past the client's 1 s read timeout.
-    sandbox.add_fault(
+    dev_servers.sandbox.add_fault(
         vendor="chilipiper", operation="schedule_simple", after_commit_latency_ms=2500, times=1
     )
-    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, trialist))[0]
-        request = booking_request(call_id, trialist, slot)
-        start = start_operation(call_id, task_queue, trialist)
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
+        start = start_operation(dev_servers, call)
         # The agent stops waiting once the workflow accepted the booking (caller hung up).
-        update = await client.start_update_with_start_workflow(
+        update = await dev_servers.client.start_update_with_start_workflow(
             CallFollowUpWorkflow.book_meeting,
             request,
             start_workflow_operation=start,
             wait_for_stage=WorkflowUpdateStage.ACCEPTED,
         )
         handle = await start.workflow_handle()
-        await signal_call_ended(
-            client, call_id, task_queue, call_outcome(call_id, trialist, requested=request)
-        )
+        outcome = call.outcome(requested=request)
+        await dev_servers.signal_call_ended(outcome)
         progress = await handle.result()
         booked = await update.result()  # the handler finished even though nobody waited
 
@@ -177,9 +146,8 @@ async def test_ambiguous_booking_timeout_is_reconciled_never_double_booked(
     booking = progress.steps[FollowUpStep.BOOK_MEETING]
     assert booking.state is StepState.SUCCEEDED
     assert booking.attempts == 2  # the ambiguous attempt, then the one that reconciled
-    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
-    assert [m["meeting_id"] for m in meetings] == [booked.meeting_id]
-    records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
+    assert meeting_ids(dev_servers.sandbox, call.trialist) == [booked.meeting_id]
+    records = crm_records(dev_servers.sandbox.url, call_id=call.call_id, trialist=call.trialist)
     assert records.counts() == records.expected_for_one_call(meeting=True)
 
 
@@ -189,21 +157,17 @@ async def visible(client: Client, query: str, workflow_id: str) -> bool:
 
 
 async def test_permanent_error_parks_in_needs_attention_visible_then_retry_completes(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+    dev_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    client = dev_env.client
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
+    client, call_id = dev_servers.client, call.call_id
     workflow_id = workflow_id_for(call_id)
     step = FollowUpStep.UPSERT_HUBSPOT_CONTACT
-    sandbox.add_fault(
+    dev_servers.sandbox.add_fault(
         vendor="hubspot", operation="batch_upsert_contacts", error_rate=1.0, status=400
     )
-    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, trialist))[0]
-        handle = await signal_call_ended(
-            client, call_id, task_queue, call_outcome(call_id, trialist)
-        )
+    async with dev_servers.worker() as clients:
+        late_booking = await call.first_free_booking(clients)
+        handle = await dev_servers.signal_call_ended(call.outcome())
         await wait_until(
             lambda: visible(client, 'FollowUpStatus="needs_attention"', workflow_id),
             within=VISIBILITY_TIMEOUT_SECONDS,
@@ -225,7 +189,7 @@ async def test_permanent_error_parks_in_needs_attention_visible_then_retry_compl
         assert f"Needs attention: `{step}`" in details
         assert "HTTP 400" in details and "retry_step" in details and "skip_step" in details
         assert f"trialist followups retry {call_id} {step}" in details
-        assert trialist.email not in details
+        assert call.trialist.email not in details
 
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update(
@@ -239,10 +203,10 @@ async def test_permanent_error_parks_in_needs_attention_visible_then_retry_compl
                 SkipStepRequest(step=FollowUpStep.TRACK_ANALYTICS, reason="not parked"),
             )
 
-        late = await rejection(handle, booking_request(call_id, trialist, slot))
+        late = await rejection(handle, late_booking)
         assert "the call has ended" in late
 
-        clear_faults(sandbox.url)
+        clear_faults(dev_servers.sandbox.url)
         await handle.execute_update(CallFollowUpWorkflow.retry_step, RetryStepRequest())
         progress = await handle.result()
         await wait_until(
@@ -256,65 +220,51 @@ async def test_permanent_error_parks_in_needs_attention_visible_then_retry_compl
     assert progress.steps[step].state is StepState.SUCCEEDED
     assert progress.steps[step].attempts == 2
     assert attributes.get(FOLLOW_UP_FAILED_STEP) is None
-    records = crm_records(sandbox.url, call_id=call_id, trialist=trialist)
+    records = crm_records(dev_servers.sandbox.url, call_id=call_id, trialist=call.trialist)
     assert records.counts() == records.expected_for_one_call(meeting=False)
 
 
 async def test_an_unavailable_slot_offers_alternatives_and_the_caller_may_pick_one(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+    dev_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    client = dev_env.client
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
-        slots = await free_slots(clients, trialist)
-        taken = slots[4]
-        someone_else = chilipiper_guest(make_trialist(new_call_id()))
-        session = await clients.chilipiper.find_free_slots(
-            someone_else, timezone=someone_else.timezone
-        )
-        await clients.chilipiper.book_slot(
-            route_id=session.route_id, slot_start=taken, guest=someone_else
-        )
-        start = start_operation(call_id, task_queue, trialist)
-        unavailable = await client.execute_update_with_start_workflow(
-            CallFollowUpWorkflow.book_meeting,
-            booking_request(call_id, trialist, taken),
-            start_workflow_operation=start,
+    async with dev_servers.worker() as clients:
+        taken = (await call.free_slots(clients))[4]
+        await book_for_someone_else(clients, taken)
+        start = start_operation(dev_servers, call)
+        unavailable = await dev_servers.client.execute_update_with_start_workflow(
+            CallFollowUpWorkflow.book_meeting, call.booking(taken), start_workflow_operation=start
         )
         handle = await start.workflow_handle()
         assert unavailable.status is BookingStatus.UNAVAILABLE
         assert 1 <= len(unavailable.alternatives) <= 3
         # The agent reads the alternatives out; the caller picks the first one.
-        chosen = booking_request(call_id, trialist, unavailable.alternatives[0])
+        chosen = call.booking(unavailable.alternatives[0])
         booked = await handle.execute_update(CallFollowUpWorkflow.book_meeting, chosen)
-        await signal_call_ended(
-            client, call_id, task_queue, call_outcome(call_id, trialist, requested=chosen)
-        )
+        outcome = call.outcome(requested=chosen)
+        await dev_servers.signal_call_ended(outcome)
         progress = await handle.result()
 
     assert booked.status is BookingStatus.BOOKED
     assert progress.booking == booked
     assert progress.steps[FollowUpStep.RECORD_MEETING_HUBSPOT].state is StepState.SUCCEEDED
-    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
+    meetings = sandbox_rows(
+        dev_servers.sandbox.url, "chilipiper_meetings", guest_email=call.trialist.email
+    )
     assert [(m["meeting_id"], m["start_at"]) for m in meetings] == [
         (booked.meeting_id, unavailable.alternatives[0].strftime("%Y-%m-%dT%H:%M:%SZ"))
     ]
 
 
 async def test_a_booking_parked_during_the_call_fails_the_update_then_an_operator_retries(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+    dev_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    client = dev_env.client
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    async with follow_up_worker(client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, trialist))[0]
-        request = booking_request(call_id, trialist, slot)
+    sandbox = dev_servers.sandbox
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
         sandbox.add_fault(vendor="chilipiper", operation="init_simple", error_rate=1.0, status=401)
-        start = start_operation(call_id, task_queue, trialist)
+        start = start_operation(dev_servers, call)
         with pytest.raises(WorkflowUpdateFailedError) as failed:
-            await client.execute_update_with_start_workflow(
+            await dev_servers.client.execute_update_with_start_workflow(
                 CallFollowUpWorkflow.book_meeting, request, start_workflow_operation=start
             )
         handle = await start.workflow_handle()
@@ -331,13 +281,11 @@ async def test_a_booking_parked_during_the_call_fails_the_update_then_an_operato
         # The agent's retry of the same booking now gets the result.
         booked = await handle.execute_update(CallFollowUpWorkflow.book_meeting, request)
         assert (await progress_of(handle)).status is FollowUpStatus.IN_CALL
-        await signal_call_ended(
-            client, call_id, task_queue, call_outcome(call_id, trialist, requested=request)
-        )
+        outcome = call.outcome(requested=request)
+        await dev_servers.signal_call_ended(outcome)
         progress = await handle.result()
 
     assert booked.status is BookingStatus.BOOKED
     assert progress.status is FollowUpStatus.COMPLETED
     assert progress.steps[FollowUpStep.BOOK_MEETING].attempts == 2
-    meetings = sandbox_rows(sandbox.url, "chilipiper_meetings", guest_email=trialist.email)
-    assert [m["meeting_id"] for m in meetings] == [booked.meeting_id]
+    assert meeting_ids(sandbox, call.trialist) == [booked.meeting_id]

@@ -11,39 +11,36 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from contracts import (
-    CALL_ENDED_SIGNAL,
     BookingStatus,
     FollowUpStatus,
     FollowUpStep,
     RetryStepRequest,
     SkipStepRequest,
     StepState,
-    workflow_id_for,
 )
 from tests.pinned_time import working_week_anchor
 from tests.servers import SandboxServer
 from tests.workflows.scenario import (
+    FollowUpServers,
+    ScenarioCall,
     activity_retry_gap,
-    booking_request,
-    call_outcome,
     clear_faults,
     follow_up_input,
-    follow_up_worker,
-    free_slots,
-    make_trialist,
-    new_call_id,
     progress_of,
     sandbox_rows,
     timer_fired_after,
-    wait_until,
+    until_parked,
 )
 from workflows.follow_up import CallFollowUpWorkflow
 
 CALL_ENDED_TIMEOUT_SECONDS = 2 * 3600.0
+
+
+def amplitude_events(sandbox: SandboxServer, call: ScenarioCall) -> list[dict[str, object]]:
+    return sandbox_rows(sandbox.url, "amplitude_events", user_id=call.trialist.trial_account_id)
 
 
 @pytest.fixture(autouse=True)
@@ -54,25 +51,19 @@ async def sandbox_at_server_time(
 
 
 async def test_missing_call_ended_proceeds_after_the_timeout_with_what_it_has(
-    time_skipping_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+    time_skipping_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    env = time_skipping_env
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    async with follow_up_worker(env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, trialist))[0]
+    servers, call_id = time_skipping_servers, call.call_id
+    async with servers.worker() as clients:
+        request = await call.first_free_booking(clients)
         # Start, then update: the test server leaves time skipping locked after an
         # update-with-start (the dev-server tests cover that path).
-        handle = await env.client.start_workflow(
+        handle = await servers.client.start_workflow(
             CallFollowUpWorkflow.run,
             follow_up_input(call_id, call_ended_timeout_seconds=CALL_ENDED_TIMEOUT_SECONDS),
-            id=workflow_id_for(call_id),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            **servers.start_options(call_id),
         )
-        booked = await handle.execute_update(
-            CallFollowUpWorkflow.book_meeting, booking_request(call_id, trialist, slot)
-        )
+        booked = await handle.execute_update(CallFollowUpWorkflow.book_meeting, request)
         # No call_ended is ever sent: the workflow must give up waiting and carry on.
         progress = await handle.result()
         waited = await timer_fired_after(handle)
@@ -95,7 +86,7 @@ async def test_missing_call_ended_proceeds_after_the_timeout_with_what_it_has(
         FollowUpStep.TRACK_ANALYTICS,
     ):
         assert steps[step].state is StepState.SUCCEEDED, step
-    events = sandbox_rows(sandbox.url, "amplitude_events", user_id=trialist.trial_account_id)
+    events = amplitude_events(servers.sandbox, call)
     assert sorted(str(e["event_type"]) for e in events) == [
         "trial_call_outcome_missing",
         "trial_meeting_booked",
@@ -104,14 +95,12 @@ async def test_missing_call_ended_proceeds_after_the_timeout_with_what_it_has(
 
 
 async def test_rate_limit_waits_the_delay_the_vendor_asked_for(
-    time_skipping_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+    time_skipping_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    env = time_skipping_env
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
+    servers = time_skipping_servers
     retry_after = 90
     # One throttled answer; the default backoff would retry after 1 s, the vendor asks for 90 s.
-    sandbox.add_fault(
+    servers.sandbox.add_fault(
         vendor="amplitude",
         operation="track",
         error_rate=1.0,
@@ -119,16 +108,8 @@ async def test_rate_limit_waits_the_delay_the_vendor_asked_for(
         headers={"Retry-After": str(retry_after)},
         times=1,
     )
-    async with follow_up_worker(env.client, task_queue, sandbox=sandbox):
-        handle = await env.client.start_workflow(
-            CallFollowUpWorkflow.run,
-            follow_up_input(call_id, step_schedule_to_close_seconds=600),
-            id=workflow_id_for(call_id),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal=CALL_ENDED_SIGNAL,
-            start_signal_args=[call_outcome(call_id, trialist)],
-        )
+    async with servers.worker():
+        handle = await servers.signal_call_ended(call.outcome(), step_schedule_to_close_seconds=600)
         progress = await handle.result()
         gap = await activity_retry_gap(handle, FollowUpStep.TRACK_ANALYTICS.value)
 
@@ -137,34 +118,20 @@ async def test_rate_limit_waits_the_delay_the_vendor_asked_for(
     assert analytics.state is StepState.SUCCEEDED
     assert analytics.attempts == 2
     assert timedelta(seconds=retry_after) <= gap < timedelta(seconds=retry_after + 10)
-    events = sandbox_rows(sandbox.url, "amplitude_events", user_id=trialist.trial_account_id)
+    events = amplitude_events(servers.sandbox, call)
     assert [e["event_type"] for e in events] == ["trial_call_completed"]
 
 
 async def test_step_out_of_retries_parks_then_retry_step_completes(
-    time_skipping_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+    time_skipping_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    env = time_skipping_env
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
+    servers = time_skipping_servers
     step = FollowUpStep.UPSERT_SALESFORCE_LEAD
     # Salesforce answers 503 to everything: retryable, so only the step's time budget ends it.
-    sandbox.add_fault(vendor="salesforce", error_rate=1.0, status=503)
-    async with follow_up_worker(env.client, task_queue, sandbox=sandbox):
-        handle = await env.client.start_workflow(
-            CallFollowUpWorkflow.run,
-            follow_up_input(call_id, step_schedule_to_close_seconds=30),
-            id=workflow_id_for(call_id),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal=CALL_ENDED_SIGNAL,
-            start_signal_args=[call_outcome(call_id, trialist)],
-        )
-
-        async def parked() -> bool:
-            return (await progress_of(handle)).steps[step].state is StepState.NEEDS_ATTENTION
-
-        await wait_until(parked, advance=lambda: env.sleep(5), what=f"{step} to park")
+    servers.sandbox.add_fault(vendor="salesforce", error_rate=1.0, status=503)
+    async with servers.worker():
+        handle = await servers.signal_call_ended(call.outcome(), step_schedule_to_close_seconds=30)
+        await until_parked(handle, step, advance=lambda: servers.env.sleep(5))
         progress = await progress_of(handle)
         assert progress.status is FollowUpStatus.NEEDS_ATTENTION
         error = progress.steps[step].last_error
@@ -175,7 +142,7 @@ async def test_step_out_of_retries_parks_then_retry_step_completes(
         assert progress.steps[FollowUpStep.LOG_CALL_HUBSPOT].state is StepState.SUCCEEDED
         assert progress.steps[FollowUpStep.LOG_CALL_SALESFORCE].state is StepState.PENDING
 
-        clear_faults(sandbox.url)
+        clear_faults(servers.sandbox.url)
         after = await handle.execute_update(
             CallFollowUpWorkflow.retry_step, RetryStepRequest(step=step)
         )
@@ -188,32 +155,17 @@ async def test_step_out_of_retries_parks_then_retry_step_completes(
 
 
 async def test_skip_step_skips_the_dependents_and_completes(
-    time_skipping_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+    time_skipping_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    env = time_skipping_env
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
+    servers = time_skipping_servers
     step = FollowUpStep.UPSERT_HUBSPOT_CONTACT
-    sandbox.add_fault(vendor="hubspot", error_rate=1.0, status=400)  # permanent: parks at once
-    async with follow_up_worker(env.client, task_queue, sandbox=sandbox) as clients:
-        slot = (await free_slots(clients, trialist))[1]
-        outcome = call_outcome(
-            call_id, trialist, requested=booking_request(call_id, trialist, slot)
-        )
-        handle = await env.client.start_workflow(
-            CallFollowUpWorkflow.run,
-            follow_up_input(call_id),
-            id=workflow_id_for(call_id),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal=CALL_ENDED_SIGNAL,
-            start_signal_args=[outcome],
-        )
-
-        async def parked() -> bool:
-            return (await progress_of(handle)).steps[step].state is StepState.NEEDS_ATTENTION
-
-        await wait_until(parked, what=f"{step} to park")
+    # Permanent: the step parks at once.
+    servers.sandbox.add_fault(vendor="hubspot", error_rate=1.0, status=400)
+    async with servers.worker() as clients:
+        slot = (await call.free_slots(clients))[1]
+        outcome = call.outcome(requested=call.booking(slot))
+        handle = await servers.signal_call_ended(outcome)
+        await until_parked(handle, step)
         progress = await progress_of(handle)
         assert progress.steps[step].last_error is not None
         assert progress.steps[step].last_error.kind == "permanent"

@@ -17,14 +17,12 @@ import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
-    Client,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
 
 from contracts import (
     BOOK_MEETING_UPDATE,
@@ -35,11 +33,11 @@ from contracts import (
     FollowUpStatus,
     workflow_id_for,
 )
-from tests.servers import SandboxServer
 from tests.workflows.scenario import (
+    FollowUpServers,
+    ScenarioCall,
     call_outcome,
     follow_up_input,
-    follow_up_worker,
     make_trialist,
     new_call_id,
     progress_of,
@@ -59,12 +57,12 @@ def outcome_json(call_id: str, **changes: Any) -> dict[str, Any]:
     return {**good, **changes}
 
 
-async def start(client: Client, call_id: str, task_queue: str) -> WorkflowHandle[Any, Any]:
-    return await client.start_workflow(
+async def start(servers: FollowUpServers, call_id: str) -> WorkflowHandle[Any, Any]:
+    return await servers.client.start_workflow(
         CallFollowUpWorkflow.run,
         follow_up_input(call_id),
         id=workflow_id_for(call_id),
-        task_queue=task_queue,
+        task_queue=servers.task_queue,
     )
 
 
@@ -120,22 +118,18 @@ def hostile_signals(call_id: str) -> dict[str, Sequence[Any]]:
 
 
 async def test_every_hostile_signal_is_dropped_and_a_good_call_ended_still_completes(
-    dev_env: WorkflowEnvironment,
-    sandbox: SandboxServer,
-    task_queue: str,
-    caplog: pytest.LogCaptureFixture,
+    dev_servers: FollowUpServers, call: ScenarioCall, caplog: pytest.LogCaptureFixture
 ) -> None:
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
-        handle = await start(dev_env.client, call_id, task_queue)
+    call_id, trialist = call.call_id, call.trialist
+    async with dev_servers.worker():
+        handle = await start(dev_servers, call_id)
         with caplog.at_level(logging.WARNING, logger="temporalio.workflow"):
             for args in hostile_signals(call_id).values():
                 await handle.signal(CALL_ENDED_SIGNAL, args=list(args))
             await handle.signal("no_such_signal", "hello")
             # Still answering: the hostile signals did not wedge it.
             assert (await progress_of(handle)).status is FollowUpStatus.IN_CALL
-            await handle.signal(CALL_ENDED_SIGNAL, call_outcome(call_id, trialist))
+            await handle.signal(CALL_ENDED_SIGNAL, call.outcome())
             progress = await completed(handle)
 
     assert progress.status is FollowUpStatus.COMPLETED
@@ -161,15 +155,15 @@ async def test_every_hostile_signal_is_dropped_and_a_good_call_ended_still_compl
     ],
 )
 async def test_an_unusable_start_input_fails_the_workflow_once_with_a_reason(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str, why: str, payload: str
+    dev_servers: FollowUpServers, why: str, payload: str
 ) -> None:
     call_id = new_call_id()
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
-        handle = await dev_env.client.start_workflow(
+    async with dev_servers.worker():
+        handle = await dev_servers.client.start_workflow(
             "CallFollowUpWorkflow",
             raw_json(payload % call_id),
             id=workflow_id_for(call_id),
-            task_queue=task_queue,
+            task_queue=dev_servers.task_queue,
         )
         with pytest.raises(WorkflowFailureError) as failed:
             await completed(handle)
@@ -182,13 +176,12 @@ async def test_an_unusable_start_input_fails_the_workflow_once_with_a_reason(
 
 
 async def test_hostile_updates_are_refused_and_the_follow_up_goes_on(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
+    dev_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    call_id = new_call_id()
-    trialist = make_trialist(call_id)
+    call_id = call.call_id
     guest = outcome_json(call_id)["trialist"]
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
-        handle = await start(dev_env.client, call_id, task_queue)
+    async with dev_servers.worker():
+        handle = await start(dev_servers, call_id)
         refused: list[str] = []
         for name, args in (
             (BOOK_MEETING_UPDATE, [raw_json("{nope")]),
@@ -204,9 +197,9 @@ async def test_hostile_updates_are_refused_and_the_follow_up_goes_on(
             with pytest.raises(WorkflowUpdateFailedError) as failure:
                 await handle.execute_update(name, args=args)
             refused.append(str(failure.value.cause))
-        await handle.signal(CALL_ENDED_SIGNAL, call_outcome(call_id, trialist))
+        await handle.signal(CALL_ENDED_SIGNAL, call.outcome())
         progress = await completed(handle)
 
     assert progress.status is FollowUpStatus.COMPLETED
     assert await task_failures(handle) == 0
-    assert not any(trialist.email in text or "r" * 100 in text for text in refused)
+    assert not any(call.trialist.email in text or "r" * 100 in text for text in refused)

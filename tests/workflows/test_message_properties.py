@@ -23,7 +23,6 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
 
 from contracts import (
     BOOK_MEETING_UPDATE,
@@ -34,10 +33,9 @@ from contracts import (
     FollowUpStatus,
 )
 from tests.properties import TALLY, cases
-from tests.servers import SandboxServer
 from tests.workflows.scenario import (
+    FollowUpServers,
     call_outcome,
-    follow_up_worker,
     make_trialist,
     new_call_id,
     progress_of,
@@ -92,11 +90,9 @@ def messages(call_id: str) -> st.SearchStrategy[list[Hostile]]:
 
 
 @pytest.fixture
-async def worker_client(
-    dev_env: WorkflowEnvironment, sandbox: SandboxServer, task_queue: str
-) -> AsyncIterator[Client]:
-    async with follow_up_worker(dev_env.client, task_queue, sandbox=sandbox):
-        yield dev_env.client
+async def worker_servers(dev_servers: FollowUpServers) -> AsyncIterator[FollowUpServers]:
+    async with dev_servers.worker():
+        yield dev_servers
 
 
 async def send(client: Client, workflow_id: str, message: Hostile) -> None:
@@ -122,10 +118,10 @@ async def send(client: Client, workflow_id: str, message: Hostile) -> None:
     TALLY.accepted(surface)
 
 
-async def check_case(client: Client, task_queue: str, sent: list[Hostile], call_id: str) -> None:
-    handle = await start(client, call_id, task_queue)
+async def check_case(servers: FollowUpServers, sent: list[Hostile], call_id: str) -> None:
+    handle = await start(servers, call_id)
     for message in sent:
-        await send(client, handle.id, message)
+        await send(servers.client, handle.id, message)
     async with asyncio.timeout(10):
         progress = await progress_of(handle)  # still answering: not wedged
     assert progress.status in (FollowUpStatus.IN_CALL, FollowUpStatus.RUNNING)
@@ -136,7 +132,7 @@ async def check_case(client: Client, task_queue: str, sent: list[Hostile], call_
 
 
 async def test_no_run_of_messages_wedges_terminates_or_drops_a_follow_up(
-    worker_client: Client, task_queue: str
+    worker_servers: FollowUpServers,
 ) -> None:
     loop = asyncio.get_running_loop()
 
@@ -145,9 +141,7 @@ async def test_no_run_of_messages_wedges_terminates_or_drops_a_follow_up(
     def case(data: st.DataObject) -> None:
         call_id = new_call_id()
         sent = data.draw(messages(call_id))
-        future = asyncio.run_coroutine_threadsafe(
-            check_case(worker_client, task_queue, sent, call_id), loop
-        )
+        future = asyncio.run_coroutine_threadsafe(check_case(worker_servers, sent, call_id), loop)
         future.result(timeout=60)
 
     # Hypothesis draws in a thread while this event loop runs the worker and the Temporal calls.
