@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 LABEL: Final = "[scripted demo]"
 CLAIM_WAIT_SECONDS: Final = 1.0
+# "callback" asks to be called back Thursday afternoon; called back, that person books.
 Persona = Literal["book", "not_interested", "opt_out", "callback"]
 
 
@@ -133,6 +134,7 @@ class DispatchRunner:
         self._out = out
         self.log = RunnerLog()
         self.active = 0
+        self._asked_for_callback: set[str] = set()
 
     async def serve(self, stop: asyncio.Event, *, concurrency: int = 4) -> None:
         """Claim and play jobs until `stop` is set; up to `concurrency` calls at once."""
@@ -180,9 +182,18 @@ class DispatchRunner:
             self.active -= 1
             await http.post(f"{self._base}/__sandbox/jobs/{job['dispatch_id']}/finish")
 
+    def _persona_of(self, person: Trialist, *, machine: bool) -> Persona:
+        phone = person.phone or ""
+        persona: Persona = self._personas.get(phone, "book")
+        if persona == "callback" and not machine:
+            if phone in self._asked_for_callback:
+                return "book"  # called back as asked: now there is time to book
+            self._asked_for_callback.add(phone)
+        return persona
+
     async def _play(self, dispatch: CallDispatch, *, machine: bool) -> None:
         person = dispatch.trialist
-        persona: Persona = self._personas.get(person.phone or "", "book")
+        persona = self._persona_of(person, machine=machine)
         turns = persona_turns(persona, person, machine=machine)
         services = self._runtime.services_for(
             call_id=dispatch.call_id, trialist=person, outreach=dispatch.outreach

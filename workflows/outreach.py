@@ -111,6 +111,8 @@ NOT_PLACED_RETRY_AFTER: Final = timedelta(minutes=5)
 RINGING_SECONDS: Final = 60
 MIN_CALL_SECONDS: Final = 300
 OPT_OUT_START_WAIT: Final = timedelta(minutes=5)
+# Outreaches started before it released a stopped call's dial slot at once; they replay so.
+STOPPED_CALL_HOLDS_SLOT_PATCH: Final = "stopped-call-holds-its-dial-slot"
 # Kept out of the call's ids: they are search attributes and room names.
 CALL_ID_PREFIX: Final = "ob-"
 
@@ -457,21 +459,37 @@ class OutreachWorkflow:
             self._in_call = None
             self._retry_later("the agent could not join the call")
             return None
+        give_up_at = workflow.now() + timedelta(seconds=self._input.report_timeout_seconds)
         try:
             await workflow.wait_condition(
                 lambda: self._report is not None or self._stop() is not None,
-                timeout=timedelta(seconds=self._input.report_timeout_seconds),
+                timeout=give_up_at - workflow.now(),
                 timeout_summary="wait for the call's report",
             )
         except TimeoutError:
             self._in_call = None
             self._paused = "the call's report never came: check its follow-up, then resume"
             return None
-        self._in_call = None
         report = self._report
         if report is None:  # stopped (opt-out, cancel) during the call
+            await self._until_the_stopped_call_ends(give_up_at)
+            self._in_call = None
             return None
+        self._in_call = None
         return self._after_report(report)
+
+    async def _until_the_stopped_call_ends(self, give_up_at: datetime) -> None:
+        """An opt-out or cancel stops the outreach, not the call: the caller still hears the
+        goodbye. Its dial slot is held until the call's report says it ended, so the limit of
+        calls in flight per number counts it (the opt-out itself is already recorded)."""
+        if not workflow.patched(STOPPED_CALL_HOLDS_SLOT_PATCH):
+            return
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._report is not None,
+                timeout=max(give_up_at - workflow.now(), timedelta(seconds=1)),
+                timeout_summary="the stopped call runs to its end",
+            )
 
     async def _start_follow_up(self, call_id: str) -> None:
         input = self._input

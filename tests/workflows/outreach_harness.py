@@ -19,8 +19,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from temporalio import activity, workflow
-from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.testservice.v1 import UnlockTimeSkippingRequest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -57,12 +58,29 @@ from contracts.outreach import (
     PlaceDialOutput,
     outreach_workflow_id,
 )
+from tests.payload_keys import SESSION_CONVERTER
 from tests.servers import time_skipping_server
 from workflows.dial_slots import DialSlotsWorkflow
 from workflows.outreach import OutreachWorkflow
 
 CALL_MINUTES = 5
 SETTLE_SECONDS = 1.0
+ORPHAN_SWEEP_SECONDS = 0.25
+# The close events a parent records for its child; a child that closes in any other way than
+# termination takes a time lock that only the parent's close event returns.
+CHILD_CLOSED_EVENTS = {
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED,
+}
+LOCKING_CLOSES = {
+    WorkflowExecutionStatus.COMPLETED,
+    WorkflowExecutionStatus.FAILED,
+    WorkflowExecutionStatus.CANCELED,
+    WorkflowExecutionStatus.TIMED_OUT,
+}
 
 
 @dataclass
@@ -136,7 +154,7 @@ class StandInFollowUp:
 def own_time_skipping_env() -> AbstractAsyncContextManager[WorkflowEnvironment]:
     """A test server of its own: pinning moves its clock months ahead, and the follow-up tests
     on the shared server expect a clock near the wall clock (the sandbox's slots are)."""
-    return time_skipping_server(pydantic_data_converter)
+    return time_skipping_server(SESSION_CONVERTER)
 
 
 @asynccontextmanager
@@ -165,6 +183,69 @@ async def outreach_worker(client: Client, task_queue: str, script: Script) -> As
     slots = client.get_workflow_handle(dial_slots_workflow_id(task_queue))
     with contextlib.suppress(RPCError):
         await slots.terminate("test over")
+
+
+class OrphanedChildLocks:
+    """Returns the time locks the Java test server leaks for abandoned children.
+
+    A child that closes takes a time lock "to notify the parent", and only the parent's
+    ChildWorkflowExecution* event returns it; when the parent has already closed (an outreach
+    that ended while its follow-up, started with ParentClosePolicy.ABANDON, still ran), the
+    notification fails with NOT_FOUND and the lock stays, so the clock never skips again
+    (TestWorkflowMutableStateImpl "notify parent"; sdk-typescript#1101). The real server has no
+    such lock. A leak is exact to detect: the parent is closed, its history has no close event
+    for the child, and the child closed other than by termination. Each is unlocked once.
+    """
+
+    def __init__(self, env: WorkflowEnvironment, client: Client, parent_ids: list[str]) -> None:
+        self._env = env
+        self._client = client
+        self._open_parents = set(parent_ids)
+        self._orphans: set[str] = set()
+        self.returned = 0
+
+    async def sweep(self) -> None:
+        for parent_id in list(self._open_parents):
+            parent = self._client.get_workflow_handle(parent_id)
+            if (await parent.describe()).status is WorkflowExecutionStatus.RUNNING:
+                continue
+            self._open_parents.discard(parent_id)
+            self._orphans |= await _children_left_open(parent)
+        for child_id in list(self._orphans):
+            status = (await self._client.get_workflow_handle(child_id).describe()).status
+            if status is WorkflowExecutionStatus.RUNNING:
+                continue
+            self._orphans.discard(child_id)
+            if status in LOCKING_CLOSES:
+                await self._env.client.test_service.unlock_time_skipping(
+                    UnlockTimeSkippingRequest()
+                )
+                self.returned += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep until `stop`, also while the test sleeps on the server's clock."""
+        while not stop.is_set():
+            await self.sweep()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ORPHAN_SWEEP_SECONDS)
+
+
+async def _children_left_open(parent: WorkflowHandle[Any, Any]) -> set[str]:
+    """The children a closed parent started and never saw close (by their workflow ids)."""
+    started: dict[int, str] = {}
+    closed: set[int] = set()
+    async for event in parent.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
+            attributes = event.child_workflow_execution_started_event_attributes
+            started[attributes.initiated_event_id] = attributes.workflow_execution.workflow_id
+        elif event.event_type in CHILD_CLOSED_EVENTS:
+            closed.add(_initiated_event_id(event))
+    return {child for initiated, child in started.items() if initiated not in closed}
+
+
+def _initiated_event_id(event: Any) -> int:
+    attributes = getattr(event, event.WhichOneof("attributes"))
+    return int(attributes.initiated_event_id)
 
 
 async def settle(client: Client, script: Script) -> None:

@@ -26,6 +26,8 @@ from contracts.outreach import (
     OutreachStatus,
 )
 from tests.workflows.outreach_harness import (
+    CALL_MINUTES,
+    OrphanedChildLocks,
     Script,
     outreach_input,
     outreach_worker,
@@ -213,3 +215,36 @@ async def test_a_dst_change_day_opens_at_8_local_time(
     assert local(dial, NY).hour == 8
     assert result.end is OutreachEnd.NOT_INTERESTED
     assert result.status is OutreachStatus.DONE
+
+
+async def test_a_call_stopped_by_an_opt_out_keeps_its_dial_slot_until_it_ends(
+    outreach_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The opt-out ends the outreach, not the call: with one slot per number, the next dial
+    waits for the stopped call's report (its follow-up's end), never overlaps it."""
+    env = outreach_env
+    first, second = trialist("+12125550108"), trialist("+12125550109")
+    script = Script()
+    async with outreach_worker(env.client, task_queue, script):
+        await pin_clock(env, NY, weekday=TUESDAY, hour=10, minute=0)
+        one_slot = {"max_calls_per_number": 1}
+        calling = await start_outreach(
+            env.client, outreach_input(first, task_queue, **one_slot), task_queue
+        )
+        await until(calling, lambda p: p.status is OutreachStatus.IN_CALL)
+        waiting = await start_outreach(
+            env.client, outreach_input(second, task_queue, **one_slot), task_queue
+        )
+        orphans = OrphanedChildLocks(env, env.client, [calling.id, waiting.id])
+        await calling.execute_update(
+            OPT_OUT_UPDATE,
+            OptOutRequest(trialist=first, requested_at=await env.get_current_time(), source="call"),
+            result_type=OptOutResult,
+        )
+        stopped: OutreachProgress = await calling.result()
+        await waiting.result()
+    await orphans.sweep()  # a follow-up that closed after its outreach: its lock back
+
+    call_ends = script.dial_times(first.phone or "")[0] + timedelta(minutes=CALL_MINUTES)
+    assert stopped.end is OutreachEnd.OPTED_OUT and len(stopped.attempts) == 1
+    assert script.dial_times(second.phone or "")[0] >= call_ends
