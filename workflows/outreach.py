@@ -113,6 +113,11 @@ MIN_CALL_SECONDS: Final = 300
 OPT_OUT_START_WAIT: Final = timedelta(minutes=5)
 # Outreaches started before it released a stopped call's dial slot at once; they replay so.
 STOPPED_CALL_HOLDS_SLOT_PATCH: Final = "stopped-call-holds-its-dial-slot"
+# "Call me back this afternoon", said in the afternoon: the window is already open, and a dial
+# at its start would ring again within seconds of the call that asked. The next dial waits at
+# least this long after the report (and still only inside lawful hours).
+CALLBACK_MIN_GAP: Final = timedelta(hours=1)
+CALLBACK_GAP_PATCH: Final = "callback-waits-at-least-an-hour"
 # Kept out of the call's ids: they are search attributes and room names.
 CALL_ID_PREFIX: Final = "ob-"
 
@@ -550,8 +555,11 @@ class OutreachWorkflow:
             return OutreachEnd.NOT_INTERESTED
         if report.result is CallResult.CALL_BACK and report.callback is not None:
             self._unanswered = 0
-            self._not_before = report.callback.start
-            local = local_time_text(report.callback.start, self._input.place)
+            start = report.callback.start
+            if workflow.patched(CALLBACK_GAP_PATCH):
+                start = max(start, workflow.now() + CALLBACK_MIN_GAP)
+            self._not_before = start
+            local = local_time_text(start, self._input.place)
             self._why = f"the trialist asked to be called back from {local}"
             return None
         if report.result is CallResult.VOICEMAIL:

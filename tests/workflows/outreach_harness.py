@@ -29,7 +29,7 @@ from temporalio.worker import Worker
 from activities.outreach import OutreachActivities
 from contracts.calling_place import resolve_calling_place
 from contracts.calling_policy import CallingPolicy
-from contracts.models import FollowUpInput, Trialist
+from contracts.models import CallbackWindow, FollowUpInput, Trialist
 from contracts.names import (
     CALL_REPORT_SIGNAL,
     CHECK_CONTACT_ACTIVITY,
@@ -89,6 +89,10 @@ class Script:
 
     dial_results: dict[str, list[DialResultKind]] = field(default_factory=dict)
     reports: dict[str, CallResult] = field(default_factory=dict)
+    # Results in turn for a number (the last repeats); overrides `reports` for that number.
+    reports_in_turn: dict[str, list[CallResult]] = field(default_factory=dict)
+    # A CALL_BACK report's window, from the moment it is reported: (start, end) offsets.
+    callback_window: tuple[timedelta, timedelta] = (timedelta(hours=1), timedelta(hours=4))
     do_not_call: set[str] = field(default_factory=set)
     dials: list[tuple[str, datetime]] = field(default_factory=list)
     crm: list[CrmOutreachUpdate] = field(default_factory=list)
@@ -129,9 +133,16 @@ class ScriptedActivities:
         return CrmOutreachUpdateOutput(salesforce_lead_id="00Q", hubspot_contact_id="1")
 
     @activity.defn(name="stand_in_call_result")
-    async def call_result(self, call_id: str) -> str:
+    async def call_result(self, call_id: str) -> tuple[str, float, float]:
+        """The call's result, and a CALL_BACK's window as seconds from now."""
         phone = self.script.phone_of_call.get(call_id, "")
-        return self.script.reports.get(phone, CallResult.BOOKED).value
+        in_turn = self.script.reports_in_turn.get(phone)
+        if in_turn:
+            result = in_turn.pop(0) if len(in_turn) > 1 else in_turn[0]
+        else:
+            result = self.script.reports.get(phone, CallResult.BOOKED)
+        start, end = self.script.callback_window
+        return result.value, start.total_seconds(), end.total_seconds()
 
 
 @workflow.defn(name=WORKFLOW_TYPE, sandboxed=False)
@@ -141,11 +152,22 @@ class StandInFollowUp:
     @workflow.run
     async def run(self, input: FollowUpInput) -> None:
         await workflow.sleep(timedelta(minutes=CALL_MINUTES))
-        result = await workflow.execute_activity(
-            "stand_in_call_result", input.call_id, start_to_close_timeout=timedelta(seconds=10)
+        result, start, end = await workflow.execute_activity(
+            "stand_in_call_result",
+            input.call_id,
+            result_type=tuple[str, float, float],
+            start_to_close_timeout=timedelta(seconds=10),
         )
         if input.outreach_workflow_id is not None:
-            report = CallReport(call_id=input.call_id, result=CallResult(result))
+            now = workflow.now()
+            callback = (
+                CallbackWindow(
+                    start=now + timedelta(seconds=start), end=now + timedelta(seconds=end)
+                )
+                if CallResult(result) is CallResult.CALL_BACK
+                else None
+            )
+            report = CallReport(call_id=input.call_id, result=CallResult(result), callback=callback)
             await workflow.get_external_workflow_handle(input.outreach_workflow_id).signal(
                 CALL_REPORT_SIGNAL, report
             )

@@ -248,3 +248,28 @@ async def test_a_call_stopped_by_an_opt_out_keeps_its_dial_slot_until_it_ends(
     call_ends = script.dial_times(first.phone or "")[0] + timedelta(minutes=CALL_MINUTES)
     assert stopped.end is OutreachEnd.OPTED_OUT and len(stopped.attempts) == 1
     assert script.dial_times(second.phone or "")[0] >= call_ends
+
+
+async def test_a_callback_window_already_open_is_not_redialed_within_the_hour(
+    outreach_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """ "Call me back this afternoon", said at 14:00: the next dial is not at once, but an hour
+    after the call that asked, inside the window and lawful hours."""
+    env = outreach_env
+    phone = "+12125550107"
+    person = trialist(phone)
+    script = Script(
+        reports_in_turn={phone: [CallResult.CALL_BACK, CallResult.BOOKED]},
+        callback_window=(-timedelta(hours=2), timedelta(hours=3)),  # opened two hours ago
+    )
+    async with outreach_worker(env.client, task_queue, script):
+        await pin_clock(env, NY, weekday=TUESDAY, hour=14, minute=0)
+        handle = await start_outreach(env.client, outreach_input(person, task_queue), task_queue)
+        result: OutreachProgress = await handle.result()
+
+    first, second = script.dial_times(phone)
+    asked_at = first + timedelta(minutes=CALL_MINUTES)  # the stand-in call reports at its end
+    assert second - asked_at >= timedelta(hours=1)
+    assert second - asked_at < timedelta(hours=1, minutes=5)
+    assert local(second, NY).hour < 21
+    assert result.end is OutreachEnd.BOOKED
