@@ -7,14 +7,16 @@ Real activities talk to the sandbox, pinned at the working-week anchor after the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -22,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from contracts import (
     CALL_ENDED_SIGNAL,
     CHECKPOINT_SIGNAL,
+    PROGRESS_QUERY,
     BookingStatus,
     CallCheckpoint,
     CallLearned,
@@ -44,9 +47,11 @@ from tests.workflows.scenario import (
     crm_records,
     sandbox_rows,
 )
+from workflows.call_liveness import LATE_TIMER
 from workflows.follow_up import CallFollowUpWorkflow
 
 LIVENESS_SECONDS = 60.0
+SHORT_LIVENESS = 10.0  # the least FollowUpInput allows
 
 
 @pytest.fixture(autouse=True)
@@ -61,9 +66,7 @@ def lifecycle_input(call_id: str, trialist: Trialist, started_at: datetime, **ex
         call_id=call_id,
         trialist=trialist,
         started_at=started_at,
-        liveness_seconds=LIVENESS_SECONDS,
-        step_schedule_to_close_seconds=30,
-        **extra,
+        **{"liveness_seconds": LIVENESS_SECONDS, "step_schedule_to_close_seconds": 30, **extra},
     )
 
 
@@ -223,3 +226,43 @@ async def test_a_late_call_ended_after_the_agent_was_declared_lost_changes_nothi
     records = crm_records_of(servers, call)
     assert records.counts()["salesforce_task"] == 1
     assert EndedReason.AGENT_LOST.value in records.tasks[0]["fields"]["Description"]
+
+
+async def test_a_liveness_timer_that_fires_late_waits_for_the_checkpoints_queued_meanwhile(
+    dev_servers: FollowUpServers, call: ScenarioCall
+) -> None:
+    """Every worker (or Temporal) away past the liveness window: the agent's checkpoints of that
+    time wait in its outbox and arrive just after. Silence seen on return is not a lost agent.
+
+    On the dev server, in real time: the time-skipping server does not move its clock while the
+    timer's workflow task waits for a worker.
+    """
+    servers, call_id = dev_servers, call.call_id
+    now = datetime.now(UTC)
+    async with servers.worker():
+        handle = await start_call(servers, call, now, liveness_seconds=SHORT_LIVENESS)
+        await handle.query(PROGRESS_QUERY)  # the first workflow task has run: the timer is set
+    # No worker while the timer is due, and for longer than LATE_TIMER after.
+    await asyncio.sleep(SHORT_LIVENESS + LATE_TIMER.total_seconds() + 1)
+    async with servers.worker():
+        await wait_for_timer_handled(handle)
+        # The outbox's checkpoint, then the hang-up, delivered once the workers are back.
+        learned = {"signals": QualificationSignals(team_size=7)}
+        await handle.signal(CHECKPOINT_SIGNAL, checkpoint(call_id, 3, datetime.now(UTC), **learned))
+        await handle.signal(CALL_ENDED_SIGNAL, call.outcome())
+        progress = await handle.result()
+
+    assert progress.status is FollowUpStatus.COMPLETED
+    assert progress.agent_lost is False
+
+
+async def wait_for_timer_handled(handle: WorkflowHandle[Any, Any]) -> None:
+    """Until the worker has completed the workflow task that saw the late timer fire."""
+    for _ in range(200):
+        kinds = [event.event_type async for event in handle.fetch_history_events()]
+        if EventType.EVENT_TYPE_TIMER_FIRED in kinds:
+            fired = kinds.index(EventType.EVENT_TYPE_TIMER_FIRED)
+            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in kinds[fired:]:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the late liveness timer was never handled")
