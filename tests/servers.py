@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import sys
@@ -63,11 +64,31 @@ async def time_skipping_server(
         await env.shutdown()
 
 
+# Ports the tests hand to servers come from below the kernel's ephemeral range (32768-60999 on
+# Linux): a port taken from that range with bind(0) can be handed out again, as an outgoing
+# connection's source port or another bind(0), before the server that was given it binds; with
+# the suite on every core (pytest-xdist) that happened (a restarted dev stack found its codec
+# port taken). Each xdist worker draws from a block of its own, in turn, and skips ports in use.
+_PORT_BLOCK = 2000
+_PORT_BASE = 12000
+_next_port: dict[str, int] = {}
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    first = _PORT_BASE + (index % 10) * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        offset = _next_port.get(worker, 0)
+        _next_port[worker] = (offset + 1) % _PORT_BLOCK
+        port = first + offset
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (another run on this machine, or one of ours still up)
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + _PORT_BLOCK - 1}")
 
 
 class SandboxServer:
