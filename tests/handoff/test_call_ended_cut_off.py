@@ -9,7 +9,7 @@ checkpoint and booking had been marked superseded: the outcome and what it super
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ import pytest
 from handoff.follow_up import BookingHandoffStatus
 from handoff.ordering import MessageKind
 from tests.handoff.test_handoff import closed_port, handoff_to, silent_server
+from tests.pinned_time import working_week_anchor
 from tests.workflows.scenario import booking_request, call_outcome, make_trialist, new_call_id
 
 CALLER_BUDGET = 0.3  # shorter than the handoff's own call_ended budget below
@@ -28,7 +29,7 @@ async def test_a_call_ended_cut_off_by_its_caller_is_kept_with_what_it_supersede
 ) -> None:
     call_id = new_call_id()
     person = make_trialist(call_id)
-    slot = datetime.now(UTC) + timedelta(days=1)
+    slot = working_week_anchor(datetime.now(UTC))  # a pinned weekday hour; never booked here
     request = booking_request(call_id, person, slot)
     down = handoff_to(tmp_path, target=closed_port(), task_queue=task_queue)
     assert (await down.book_meeting(request, wait=2.0)).status is BookingHandoffStatus.QUEUED

@@ -41,6 +41,7 @@ from handoff.follow_up import (
 from handoff.messages import ALREADY_FINISHED
 from handoff.ordering import MessageKind
 from handoff.relay import Rejection
+from tests.pinned_time import working_week_anchor
 from tests.servers import SandboxServer, free_port
 from tests.workflows.scenario import FollowUpServers, ScenarioCall
 
@@ -311,7 +312,8 @@ async def test_temporal_without_a_worker_is_too_slow_so_the_booking_is_queued(
 async def test_a_hung_temporal_host_costs_the_handoff_timeout_and_no_more(
     tmp_path: Path, task_queue: str, call: ScenarioCall
 ) -> None:
-    slot = datetime.now(UTC) + timedelta(days=1)  # never booked: Temporal is silent here
+    # A pinned weekday hour (never booked: Temporal is silent here).
+    slot = working_week_anchor(datetime.now(UTC))
     with silent_server() as target:
         handoff = handoff_to(
             tmp_path,
