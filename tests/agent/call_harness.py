@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +84,10 @@ async def running_worker(settings: Settings, *, clock: Clock = system_clock) -> 
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=15)
+
+
+# Settings for this test with some fields overridden (the `settings_for` fixture).
+SettingsFor = Callable[..., Settings]
 
 
 @dataclass(kw_only=True)

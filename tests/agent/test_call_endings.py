@@ -41,14 +41,11 @@ from devtools.people import DANA
 from devtools.scripted_llm import Reply, ScriptedTurn
 from tests.agent.call_harness import (
     agent_runtime,
-    agent_settings,
     new_call_id,
     spoken,
-    temporal_target,
     text_call,
 )
 from tests.agent.test_session_errors import _signalled_outcomes
-from tests.servers import SandboxServer
 
 GREETING = ScriptedTurn(None, Reply("Hi Dana, this is Sam from PandaDoc. Got a minute?"))
 TURNS = [GREETING, ScriptedTurn("We're nine people.", Reply("Nice!"))]
@@ -61,18 +58,6 @@ class StandInParticipant:
     identity: str
     disconnect_reason: int = rtc.DisconnectReason.UNKNOWN_REASON
     attributes: dict[str, str] = field(default_factory=dict)
-
-
-@pytest.fixture
-def settings(
-    sandbox: SandboxServer, dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str
-) -> Settings:
-    return agent_settings(
-        sandbox=sandbox,
-        data_dir=tmp_path,
-        task_queue=task_queue,
-        temporal_address=temporal_target(dev_env),
-    )
 
 
 async def outcome_reasons(env: WorkflowEnvironment, call_id: str) -> list[EndedReason]:

@@ -5,7 +5,6 @@ asserted turn by turn with LiveKit's testing API (RunResult.expect)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from livekit.agents.voice.run_result import (
@@ -14,18 +13,16 @@ from livekit.agents.voice.run_result import (
     FunctionCallOutputAssert,
     RunResult,
 )
-from temporalio.testing import WorkflowEnvironment
 
 from agent.resilience.fallbacks import FALLBACK_LINES, FallbackKind
 from agent.resilience.filler import FILLER_LINES, FillerLines
 from config.settings import Settings
 from devtools.scripted_llm import CallTools, Reply, ScriptedTurn, ToolCall, speak_tool_output
 from tests.agent.call_harness import (
+    SettingsFor,
     TextCall,
-    agent_settings,
     call_on,
     spoken,
-    temporal_target,
     tool_seconds,
 )
 from tests.servers import SandboxServer
@@ -35,17 +32,8 @@ FILLER_AFTER = 0.3
 
 
 @pytest.fixture
-def settings(
-    sandbox: SandboxServer, dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str
-) -> Settings:
-    return agent_settings(
-        sandbox=sandbox,
-        data_dir=tmp_path,
-        task_queue=task_queue,
-        temporal_address=temporal_target(dev_env),
-        filler_after_seconds=FILLER_AFTER,
-        tool_deadline_seconds=1.5,
-    )
+def settings(settings_for: SettingsFor) -> Settings:
+    return settings_for(filler_after_seconds=FILLER_AFTER, tool_deadline_seconds=1.5)
 
 
 def lookup_turn(line: str) -> ScriptedTurn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 from livekit.agents import CloseReason
@@ -15,22 +14,9 @@ from config.settings import Settings
 from contracts.models import CallOutcome, EndedReason
 from contracts.names import CALL_ENDED_SIGNAL, workflow_id_for
 from devtools.scripted_llm import Fail, Reply, ScriptedTurn, connection_drop, model_outage
-from tests.agent.call_harness import TextCall, agent_settings, call_on, spoken, temporal_target
-from tests.servers import SandboxServer
+from tests.agent.call_harness import TextCall, call_on, spoken
 
 GREETING = ScriptedTurn(None, Reply("Hi Dana, this is Sam from PandaDoc. Got a minute?"))
-
-
-@pytest.fixture
-def settings(
-    sandbox: SandboxServer, dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str
-) -> Settings:
-    return agent_settings(
-        sandbox=sandbox,
-        data_dir=tmp_path,
-        task_queue=task_queue,
-        temporal_address=temporal_target(dev_env),
-    )
 
 
 async def _signalled_outcomes(env: WorkflowEnvironment, call_id: str) -> list[CallOutcome]:

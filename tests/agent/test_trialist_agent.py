@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
 from livekit.agents import CloseReason
 from livekit.agents.voice.run_result import (
     FunctionCallAssert,
@@ -36,7 +33,6 @@ from agent.trialist_agent import (
     pick_slots,
     spoken_time,
 )
-from config.settings import Settings
 from contracts.models import EndedReason, FollowUpProgress, FollowUpStatus
 from contracts.names import PROGRESS_QUERY, workflow_id_for
 from devtools.people import DANA, MARCO
@@ -50,13 +46,12 @@ from devtools.scripted_llm import (
 )
 from handoff.outbox import Outbox
 from tests.agent.call_harness import (
+    SettingsFor,
     agent_runtime,
-    agent_settings,
     call_on,
     new_call_id,
     running_worker,
     spoken,
-    temporal_target,
     text_call,
     tool_seconds,
 )
@@ -103,22 +98,6 @@ def expect_spoken_refusal(
     assert spoken(said) == output.event().item.output
     result.expect.no_more_events()
     return call, output
-
-
-SettingsFor = Callable[..., Settings]
-
-
-@pytest.fixture
-def settings_for(
-    sandbox: SandboxServer, dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str
-) -> SettingsFor:
-    """Settings for this test's sandbox, queue and data dir; Temporal is the dev server."""
-
-    def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"temporal_address": temporal_target(dev_env), **overrides}
-        return agent_settings(sandbox=sandbox, data_dir=tmp_path, task_queue=task_queue, **values)
-
-    return make
 
 
 # --- the happy path -------------------------------------------------------------------------------
