@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from agent.entrypoint import MAX_DISPATCH_CHARS, read_dispatch
 from agent.trialist_agent import PandaDocTrialistAgent
+from config.settings import Settings
 from contracts.models import Trialist
 from contracts.outreach import OptOutRequest, OutreachDispatch, outreach_workflow_id
 from devtools.scripted_llm import CallTools, Reply, ScriptedTurn, ToolCall
@@ -34,6 +35,20 @@ from tests.servers import SandboxServer, free_port
 GREETING = ScriptedTurn(
     None, Reply("Hi, this is Sam, an AI assistant calling for PandaDoc. Got a minute?")
 )
+
+
+# When an opt-out was asked for: a record, not a calendar decision, so any fixed instant does.
+ASKED_AT = datetime(2026, 3, 3, 10, 0, tzinfo=ZoneInfo("UTC"))
+
+
+def temporal_down_settings(sandbox: SandboxServer, data_dir: Path, task_queue: str) -> Settings:
+    """Agent settings whose Temporal address has nothing listening: every handoff queues."""
+    return agent_settings(
+        sandbox=sandbox,
+        data_dir=data_dir,
+        task_queue=task_queue,
+        temporal_address=f"127.0.0.1:{free_port()}",
+    )
 
 
 def person() -> Trialist:
@@ -110,16 +125,11 @@ async def test_stop_calling_me_flags_both_crms_before_the_call_ends_and_ends_the
 async def test_an_opt_out_with_temporal_down_waits_in_the_outbox_first_in_line(
     sandbox: SandboxServer, tmp_path: Path, task_queue: str
 ) -> None:
-    settings = agent_settings(
-        sandbox=sandbox,
-        data_dir=tmp_path,
-        task_queue=task_queue,
-        temporal_address=f"127.0.0.1:{free_port()}",
-    )
+    settings = temporal_down_settings(sandbox, tmp_path, task_queue)
     who = person()
     async with agent_runtime(settings) as runtime:
         handoff = await runtime.handoff.opt_out(
-            OptOutRequest(trialist=who, requested_at=datetime.now(ZoneInfo("UTC")), call_id="c-1"),
+            OptOutRequest(trialist=who, requested_at=ASKED_AT, call_id="c-1"),
             wait=1.0,
         )
     assert handoff.status.value == "queued"
@@ -147,9 +157,7 @@ def test_a_version_1_outbox_file_accepts_opt_outs_and_keeps_its_rows(tmp_path: P
     )
     old.close()
     outbox = Outbox(path)
-    stored = outbox.put(
-        OptOutRequest(trialist=person(), requested_at=datetime.now(ZoneInfo("UTC")))
-    )
+    stored = outbox.put(OptOutRequest(trialist=person(), requested_at=ASKED_AT))
     messages = outbox.messages()
     outbox.close()
     assert stored.stored
@@ -160,12 +168,7 @@ def test_a_version_1_outbox_file_accepts_opt_outs_and_keeps_its_rows(tmp_path: P
 async def test_call_me_back_thursday_afternoon_becomes_the_outcomes_callback(
     sandbox: SandboxServer, tmp_path: Path, task_queue: str
 ) -> None:
-    settings = agent_settings(
-        sandbox=sandbox,
-        data_dir=tmp_path,
-        task_queue=task_queue,
-        temporal_address=f"127.0.0.1:{free_port()}",
-    )
+    settings = temporal_down_settings(sandbox, tmp_path, task_queue)
     who = person()
     tuesday = datetime(2026, 3, 3, 10, 0, tzinfo=ZoneInfo(who.timezone))
     turns = [
@@ -205,12 +208,7 @@ async def test_call_me_back_thursday_afternoon_becomes_the_outcomes_callback(
 async def test_voicemail_leaves_the_one_allowed_message_or_none(
     sandbox: SandboxServer, tmp_path: Path, task_queue: str
 ) -> None:
-    settings = agent_settings(
-        sandbox=sandbox,
-        data_dir=tmp_path,
-        task_queue=task_queue,
-        temporal_address=f"127.0.0.1:{free_port()}",
-    )
+    settings = temporal_down_settings(sandbox, tmp_path, task_queue)
     who = person()
     turns = [
         GREETING,
