@@ -67,43 +67,32 @@ class JournaledHandoff(FollowUpHandoff):
         super().__init__(settings=settings, outbox=outbox)
         self.journal = journal
 
+    def _journal(self, call_id: str, kind: str, began: float, status: str, **extra: Any) -> None:
+        self.journal.write(
+            call_id, "handoff", kind=kind, status=status, seconds=time.monotonic() - began, **extra
+        )
+
     async def checkpoint(self, checkpoint: CallCheckpoint) -> Handed:
         began = time.monotonic()
         result = await super().checkpoint(checkpoint)
-        self.journal.write(
-            checkpoint.call_id,
-            "handoff",
-            kind="checkpoint",
-            status=result.status.value,
-            seconds=time.monotonic() - began,
-            learned=checkpoint.learned is not None,
-        )
+        learned = checkpoint.learned is not None
+        self._journal(checkpoint.call_id, "checkpoint", began, result.status.value, learned=learned)
         return result
 
     async def book_meeting(self, request: BookingRequest, *, wait: float) -> BookingHandoff:
         began = time.monotonic()
         result = await super().book_meeting(request, wait=wait)
-        self.journal.write(
-            request.call_id,
-            "handoff",
-            kind="book_meeting",
-            status=result.status.value,
-            seconds=time.monotonic() - began,
-            slot=request.slot_start.isoformat(),
-            meeting_id=result.meeting_id,
+        slot = request.slot_start.isoformat()
+        status = result.status.value
+        self._journal(
+            request.call_id, "book_meeting", began, status, slot=slot, meeting_id=result.meeting_id
         )
         return result
 
     async def call_ended(self, outcome: CallOutcome) -> Handed:
         began = time.monotonic()
         result = await super().call_ended(outcome)
-        self.journal.write(
-            outcome.call_id,
-            "handoff",
-            kind="call_ended",
-            status=result.status.value,
-            seconds=time.monotonic() - began,
-        )
+        self._journal(outcome.call_id, "call_ended", began, result.status.value)
         return result
 
 
