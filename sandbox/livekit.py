@@ -149,6 +149,22 @@ def _denied(
     return None
 
 
+async def _refused(
+    request: Request,
+    operation: str,
+    message: Message,
+    *,
+    sip_call: bool = False,
+    room_admin: bool = False,
+) -> Response | None:
+    """Every Twirp route's start: its faults, the caller's token and grants, then the body
+    decoded into `message`. None when the request may go on; else the answer to send."""
+    await sandbox_of(request).faults.before(VENDOR, operation)
+    if (denied := _denied(request, sip_call=sip_call, room_admin=room_admin)) is not None:
+        return denied
+    return await _decode(request, message)
+
+
 async def _decode(request: Request, message: Message) -> Response | None:
     body = await request.body()
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
@@ -191,13 +207,11 @@ def _next_outcome(conn: sqlite3.Connection, number: str) -> Outcome:
 
 @router.post(f"{TWIRP}.SIP/CreateSIPParticipant")
 async def create_sip_participant(request: Request) -> Response:
-    sandbox = sandbox_of(request)
-    await sandbox.faults.before(VENDOR, "create_sip_participant")
-    if (denied := _denied(request, sip_call=True)) is not None:
-        return denied
     dial = CreateSIPParticipantRequest()
-    if (bad := await _decode(request, dial)) is not None:
-        return bad
+    if (
+        refused := await _refused(request, "create_sip_participant", dial, sip_call=True)
+    ) is not None:
+        return refused
     if not dial.sip_call_to or not dial.room_name or not dial.sip_trunk_id:
         return _twirp_error(
             400, "invalid_argument", "sip_trunk_id, sip_call_to and room_name are required"
@@ -250,13 +264,9 @@ def _dispatch_message(row: sqlite3.Row) -> AgentDispatch:
 
 @router.post(f"{TWIRP}.AgentDispatchService/CreateDispatch")
 async def create_dispatch(request: Request) -> Response:
-    sandbox = sandbox_of(request)
-    await sandbox.faults.before(VENDOR, "create_dispatch")
-    if (denied := _denied(request, room_admin=True)) is not None:
-        return denied
     create = CreateAgentDispatchRequest()
-    if (bad := await _decode(request, create)) is not None:
-        return bad
+    if (refused := await _refused(request, "create_dispatch", create, room_admin=True)) is not None:
+        return refused
     if not create.room or not create.agent_name:
         return _twirp_error(400, "invalid_argument", "room and agent_name are required")
     dispatch_id = f"AD_{uuid.uuid4().hex[:12]}"
@@ -274,13 +284,9 @@ async def create_dispatch(request: Request) -> Response:
 
 @router.post(f"{TWIRP}.AgentDispatchService/ListDispatch")
 async def list_dispatch(request: Request) -> Response:
-    sandbox = sandbox_of(request)
-    await sandbox.faults.before(VENDOR, "list_dispatch")
-    if (denied := _denied(request, room_admin=True)) is not None:
-        return denied
     listing = ListAgentDispatchRequest()
-    if (bad := await _decode(request, listing)) is not None:
-        return bad
+    if (refused := await _refused(request, "list_dispatch", listing, room_admin=True)) is not None:
+        return refused
     rows = (
         _conn(request)
         .execute("SELECT * FROM livekit_dispatches WHERE room = ? ORDER BY seq", (listing.room,))
