@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -47,6 +48,8 @@ from integrations.chilipiper import ChiliPiperGuest
 logger = logging.getLogger(__name__)
 
 LABEL = "[scripted demo]"
+# How long the demo waits for the shared breaker store's answer before printing a state.
+BREAKER_SETTLE_SECONDS = 1.0
 DEFAULT_FOLLOW_SECONDS = 45.0
 POLL_SECONDS = 0.5
 SETTLED = frozenset({FollowUpStatus.COMPLETED, FollowUpStatus.NEEDS_ATTENTION})
@@ -93,6 +96,7 @@ class _CallLog:
     services: CallServices
     transcript: list[tuple[str, str]] = field(default_factory=list)
     tools: list[tuple[str, str, bool]] = field(default_factory=list)
+    failed_services: list[str] = field(default_factory=list)
 
     def on_item(self, event: ConversationItemAddedEvent) -> None:
         item = event.item
@@ -111,10 +115,18 @@ class _CallLog:
             self.out(f"{LABEL}          · {call.name}({args}) → {verdict}: {_short(output.output)}")
             service = {"lookup_trial_activity": "amplitude", "find_meeting_times": "chilipiper"}
             if output.is_error and call.name in service:
-                breaker = self.services.guard.breakers.get(service[call.name])
-                self.out(
-                    f"{LABEL}          · {breaker.service} circuit breaker: {breaker.state.label}"
-                )
+                self.failed_services.append(service[call.name])
+
+    async def report_breakers(self) -> None:
+        """After the turn: the breaker of each service that failed in it, once the shared
+        store has answered this process's failures (its answer is what opens the breaker)."""
+        for name in dict.fromkeys(self.failed_services):
+            breaker = self.services.guard.breakers.get(name)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BREAKER_SETTLE_SECONDS):
+                    await breaker.settled()
+            self.out(f"{LABEL}          · {breaker.service} circuit breaker: {breaker.state.label}")
+        self.failed_services.clear()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -436,6 +448,7 @@ async def _play(
             if ended.is_set() or services.ended_reason is not None:  # end_call ended it
                 break
             await session.run(user_input=line)
+            await log.report_breakers()
             if plan.hang_up_after == index:
                 ctx.out(f"{LABEL} (the caller hangs up)")
                 services.mark_ended(EndedReason.CALLER_HUNG_UP)

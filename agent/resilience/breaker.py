@@ -167,6 +167,8 @@ class CircuitBreaker:
         self._epoch = 0
         self._lease_until = 0.0  # another process holds the probe lease until then
         self._pending_writes = 0
+        self._no_writes_pending = asyncio.Event()
+        self._no_writes_pending.set()
         self._in_flight: dict[Admission, asyncio.Timeout] = {}
         self._metrics = metrics
         if metrics is not None:
@@ -316,6 +318,11 @@ class CircuitBreaker:
         self.record_success(admission)
         return result
 
+    async def settled(self) -> None:
+        """Return once no write of this process is on its way to the shared store (whose answer
+        sets the state: until then `state` may show the state before this process's failures)."""
+        await self._no_writes_pending.wait()
+
     @property
     def tripping(self) -> bool:
         """Open, or about to be: the failures counted here reached the threshold."""
@@ -330,6 +337,8 @@ class CircuitBreaker:
     def write_done(self, answer: StoreAnswer | None) -> None:
         """A queued write came back; the last one outstanding sets the view."""
         self._pending_writes = max(self._pending_writes - 1, 0)
+        if self._pending_writes == 0:
+            self._no_writes_pending.set()
         if answer is None:
             return
         self._announce(answer.transition)
@@ -344,6 +353,7 @@ class CircuitBreaker:
     def store_lost(self) -> None:
         """From now on this breaker decides alone, from the state it has."""
         self._pending_writes = 0
+        self._no_writes_pending.set()
         self._lease_until = 0.0
         if self._state is BreakerState.CLOSED and self._failures >= self.failure_threshold:
             self._open(announce=True)  # failures whose writes the store never took
@@ -360,6 +370,7 @@ class CircuitBreaker:
         if self._link is None or not self._link.shared:
             return False
         self._pending_writes += 1
+        self._no_writes_pending.clear()
         self._link.send(self, call)
         return True
 
