@@ -380,6 +380,20 @@ class Outbox:
                 (_clip(error), next_attempt_at, id),
             )
 
+    def renew(self, ids: list[int], until: float) -> None:
+        """Keep this relay's claims on messages it has not settled yet (see handoff/relay.py).
+
+        Only rows still claimed and undelivered: one already given back stays free to take.
+        """
+        if not ids:
+            return
+        with self._lock:
+            self._db.executemany(
+                "UPDATE outbox SET leased_until = ? "
+                "WHERE id = ? AND delivered_at IS NULL AND leased_until > 0",
+                [(until, id) for id in ids],
+            )
+
     def release(self, ids: list[int]) -> None:
         """Give back leased messages untried, so the next pass (of any relay) takes them."""
         if not ids:

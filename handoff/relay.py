@@ -1,11 +1,13 @@
 """The outbox relay: delivers what the outbox holds, many calls at once, each call in its order.
 
-A pass claims a batch of due messages with a lease (other processes on the same file skip them),
-sends the calls concurrently, and within a call one message after the other in
-handoff/ordering.py's order. Back-off is of two kinds. While Temporal is unreachable the relay as
-a whole waits, probing with one message at a short, capped interval, and the messages keep no
-delay of their own, so the whole backlog flows the moment Temporal is back. A message that fails
-on its own (a timeout, a refusal to decode) backs off on its own, doubling, with jitter.
+A pass claims a batch of due messages with a short lease (other processes on the same file skip
+them) and renews it while it works, so a process killed mid-pass holds its claims for one lease,
+not for the longest a whole batch could take. It sends the calls concurrently, and within a call
+one message after the other in handoff/ordering.py's order. Back-off is of two kinds. While
+Temporal is unreachable the relay as a whole waits, probing with one message at a short, capped
+interval, and the messages keep no delay of their own, so the whole backlog flows the moment
+Temporal is back. A message that fails on its own (a timeout, a refusal to decode) backs off on
+its own, doubling, with jitter.
 Delivery is at-least-once; the workflow's handlers are idempotent.
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import sqlite3
 import time
@@ -85,6 +86,7 @@ class _Tally:
     counts: dict[_Attempt, int] = field(default_factory=lambda: dict.fromkeys(_Attempt, 0))
     unreachable: asyncio.Event = field(default_factory=asyncio.Event)
     last_error: str | None = None
+    claimed: set[int] = field(default_factory=set)  # this pass's messages not yet settled
 
     def result(self) -> RelayPass:
         return RelayPass(
@@ -152,6 +154,12 @@ class OutboxRelay:
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._unreachable_passes = 0
+
+    @property
+    def lease(self) -> float:
+        """How long a claim lasts unrenewed: one delivery's timeout twice over, plus a pass's
+        interval. A live pass renews it every delivery timeout; a dead one's lapses this soon."""
+        return 2 * self.delivery_timeout + self.interval
 
     def backoff(self, attempts: int) -> float:
         """Seconds before a message's next try after `attempts` failures: doubling, capped."""
@@ -230,21 +238,32 @@ class OutboxRelay:
     async def deliver_due_once(self, *, startup: bool = False) -> RelayPass:
         """One pass over a batch of due messages; `startup` also takes backed-off ones."""
         now = self._clock()
-        rounds = math.ceil(self.batch_size / self.concurrency)
-        lease = self.delivery_timeout * (rounds + 1) + self.interval
-        batch = self.outbox.due(now, self.batch_size, lease=lease, ignore_backoff=startup)
+        batch = self.outbox.due(now, self.batch_size, lease=self.lease, ignore_backoff=startup)
         calls: dict[str, list[OutboxMessage]] = {}
         for message in batch:
             calls.setdefault(message.call_id, []).append(message)
-        tally = _Tally()
+        tally = _Tally(claimed={message.id for message in batch})
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one_call(messages: list[OutboxMessage]) -> None:
             async with gate:
                 await self._deliver_call(sorted(messages, key=_order), tally)
 
-        await asyncio.gather(*(one_call(messages) for messages in calls.values()))
+        renewing = asyncio.create_task(self._keep_claims(tally))
+        try:
+            await asyncio.gather(*(one_call(messages) for messages in calls.values()))
+        finally:
+            renewing.cancel()
         return tally.result()
+
+    async def _keep_claims(self, tally: _Tally) -> None:
+        """Renew the pass's claims every delivery timeout, while it has messages left."""
+        while tally.claimed:
+            await asyncio.sleep(self.delivery_timeout)
+            try:
+                self.outbox.renew(sorted(tally.claimed), self._clock() + self.lease)
+            except sqlite3.Error as error:  # the claims lapse; another relay may take them
+                logger.warning("outbox relay could not renew its claims: %s", error)
 
     async def _deliver_call(self, messages: list[OutboxMessage], tally: _Tally) -> None:
         """A call's messages one after the other; a failure holds the rest of the call back."""
@@ -262,6 +281,7 @@ class OutboxRelay:
                 return
 
     def _hold(self, messages: list[OutboxMessage], tally: _Tally) -> None:
+        tally.claimed.difference_update(message.id for message in messages)
         self.outbox.release([message.id for message in messages])
         tally.counts[_Attempt.HELD] += len(messages)
 
@@ -271,7 +291,9 @@ class OutboxRelay:
             async with asyncio.timeout(self.delivery_timeout):
                 refusal = await self._deliver(message)
         except Exception as error:  # any failure is retried later; the relay itself never dies
+            tally.claimed.discard(message.id)
             return self._failed(message, error, tally)
+        tally.claimed.discard(message.id)
         if refusal is not None:
             self.outbox.mark_delivered(message.id, note=f"refused: {refusal.reason}")
             logger.warning(

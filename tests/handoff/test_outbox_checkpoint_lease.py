@@ -1,5 +1,5 @@
 """A checkpoint replaced while a relay delivers the older one is due again at once, not after
-the relay's lease (about 70 s with the default batch).
+the relay's lease (about 15 s, renewed while the relay works).
 
 Found by bench/chaos.py: a live call's newer checkpoint sat in the outbox for the whole lease after
 its older one was delivered, while the follow-up's liveness window ran.
