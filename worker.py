@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.follow_up import FollowUpActivities
@@ -56,6 +56,8 @@ NAMESPACE_CHECKS = 4
 FATAL_STATUSES = frozenset(
     {RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.INVALID_ARGUMENT}
 )
+# See follow_up_worker and docs/worker.md ("Worker options for a caller who is waiting").
+STICKY_TIMEOUT: Final = timedelta(seconds=3)
 # How often start-up checks whether the worker finished validating and began polling.
 READY_POLL_SECONDS = 0.02
 
@@ -113,6 +115,11 @@ def follow_up_worker(
         workflows=[CallFollowUpWorkflow],
         activities=activities,
         workflow_runner=follow_up_runner(),
+        # Temporal's recommended poller setting: as many polls as the server's backlog calls for.
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        # A SIGKILLed worker's cached follow-ups wait this long before another worker takes their
+        # workflow tasks (the SDK's 10 s would outlast a caller's booking wait several times).
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
     )
 

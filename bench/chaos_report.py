@@ -170,12 +170,47 @@ def _bookings(run: Run, journals: dict[str, CallJournal], timings: TaskTimings) 
         f"{max(accepting, default=float('nan')):.2f} s ({len(accepting)}; the handoff waits "
         f"{HANDOFF_TIMEOUT_SECONDS:g} s for it)"
     )
+    _bookings_by_moment(run, up)
     queued = Counter(e["status"] for e in down)
     print(
         f"  bookings made while Temporal was down: {len(down)} ("
         + ", ".join(f"{status} {count}" for status, count in queued.most_common())
         + ")"
     )
+
+
+# How long after Temporal's return, or after a worker host's kill, a booking counts as made in
+# that fault's wake rather than in steady running.
+AFTER_RETURN_SECONDS = 30.0
+AFTER_WORKER_KILL_SECONDS = 10.0
+
+
+def _bookings_by_moment(run: Run, up: list[dict[str, Any]]) -> None:
+    """The in-call figure split by when the booking was made: where the misses are."""
+    kills = [at for at, text in run.events if "SIGKILLed" in text and text.startswith("worker")]
+    moments: dict[str, list[dict[str, Any]]] = {
+        "steady": [],
+        f"<= {AFTER_RETURN_SECONDS:g} s after Temporal's return": [],
+        f"<= {AFTER_WORKER_KILL_SECONDS:g} s after a worker kill": [],
+    }
+    names = list(moments)
+    for entry in up:
+        sent = float(entry["t"]) - float(entry["seconds"])
+        if run.back_at is not None and 0 <= sent - run.back_at <= AFTER_RETURN_SECONDS:
+            moments[names[1]].append(entry)
+        elif any(0 <= sent - at <= AFTER_WORKER_KILL_SECONDS for at in kills):
+            moments[names[2]].append(entry)
+        else:
+            moments[names[0]].append(entry)
+    parts = []
+    for name, entries in moments.items():
+        answered = [e for e in entries if e["status"] in ("confirmed", "unavailable")]
+        confirmed = sum(1 for e in entries if e["status"] == "confirmed")
+        parts.append(
+            f"{name}: {confirmed}/{len(entries)} confirmed, {len(answered)}/{len(entries)} "
+            "answered (confirmed or taken)"
+        )
+    print("  by moment: " + "; ".join(parts))
 
 
 def _workflow_tasks(journals: dict[str, CallJournal], timings: TaskTimings) -> None:

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from typing import Any, Final
 
+from google.protobuf.field_mask_pb2 import FieldMask
+from temporalio.api.common.v1 import Priority as PriorityProto
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflow.v1 import WorkflowExecutionOptions
+from temporalio.api.workflowservice.v1 import UpdateWorkflowExecutionOptionsRequest
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -51,6 +57,7 @@ from contracts.names import (
     CHECKPOINT_SIGNAL,
     FOLLOW_UP_STATUS,
     IN_CALL_PRIORITY,
+    POST_CALL_PRIORITY,
     WORKFLOW_TYPE,
     follow_up_summary,
     workflow_id_for,
@@ -59,7 +66,11 @@ from handoff.ordering import REFUSAL_PROBE_SECONDS
 from handoff.outbox import OutboxMessage, Payload, dedupe_key
 from handoff.relay import Rejection
 
+logger = logging.getLogger(__name__)
+
 ALREADY_FINISHED: Final = "the follow-up of this call has already finished"
+# The demotion after call_ended is one small RPC; it never holds the outcome's own budget long.
+DEMOTE_TIMEOUT: Final = timedelta(seconds=1)
 
 # What "Temporal did not take it in time" looks like: the message goes to (or stays in) the outbox.
 NOT_TAKEN: Final = (
@@ -170,6 +181,36 @@ class FollowUpMessages:
 
     async def call_ended(self, client: Client, outcome: CallOutcome) -> None:
         await self.signal_with_start(client, CALL_ENDED_SIGNAL, outcome)
+        await self.demote(client, outcome.call_id)
+
+    async def demote(self, client: Client, call_id: str) -> None:
+        """The call is over: its follow-up's workflow tasks go after in-call ones from now on.
+
+        A follow-up starts at IN_CALL_PRIORITY, and a workflow's priority applies to its workflow
+        tasks, so without this the post-call backlog's workflow tasks would queue with a live
+        call's checkpoints and bookings. Activities carry their own priority (in-call booking 1,
+        post-call steps 3). Best effort: the outcome is already in the history, and a server that
+        refuses the change only costs the ordering, never the call.
+        """
+        request = UpdateWorkflowExecutionOptionsRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id_for(call_id)),
+            workflow_execution_options=WorkflowExecutionOptions(
+                priority=PriorityProto(priority_key=POST_CALL_PRIORITY)
+            ),
+            update_mask=FieldMask(paths=["priority"]),
+            identity=client.identity,
+        )
+        try:
+            await client.workflow_service.update_workflow_execution_options(
+                request, retry=False, timeout=DEMOTE_TIMEOUT
+            )
+        except (RPCError, RuntimeError) as error:
+            logger.info(
+                "call %s: follow-up not demoted to post-call priority: %s",
+                call_id,
+                type(error).__name__,
+            )
 
     async def booking(
         self, client: Client, request: BookingRequest, identity: CallIdentity | None = None
