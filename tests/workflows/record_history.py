@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from config.process_exit import exits_cleanly
+from config.settings import Settings
 from contracts import (
     CALL_ENDED_SIGNAL,
     SEARCH_ATTRIBUTES,
@@ -29,7 +33,9 @@ from contracts import (
     SkipStepRequest,
     workflow_id_for,
 )
-from tests.payload_keys import HISTORY_CONVERTER
+from contracts.models import CallCheckpoint
+from handoff.follow_up import FollowUpHandoff
+from tests.payload_keys import HISTORY_CONVERTER, HISTORY_KEY
 from tests.servers import binary, running_sandbox
 from tests.workflows.scenario import (
     FollowUpServers,
@@ -120,7 +126,48 @@ async def requested_slot_taken_after_call(servers: FollowUpServers) -> WorkflowH
     return handle
 
 
+async def checkpointed_call_demoted_after_call_ended(
+    servers: FollowUpServers,
+) -> WorkflowHandle[Any, Any]:
+    """The agent's own handoff: checkpoints from the call's start, then call_ended, after which
+    the handoff demotes the follow-up to post-call priority (a WorkflowExecutionOptionsUpdated
+    event in the history)."""
+    call = ScenarioCall.new()
+    with tempfile.TemporaryDirectory() as data_dir:
+        handoff = FollowUpHandoff.from_settings(
+            Settings(
+                _env_file=None,
+                data_dir=Path(data_dir),
+                temporal_address=servers.client.service_client.config.target_host,
+                temporal_task_queue=servers.task_queue,
+                # The committed fixture key, which the server's client and the replayer use.
+                payload_encryption_key=SecretStr(HISTORY_KEY.to_base64()),
+                payload_encryption_key_id=HISTORY_KEY.id,
+            )
+        )
+        try:
+            async with servers.worker() as clients:
+                request = call.booking((await call.free_slots(clients))[4])
+                outcome = call.outcome(requested=request)
+                handoff.call_started(
+                    call.call_id, trialist=call.trialist, started_at=outcome.started_at
+                )
+                for seq in (1, 2):
+                    sent = outcome.started_at + timedelta(seconds=seq)
+                    checkpoint = CallCheckpoint(call_id=call.call_id, seq=seq, sent_at=sent)
+                    await handoff.checkpoint(checkpoint)
+                await handoff.call_ended(outcome)
+                handle: WorkflowHandle[Any, Any] = servers.client.get_workflow_handle(
+                    workflow_id_for(call.call_id)
+                )
+                await handle.result()
+        finally:
+            await handoff.aclose()
+    return handle
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "checkpointed_call_demoted_after_call_ended": checkpointed_call_demoted_after_call_ended,
     "booked_in_call_parked_then_retried": booked_in_call_parked_then_retried,
     "outcome_missing_then_skipped": outcome_missing_then_skipped,
     "requested_in_outcome_booked_after_call": requested_in_outcome_booked_after_call,
