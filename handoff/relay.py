@@ -254,6 +254,8 @@ class OutboxRelay:
             await asyncio.gather(*(one_call(messages) for messages in calls.values()))
         finally:
             renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
         return tally.result()
 
     async def _keep_claims(self, tally: _Tally) -> None:
