@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 PROCESSES = 6
 CALLS_PER_PROCESS = 20
 
-CHILD = textwrap.dedent(
+# Each child process opens the outbox file and stores its own calls' outcomes, then relays.
+CHILD_PROLOGUE = textwrap.dedent(
     """
     import asyncio, sys, time
     from datetime import UTC, datetime, timedelta
@@ -42,7 +43,18 @@ CHILD = textwrap.dedent(
             call_id=f"{name}-{n}", trialist=person, started_at=ended - timedelta(minutes=3),
             ended_at=ended, ended_reason=EndedReason.COMPLETED,
         ))
+    """
+)
 
+
+def _child_script(calls: int, relaying: str, **values: object) -> str:
+    """A child's script: the prologue with `calls` outcomes, then its relay part."""
+    return (CHILD_PROLOGUE + textwrap.dedent(relaying)) % {"calls": calls, **values}
+
+
+CHILD = _child_script(
+    CALLS_PER_PROCESS,
+    """
     async def deliver(message):
         with open(log, "a") as file:  # O_APPEND: one line per delivery, never torn
             file.write(f"{message.id} {name}\\n")
@@ -58,8 +70,8 @@ CHILD = textwrap.dedent(
             await asyncio.sleep(0.01)
 
     asyncio.run(main())
-    """
-) % {"calls": CALLS_PER_PROCESS}
+    """,
+)
 
 
 def test_many_processes_open_one_fresh_outbox_and_deliver_each_message_once(
@@ -94,25 +106,9 @@ LEASE = 2 * DELIVERY_TIMEOUT + RELAY_INTERVAL  # OutboxRelay.lease
 SLOW_CALLS = 6
 SLOW_DELIVERY = 1.5  # the pass takes ~9 s, longer than the lease: it must renew its claims
 
-SLOW_CHILD = textwrap.dedent(
+SLOW_CHILD = _child_script(
+    SLOW_CALLS,
     """
-    import asyncio, sys
-    from datetime import UTC, datetime, timedelta
-
-    from contracts.models import CallOutcome, EndedReason, Trialist
-    from handoff.outbox import Outbox
-    from handoff.relay import OutboxRelay
-
-    data_dir, log = sys.argv[1:]
-    outbox = Outbox.in_dir(data_dir)
-    person = Trialist(email="casey@orbitworks.example", name="Casey Morgan", trial_account_id="t1")
-    ended = datetime(2030, 6, 2, 15, tzinfo=UTC)
-    for n in range(%(calls)d):
-        outbox.put(CallOutcome(
-            call_id=f"slow-{n}", trialist=person, started_at=ended - timedelta(minutes=3),
-            ended_at=ended, ended_reason=EndedReason.COMPLETED,
-        ))
-
     async def deliver(message):
         with open(log, "a") as file:
             file.write(f"{message.id}\\n")
@@ -122,13 +118,11 @@ SLOW_CHILD = textwrap.dedent(
     relay = OutboxRelay(outbox=outbox, deliver=deliver, unreachable=lambda _: False,
                         delivery_timeout=%(timeout)r, interval=%(interval)r, concurrency=1)
     asyncio.run(relay.deliver_due_once())
-    """
-) % {
-    "calls": SLOW_CALLS,
-    "slow": SLOW_DELIVERY,
-    "timeout": DELIVERY_TIMEOUT,
-    "interval": RELAY_INTERVAL,
-}
+    """,
+    slow=SLOW_DELIVERY,
+    timeout=DELIVERY_TIMEOUT,
+    interval=RELAY_INTERVAL,
+)
 
 
 async def test_a_relay_killed_mid_pass_holds_its_claims_for_one_lease_not_the_whole_batch(
@@ -139,7 +133,7 @@ async def test_a_relay_killed_mid_pass_holds_its_claims_for_one_lease_not_the_wh
     claim covered the longest a whole batch could take (71 s by default, 200 s here)."""
     data, log = tmp_path / "data", tmp_path / "child.log"
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SLOW_CHILD, str(data), str(log),
+        sys.executable, "-c", SLOW_CHILD, str(data), "slow", str(log),
         cwd=REPO, env=_child_env(), stderr=subprocess.PIPE,
     )  # fmt: skip
     sent_by_sibling: list[int] = []
