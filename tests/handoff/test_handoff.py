@@ -32,6 +32,8 @@ from contracts import (
     Trialist,
     workflow_id_for,
 )
+from contracts.models import CallCheckpoint
+from contracts.names import IN_CALL_PRIORITY, POST_CALL_PRIORITY
 from handoff.follow_up import (
     SUPERSEDED,
     BookingHandoffStatus,
@@ -240,6 +242,32 @@ async def test_a_booking_parked_for_an_operator_is_pending_not_refused(
 
 
 # --- Temporal down, slow or hung ------------------------------------------------------------------
+
+
+async def _priority(client: Client, call_id: str) -> int:
+    description = await follow_up(client, call_id).describe()
+    return description.raw_description.workflow_execution_info.priority.priority_key
+
+
+async def test_call_ended_demotes_the_follow_up_from_in_call_to_post_call_priority(
+    dev_servers: FollowUpServers, handoff: FollowUpHandoff, call: ScenarioCall
+) -> None:
+    """A finished call's workflow tasks queue behind live calls' (a workflow's priority orders
+    its workflow tasks). No worker is needed: the priority is the server's record."""
+    client = dev_servers.client
+    outcome = call.outcome()
+    handoff.call_started(call.call_id, trialist=call.trialist, started_at=outcome.started_at)
+    try:
+        sent = outcome.started_at + timedelta(seconds=1)
+        first = await handoff.checkpoint(CallCheckpoint(call_id=call.call_id, seq=1, sent_at=sent))
+        assert first.status is CallEndedStatus.DELIVERED
+        assert await _priority(client, call.call_id) == IN_CALL_PRIORITY  # a live call
+
+        ended = await handoff.call_ended(outcome)
+        assert ended.status is CallEndedStatus.DELIVERED
+        assert await _priority(client, call.call_id) == POST_CALL_PRIORITY  # the call is over
+    finally:
+        await follow_up(client, call.call_id).terminate("test over")
 
 
 async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
