@@ -239,6 +239,8 @@ class OutboxRelay:
         """One pass over a batch of due messages; `startup` also takes backed-off ones."""
         now = self._clock()
         batch = self.outbox.due(now, self.batch_size, lease=self.lease, ignore_backoff=startup)
+        if not batch:
+            return RelayPass()  # an idle pass: nothing claimed, nothing to renew
         calls: dict[str, list[OutboxMessage]] = {}
         for message in batch:
             calls.setdefault(message.call_id, []).append(message)
