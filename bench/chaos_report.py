@@ -76,7 +76,6 @@ def report(run: Run, observed: Observed, *, began: float, load_before: tuple[flo
     _calls(run, journals, verdicts, observed, not_started)
     _bookings(run, journals, observed.timings)
     _workflow_tasks(journals, observed.timings)
-    _checkpoints(run, journals)
     _promises(journals, verdicts)
     relayed = _outbox(run, observed, journals)
     _completion(run, journals, observed)
@@ -168,8 +167,8 @@ def _bookings(run: Run, journals: dict[str, CallJournal], timings: TaskTimings) 
     print(
         f"  book_meeting sent to accepted in the workflow's history, Temporal up: p50 "
         f"{median(accepting):.2f} s, p95 {percentile(accepting, 0.95):.2f} s, max "
-        f"{max(accepting, default=float('nan')):.2f} s ({len(accepting)}; the handoff waits up "
-        f"to the booking wait for it: the workflow books in the task that accepts it)"
+        f"{max(accepting, default=float('nan')):.2f} s ({len(accepting)}; the handoff waits "
+        f"{HANDOFF_TIMEOUT_SECONDS:g} s for it)"
     )
     _bookings_by_moment(run, up)
     queued = Counter(e["status"] for e in down)
@@ -186,9 +185,8 @@ AFTER_RETURN_SECONDS = 30.0
 AFTER_WORKER_KILL_SECONDS = 10.0
 
 
-def _by_moment(run: Run, entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Handoffs sent while Temporal was up, split by when: steady, after its return, after a
-    worker kill."""
+def _bookings_by_moment(run: Run, up: list[dict[str, Any]]) -> None:
+    """The in-call figure split by when the booking was made: where the misses are."""
     kills = [at for at, text in run.events if "SIGKILLed" in text and text.startswith("worker")]
     moments: dict[str, list[dict[str, Any]]] = {
         "steady": [],
@@ -196,7 +194,7 @@ def _by_moment(run: Run, entries: list[dict[str, Any]]) -> dict[str, list[dict[s
         f"<= {AFTER_WORKER_KILL_SECONDS:g} s after a worker kill": [],
     }
     names = list(moments)
-    for entry in entries:
+    for entry in up:
         sent = float(entry["t"]) - float(entry["seconds"])
         if run.back_at is not None and 0 <= sent - run.back_at <= AFTER_RETURN_SECONDS:
             moments[names[1]].append(entry)
@@ -204,34 +202,6 @@ def _by_moment(run: Run, entries: list[dict[str, Any]]) -> dict[str, list[dict[s
             moments[names[2]].append(entry)
         else:
             moments[names[0]].append(entry)
-    return moments
-
-
-def _checkpoints(run: Run, journals: dict[str, CallJournal]) -> None:
-    """How long Temporal took to take a checkpoint (a signal-with-start: no worker involved),
-    by moment: the server's and the agents' own share of a booking's wait."""
-    sent_up = [
-        entry
-        for journal in journals.values()
-        for entry in journal.handoffs
-        if entry["kind"] == "checkpoint"
-        and not _during_outage(run, float(entry["t"]) - float(entry["seconds"]))
-    ]
-    parts = []
-    for name, entries in _by_moment(run, sent_up).items():
-        seconds = [float(e["seconds"]) for e in entries]
-        over = sum(1 for e in entries if e["status"] == "queued")
-        parts.append(
-            f"{name}: p50 {median(seconds):.2f} s, p95 {percentile(seconds, 0.95):.2f} s, "
-            f"{over}/{len(entries)} over the {HANDOFF_TIMEOUT_SECONDS:g} s handoff timeout"
-        )
-    label = "checkpoints (signal-with-start, no worker in the path), Temporal up: "
-    print(label + "; ".join(parts))
-
-
-def _bookings_by_moment(run: Run, up: list[dict[str, Any]]) -> None:
-    """The in-call figure split by when the booking was made: where the misses are."""
-    moments = _by_moment(run, up)
     parts = []
     for name, entries in moments.items():
         answered = [e for e in entries if e["status"] in ("confirmed", "unavailable")]
