@@ -25,10 +25,15 @@ class AttemptHeartbeats:
 
     def __init__(self) -> None:
         self._started = time.monotonic()
-        timeout = activity.info().heartbeat_timeout
+        info = activity.info()
+        # A local activity cannot heartbeat (the server never sees it): its workflow task does.
+        self._local = info.is_local
+        timeout = info.heartbeat_timeout
         # Without a heartbeat timeout a heartbeat only carries details: send them all.
         self._quiet_seconds = timeout.total_seconds() * QUIET_SHARE if timeout else 0.0
 
     def beat(self, detail: str) -> None:
+        if self._local:
+            return
         if time.monotonic() - self._started >= self._quiet_seconds:
             activity.heartbeat(detail)

@@ -83,6 +83,21 @@ class Options:
     checkpoint_interval: float
     seed: int
     keep: bool
+    # What goes down mid-run: "temporal" (SIGKILLed, restarted on its db file) or "workers" (both
+    # SIGKILLed, Temporal stays up: the post-call backlog builds on a warm server instead).
+    outage_of: str = "temporal"
+
+    @property
+    def down_name(self) -> str:
+        return "Temporal" if self.outage_of == "temporal" else "the workers"
+
+    @property
+    def was(self) -> str:
+        return "was" if self.outage_of == "temporal" else "were"
+
+    @property
+    def return_name(self) -> str:
+        return "Temporal's return" if self.outage_of == "temporal" else "the workers' return"
 
     @property
     def outage_at(self) -> float:
@@ -399,6 +414,25 @@ async def outage(run: Run) -> None:
     run.note(f"Temporal back ({len(run.waiting_at_return)} messages waiting in the outbox)")
 
 
+async def worker_outage(run: Run) -> None:
+    """Both workers SIGKILLed while calls book and hang up, Temporal up, then both restarted.
+
+    The follow-ups of the calls that end meanwhile wait at the server, so the workers come back
+    to a deep post-call backlog on a server that never restarted.
+    """
+    for worker in run.workers:
+        worker.kill()
+    run.down_at = time.time()
+    run.note("both workers SIGKILLed (Temporal stays up)")
+    open_gate(run, OUTAGE_GATE)
+    await asyncio.sleep(run.options.outage_seconds)
+    for worker in run.workers:
+        worker.start()
+    run.back_at = time.time()
+    run.waiting_at_return = _pending_ids(run.outbox_file)
+    run.note(f"workers back ({len(run.waiting_at_return)} messages waiting in the outbox)")
+
+
 def _pending_ids(path: Path) -> set[int]:
     if not path.exists():
         return set()
@@ -427,7 +461,7 @@ async def timeline(run: Run) -> None:
         await at(run, 0.7 * outage_at)
         await kill_agent(run)
     await at(run, outage_at)
-    await outage(run)
+    await (outage(run) if options.outage_of == "temporal" else worker_outage(run))
     back = (run.back_at or time.time()) - run.start
     await at(run, back + max(4.0, 0.08 * ramp))
     await kill_worker(run, 1)
@@ -550,15 +584,24 @@ def main(
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the call mix.")] = 13,
     keep: Annotated[bool, typer.Option(help="Keep the run directory (logs, journals).")] = False,
+    outage_of: Annotated[
+        str,
+        typer.Option(
+            help="What goes down mid-run: 'temporal' (the issue's run) or 'workers' (both "
+            "workers, Temporal up: a deep post-call backlog on a warm server)."
+        ),
+    ] = "temporal",
 ) -> None:
     """Chaos run (prints figures, not a test)."""
     if n < 4 or agents < 2 or not 0 <= agent_kills <= 4:
         raise typer.BadParameter("need n >= 4, agents >= 2 and 0 <= agent-kills <= 4")
+    if outage_of not in ("temporal", "workers"):
+        raise typer.BadParameter("--outage-of is 'temporal' or 'workers'")
     options = Options(
         n=n, agents=agents, agent_kills=agent_kills, outage_seconds=outage_seconds,
         liveness_seconds=liveness_seconds, ramp_seconds=ramp_seconds or max(30.0, 0.45 * n),
         grace_seconds=grace_seconds, checkpoint_interval=checkpoint_interval, seed=seed,
-        keep=keep,
+        keep=keep, outage_of=outage_of,
     )  # fmt: skip
     code = asyncio.run(chaos(options))
     raise SystemExit(code)

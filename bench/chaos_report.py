@@ -54,9 +54,13 @@ def print_header(options: Options) -> None:
           f"defaults kept: BOOKING_WAIT_SECONDS={BOOKING_WAIT_SECONDS:g}, "
           f"HANDOFF_TIMEOUT_SECONDS={HANDOFF_TIMEOUT_SECONDS:g}, "
           "HANDOFF_CALL_ENDED_TIMEOUT_SECONDS=5")  # fmt: skip
-    print(f"faults: Temporal SIGKILLed for {options.outage_seconds:g} s and restarted on its db "
-          f"file; each worker SIGKILLed once; {options.agent_kills} agent processes SIGKILLed "
-          "mid-call; vendor faults all run:")  # fmt: skip
+    outage = (
+        f"Temporal SIGKILLed for {options.outage_seconds:g} s and restarted on its db file"
+        if options.outage_of == "temporal"
+        else f"both workers SIGKILLed for {options.outage_seconds:g} s, Temporal up"
+    )
+    print(f"faults: {outage}; each worker SIGKILLed once; {options.agent_kills} agent processes "
+          "SIGKILLed mid-call; vendor faults all run:")  # fmt: skip
     for spec in FAULTS:
         print("  " + ", ".join(f"{k}={v}" for k, v in spec.items()))
     load = os.getloadavg()
@@ -76,6 +80,7 @@ def report(run: Run, observed: Observed, *, began: float, load_before: tuple[flo
     _calls(run, journals, verdicts, observed, not_started)
     _bookings(run, journals, observed.timings)
     _workflow_tasks(journals, observed.timings)
+    _checkpoints(run, journals)
     _promises(journals, verdicts)
     relayed = _outbox(run, observed, journals)
     _completion(run, journals, observed)
@@ -158,22 +163,23 @@ def _bookings(run: Run, journals: dict[str, CallJournal], timings: TaskTimings) 
     share = 100.0 * len(confirmed) / len(up) if up else float("nan")
     seconds = [float(e["seconds"]) for e in up]
     statuses = Counter(e["status"] for e in up)
+    while_up = f"{run.options.down_name} up"
     print(
         f"in-call bookings confirmed within the booking wait ({BOOKING_WAIT_SECONDS:g} s), "
-        f"Temporal up: {len(confirmed)}/{len(up)} ({share:.1f} %); the booking handoff took "
+        f"{while_up}: {len(confirmed)}/{len(up)} ({share:.1f} %); the booking handoff took "
         f"p50 {median(seconds):.2f} s, max {max(seconds, default=float('nan')):.2f} s; "
         + ", ".join(f"{status} {count}" for status, count in statuses.most_common())
     )
     print(
-        f"  book_meeting sent to accepted in the workflow's history, Temporal up: p50 "
+        f"  book_meeting sent to accepted in the workflow's history, {while_up}: p50 "
         f"{median(accepting):.2f} s, p95 {percentile(accepting, 0.95):.2f} s, max "
-        f"{max(accepting, default=float('nan')):.2f} s ({len(accepting)}; the handoff waits "
-        f"{HANDOFF_TIMEOUT_SECONDS:g} s for it)"
+        f"{max(accepting, default=float('nan')):.2f} s ({len(accepting)}; the handoff waits up "
+        f"to the booking wait for it: the workflow books in the task that accepts it)"
     )
     _bookings_by_moment(run, up)
     queued = Counter(e["status"] for e in down)
     print(
-        f"  bookings made while Temporal was down: {len(down)} ("
+        f"  bookings made while {run.options.down_name} {run.options.was} down: {len(down)} ("
         + ", ".join(f"{status} {count}" for status, count in queued.most_common())
         + ")"
     )
@@ -185,16 +191,17 @@ AFTER_RETURN_SECONDS = 30.0
 AFTER_WORKER_KILL_SECONDS = 10.0
 
 
-def _bookings_by_moment(run: Run, up: list[dict[str, Any]]) -> None:
-    """The in-call figure split by when the booking was made: where the misses are."""
+def _by_moment(run: Run, entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Handoffs sent while Temporal was up, split by when: steady, after its return, after a
+    worker kill."""
     kills = [at for at, text in run.events if "SIGKILLed" in text and text.startswith("worker")]
     moments: dict[str, list[dict[str, Any]]] = {
         "steady": [],
-        f"<= {AFTER_RETURN_SECONDS:g} s after Temporal's return": [],
+        f"<= {AFTER_RETURN_SECONDS:g} s after {run.options.return_name}": [],
         f"<= {AFTER_WORKER_KILL_SECONDS:g} s after a worker kill": [],
     }
     names = list(moments)
-    for entry in up:
+    for entry in entries:
         sent = float(entry["t"]) - float(entry["seconds"])
         if run.back_at is not None and 0 <= sent - run.back_at <= AFTER_RETURN_SECONDS:
             moments[names[1]].append(entry)
@@ -202,6 +209,34 @@ def _bookings_by_moment(run: Run, up: list[dict[str, Any]]) -> None:
             moments[names[2]].append(entry)
         else:
             moments[names[0]].append(entry)
+    return moments
+
+
+def _checkpoints(run: Run, journals: dict[str, CallJournal]) -> None:
+    """How long Temporal took to take a checkpoint (a signal-with-start: no worker involved),
+    by moment: the server's and the agents' own share of a booking's wait."""
+    sent_up = [
+        entry
+        for journal in journals.values()
+        for entry in journal.handoffs
+        if entry["kind"] == "checkpoint"
+        and not _during_outage(run, float(entry["t"]) - float(entry["seconds"]))
+    ]
+    parts = []
+    for name, entries in _by_moment(run, sent_up).items():
+        seconds = [float(e["seconds"]) for e in entries]
+        over = sum(1 for e in entries if e["status"] == "queued")
+        parts.append(
+            f"{name}: p50 {median(seconds):.2f} s, p95 {percentile(seconds, 0.95):.2f} s, "
+            f"{over}/{len(entries)} over the {HANDOFF_TIMEOUT_SECONDS:g} s handoff timeout"
+        )
+    label = f"checkpoints (signal-with-start, no worker in the path), {run.options.down_name} up: "
+    print(label + "; ".join(parts))
+
+
+def _bookings_by_moment(run: Run, up: list[dict[str, Any]]) -> None:
+    """The in-call figure split by when the booking was made: where the misses are."""
+    moments = _by_moment(run, up)
     parts = []
     for name, entries in moments.items():
         answered = [e for e in entries if e["status"] in ("confirmed", "unavailable")]
@@ -265,7 +300,7 @@ def _outbox(run: Run, observed: Observed, journals: dict[str, CallJournal]) -> i
         and not _during_outage(run, float(entry["t"]) - float(entry["seconds"]))
     )
     print(
-        "  handoffs that went to the outbox while Temporal was up: "
+        f"  handoffs that went to the outbox while {run.options.down_name} {run.options.was} up: "
         + (", ".join(f"{kind} {n}" for kind, n in queued_up.most_common()) or "none")
     )
     _after_outage(run, rows)
@@ -280,7 +315,8 @@ def _after_outage(run: Run, rows: list[OutboxRow]) -> None:
     delays = [row.delivered_at - run.back_at for row in waiting if row.delivered_at is not None]
     within = sum(1 for delay in delays if delay <= 10.0)
     print(
-        f"outbox delivery after the outage (Temporal down {run.back_at - run.down_at:.1f} s): "
+        f"outbox delivery after the outage ({run.options.down_name} down "
+        f"{run.back_at - run.down_at:.1f} s): "
         f"{len(waiting)} messages waiting at its return, delivered p50 {median(delays):.1f} s, "
         f"max {max(delays, default=float('nan')):.1f} s after it ({within}/{len(waiting)} "
         f"within 10 s; {len(waiting) - len(delays)} never)"
@@ -304,7 +340,8 @@ def _completion(run: Run, journals: dict[str, CallJournal], observed: Observed) 
                 ended_up.append(closed - journal.hangup_at)
     print(
         f"hang-up to completed: p50 {median(ended):.1f} s, p99 {percentile(ended, 0.99):.1f} s "
-        f"({len(ended)} calls); hung up while Temporal was up: p50 {median(ended_up):.1f} s, "
+        f"({len(ended)} calls); hung up while {run.options.down_name} {run.options.was} up: p50 "
+        f"{median(ended_up):.1f} s, "
         f"p99 {percentile(ended_up, 0.99):.1f} s ({len(ended_up)})"
     )
     print(

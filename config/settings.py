@@ -272,10 +272,13 @@ class Settings(BaseSettings):
         default=1.0, description="A tool still running after this says one filler line."
     )
     booking_wait_seconds: Seconds = Field(
-        default=2.0, description="How long book_meeting waits for the confirmation."
+        default=2.0,
+        description="How long book_meeting waits for the confirmation (acceptance included).",
     )
     handoff_timeout_seconds: Seconds = Field(
-        default=1.0, description="Temporal slower than this: the handoff goes to the outbox."
+        default=1.0,
+        description="Temporal slower than this to take a checkpoint or an opt-out: it goes to "
+        "the outbox.",
     )
     handoff_call_ended_timeout_seconds: Seconds = Field(
         default=5.0,

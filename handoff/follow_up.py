@@ -164,18 +164,26 @@ class FollowUpHandoff:
         return Handed(status=HandoffStatus.DELIVERED)
 
     async def book_meeting(self, request: BookingRequest, *, wait: float) -> BookingHandoff:
-        """Update-with-start `book_meeting`, then wait up to `wait` s (in all) for its result."""
+        """Update-with-start `book_meeting`, then wait up to `wait` s (in all) for its result.
+
+        The acceptance may take the whole wait: the workflow books an in-call meeting in the
+        workflow task that accepts the update (a local activity), so acceptance and result
+        arrive together. Not accepted within `wait`, the booking goes to the outbox (queued),
+        and its resend joins the same update (one update id). Temporal down is known at once
+        (connection refused); only a Temporal that hangs costs the caller the whole wait.
+        """
         loop = asyncio.get_running_loop()
         started = loop.time()
+        accept_budget = wait
         try:
-            async with asyncio.timeout(self._in_call_timeout):
+            async with asyncio.timeout(accept_budget):
                 handle = await self.messages.booking(await self.client(), request)
         except (WorkflowUpdateFailedError, WorkflowAlreadyStartedError) as refused:
             reason = refusal_reason(refused)
             logger.info("call %s: book_meeting refused: %s", request.call_id, reason)
             return _booking(BookingHandoffStatus.REJECTED, request, reason=reason)
         except NOT_TAKEN as error:
-            self._queue(request, error, budget=self._in_call_timeout)
+            self._queue(request, error, budget=accept_budget)
             return _booking(BookingHandoffStatus.QUEUED, request, reason=_not_taken(error))
         # At least the probe: a refusal is known at once and must not pass for "pending".
         remaining = max(wait - (loop.time() - started), REFUSAL_PROBE_SECONDS)

@@ -105,3 +105,16 @@ def test_history_bytes_prints_the_figure_per_follow_up() -> None:
     sealed, plain = (int(sizes[k].replace(",", "")) for k in sorted(sizes))
     assert sealed > plain > 0  # the same follow-up, so the codec can only add bytes
     assert re.search(r"^\s+activity_task_scheduled\s+[\d,]+ B$", out, re.M)
+
+
+def test_the_chaos_run_refuses_an_unknown_outage_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/chaos.py", "--outage-of", "the-moon"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--outage-of is 'temporal' or 'workers'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -8,7 +8,8 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import Priority
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from contracts.activities import ActivityOutput
@@ -16,8 +17,15 @@ with workflow.unsafe.imports_passed_through():
     from contracts.names import IN_CALL_PRIORITY, POST_CALL_PRIORITY
 
 from workflows.follow_up_state import FollowUpState
-from workflows.follow_up_steps import VENDOR_RETRY_POLICY, StepSpec
-from workflows.step_errors import step_error
+from workflows.follow_up_steps import (
+    IN_CALL_LOCAL_ATTEMPT_TIMEOUT,
+    IN_CALL_LOCAL_BOOKING_PATCH,
+    IN_CALL_LOCAL_BUDGET,
+    IN_CALL_LOCAL_RETRY_POLICY,
+    VENDOR_RETRY_POLICY,
+    StepSpec,
+)
+from workflows.step_errors import retryable, step_error
 
 
 class StepRunner(FollowUpState):
@@ -26,6 +34,23 @@ class StepRunner(FollowUpState):
     async def _call(self, spec: StepSpec, arg: Any) -> ActivityOutput:
         # A caller waits on a booking made during the call: it goes before the post-call backlog.
         urgent = spec.step is FollowUpStep.BOOK_MEETING and not self._call_over
+        if urgent and workflow.patched(IN_CALL_LOCAL_BOOKING_PATCH):
+            try:
+                return await workflow.execute_local_activity_method(
+                    spec.activity,
+                    arg,
+                    schedule_to_close_timeout=IN_CALL_LOCAL_BUDGET,
+                    start_to_close_timeout=IN_CALL_LOCAL_ATTEMPT_TIMEOUT,
+                    retry_policy=IN_CALL_LOCAL_RETRY_POLICY,
+                    summary=spec.step.value,
+                )
+            except (ActivityError, ApplicationError, ActivityTimeoutError) as failure:
+                if not retryable(failure):
+                    raise  # another attempt would fail the same way: park it now
+                workflow.logger.info(
+                    "step %s: not done within its in-call budget, it goes on as an activity",
+                    spec.step,
+                )
         return await workflow.execute_activity_method(
             spec.activity,
             arg,
@@ -46,7 +71,7 @@ class StepRunner(FollowUpState):
             self._refresh()
             try:
                 output = await action()
-            except ActivityError as failure:
+            except (ActivityError, ApplicationError) as failure:  # a local activity's is bare
                 error, attempts = step_error(failure)
                 self._set(
                     step,

@@ -9,6 +9,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, RetryState, T
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.errors import NON_RETRYABLE_ERROR_TYPES
     from contracts.models import StepError
 
 # How the server reports that a retryable error ran out of attempts or of schedule-to-close.
@@ -16,14 +17,19 @@ RETRIES_EXHAUSTED: Final = frozenset({RetryState.TIMEOUT, RetryState.MAXIMUM_ATT
 MESSAGE_MAX_CHARS: Final = 1000
 
 
-def step_error(failure: ActivityError) -> tuple[StepError, int]:
+def step_error(failure: ActivityError | ApplicationError) -> tuple[StepError, int]:
     """A StepError from an activity failure, and how many attempts it took (at least 1).
 
     Retryable errors end in one of two ways: the server stops retrying because the next attempt
     would pass the schedule-to-close (retry_state TIMEOUT, cause = the last error), or the
     schedule-to-close fires during an attempt (cause = a TimeoutError wrapping the last error).
+    A local activity that fails for good raises its ApplicationError bare.
     """
-    cause = failure.cause
+    if isinstance(failure, ApplicationError):
+        cause: BaseException | None = failure
+        retry_state = None
+    else:
+        cause, retry_state = failure.cause, failure.retry_state
     timeout: TimeoutType | None = None
     if isinstance(cause, ActivityTimeoutError):
         timeout = cause.type or TimeoutType.SCHEDULE_TO_CLOSE
@@ -36,7 +42,7 @@ def step_error(failure: ActivityError) -> tuple[StepError, int]:
     if timeout is not None:
         kind = "timeout"
         message = f"{timeout.name.lower().replace('_', '-')} timeout{last}"
-    elif app is not None and failure.retry_state in RETRIES_EXHAUSTED:
+    elif app is not None and retry_state in RETRIES_EXHAUSTED:
         kind = "retries_exhausted"
         message = f"retries ran out within the step's time budget{last}"
     elif app is not None:
@@ -55,3 +61,13 @@ def step_error(failure: ActivityError) -> tuple[StepError, int]:
         correlation_id=details.get("correlation_id"),
     )
     return error, attempt if isinstance(attempt, int) and attempt > 0 else 1
+
+
+def retryable(failure: ActivityError | ApplicationError | ActivityTimeoutError) -> bool:
+    """Whether another attempt could succeed: not an error the retry policy refuses to retry."""
+    cause = failure.cause if isinstance(failure, ActivityError) else failure
+    if isinstance(cause, ActivityTimeoutError):
+        return True
+    if isinstance(cause, ApplicationError):
+        return not cause.non_retryable and cause.type not in NON_RETRYABLE_ERROR_TYPES
+    return True

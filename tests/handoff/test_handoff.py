@@ -207,23 +207,50 @@ async def test_a_refused_booking_is_rejected_at_once_with_the_reason(
     assert vendor_rows(dev_servers.sandbox, call.trialist)["meetings"] == 0
 
 
-async def test_a_slow_booking_is_pending_and_the_workflow_finishes_it(
+async def test_a_slow_booking_is_queued_within_the_wait_and_booked_once(
     dev_servers: FollowUpServers, handoff: FollowUpHandoff, call: ScenarioCall
 ) -> None:
+    # The workflow books in the workflow task that accepts the update (a local activity): a
+    # booking slower than the wait is not accepted within it, so the caller hears "the invite
+    # will follow" on time, the outbox keeps the request, and the workflow still books it.
     async with dev_servers.worker() as clients:
         request = await call.first_free_booking(clients)
         dev_servers.sandbox.add_fault(
             vendor="chilipiper", operation="schedule_simple", latency_ms=800
         )
-        pending, elapsed = await timed(handoff.book_meeting(request, wait=0.3))
-        assert pending.status is BookingHandoffStatus.PENDING
+        queued, elapsed = await timed(handoff.book_meeting(request, wait=0.3))
+        assert queued.status is BookingHandoffStatus.QUEUED
         assert elapsed < 0.3 + MARGIN
+        assert handoff.outbox.pending_count() == 1  # the request, kept until the outcome
         ended = await handoff.call_ended(call.outcome(requested=request))
         assert ended.status is CallEndedStatus.DELIVERED
         progress = await finished(dev_servers.client, call.call_id)
     assert progress.booking is not None and progress.booking.status is BookingStatus.BOOKED
-    assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH
-    assert handoff.outbox.messages() == []  # accepted is durable: nothing to queue
+    assert progress.booking.slot_start == request.slot_start
+    assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH  # booked once, not twice
+    assert [(m.kind, m.delivered, m.last_error) for m in handoff.outbox.messages()] == [
+        (MessageKind.BOOK_MEETING, True, SUPERSEDED)  # the outcome carries the request
+    ]
+
+
+async def test_a_booking_confirms_within_the_wait_in_one_workflow_task(
+    dev_servers: FollowUpServers, handoff: FollowUpHandoff, call: ScenarioCall
+) -> None:
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
+        booked = await handoff.book_meeting(request, wait=5.0)
+        assert booked.status is BookingHandoffStatus.CONFIRMED
+        history = await dev_servers.client.get_workflow_handle(
+            workflow_id_for(call.call_id)
+        ).fetch_history()
+    kinds = [event.WhichOneof("attributes") for event in history.events]
+    # The booking ran in the workflow task that accepted it: a marker, no activity task.
+    assert "activity_task_scheduled_event_attributes" not in kinds
+    assert "marker_recorded_event_attributes" in kinds
+    accepted = kinds.index("workflow_execution_update_accepted_event_attributes")
+    completed = kinds.index("workflow_execution_update_completed_event_attributes")
+    between = kinds[accepted:completed]
+    assert "workflow_task_scheduled_event_attributes" not in between
 
 
 async def test_a_booking_parked_for_an_operator_is_pending_not_refused(
@@ -318,12 +345,13 @@ async def test_temporal_down_queues_both_then_the_relay_delivers_them_once(
 async def test_temporal_without_a_worker_is_too_slow_so_the_booking_is_queued(
     dev_servers: FollowUpServers, tmp_path: Path, call: ScenarioCall
 ) -> None:
-    handoff = handoff_up(dev_servers, tmp_path, handoff_timeout=SHORT_TIMEOUT)
+    handoff = handoff_up(dev_servers, tmp_path)
     await handoff.client()  # connected: only the acceptance is slow
     async with dev_servers.worker() as clients:
         request = await call.first_free_booking(clients)
     # No worker polls the queue now: Temporal takes the start but nobody accepts the update.
-    queued, elapsed = await timed(handoff.book_meeting(request, wait=2.0))
+    # The acceptance may take the whole booking wait (it comes with the booking's result).
+    queued, elapsed = await timed(handoff.book_meeting(request, wait=SHORT_TIMEOUT))
     assert queued.status is BookingHandoffStatus.QUEUED
     assert SHORT_TIMEOUT <= elapsed < SHORT_TIMEOUT + MARGIN
     async with dev_servers.worker():
@@ -337,7 +365,7 @@ async def test_temporal_without_a_worker_is_too_slow_so_the_booking_is_queued(
     assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH
 
 
-async def test_a_hung_temporal_host_costs_the_handoff_timeout_and_no_more(
+async def test_a_hung_temporal_host_costs_each_message_its_own_budget_and_no_more(
     tmp_path: Path, task_queue: str, call: ScenarioCall
 ) -> None:
     # A pinned weekday hour (never booked: Temporal is silent here).
@@ -350,14 +378,25 @@ async def test_a_hung_temporal_host_costs_the_handoff_timeout_and_no_more(
             handoff_timeout=SHORT_TIMEOUT,
             call_ended_timeout=2 * SHORT_TIMEOUT,
         )
-        booked, booking_time = await timed(handoff.book_meeting(call.booking(slot), wait=2.0))
+        sent = datetime.now(UTC)  # a duration stamp, no calendar logic
+        checkpoint, checkpoint_time = await timed(
+            handoff.checkpoint(CallCheckpoint(call_id=call.call_id, seq=1, sent_at=sent))
+        )
+        booked, booking_time = await timed(
+            handoff.book_meeting(call.booking(slot), wait=3 * SHORT_TIMEOUT)
+        )
         ended, ending_time = await timed(handoff.call_ended(call.outcome()))
+    assert (checkpoint.status, checkpoint.reason) == (CallEndedStatus.QUEUED, "timed out")
     assert (booked.status, booked.reason) == (BookingHandoffStatus.QUEUED, "timed out")
     assert (ended.status, ended.reason) == (CallEndedStatus.QUEUED, "timed out")
-    # Each within its own budget: the call_ended's is its own, not what the booking left.
-    assert SHORT_TIMEOUT <= booking_time < SHORT_TIMEOUT + MARGIN
+    # Each within its own budget: a checkpoint the handoff timeout, a booking the booking wait
+    # (its acceptance comes with its result), call_ended its own, not what the booking left.
+    assert SHORT_TIMEOUT <= checkpoint_time < SHORT_TIMEOUT + MARGIN
+    assert 3 * SHORT_TIMEOUT <= booking_time < 3 * SHORT_TIMEOUT + MARGIN
     assert 2 * SHORT_TIMEOUT <= ending_time < 2 * SHORT_TIMEOUT + MARGIN
-    assert handoff.outbox.pending_count(call.call_id) == 2
+    # The outcome supersedes the checkpoint; the booking (not in this outcome) waits its turn.
+    due = handoff.outbox.due(time.time())
+    assert [m.kind for m in due] == [MessageKind.BOOK_MEETING, MessageKind.CALL_ENDED]
 
 
 async def test_call_ended_supersedes_the_calls_queued_booking_which_the_workflow_books(

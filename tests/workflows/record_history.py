@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from contracts import (
     workflow_id_for,
 )
 from contracts.models import CallCheckpoint
-from handoff.follow_up import FollowUpHandoff
+from handoff.follow_up import BookingHandoffStatus, FollowUpHandoff
 from tests.payload_keys import HISTORY_CONVERTER, HISTORY_KEY
 from tests.servers import binary, running_sandbox
 from tests.workflows.scenario import (
@@ -126,13 +127,9 @@ async def requested_slot_taken_after_call(servers: FollowUpServers) -> WorkflowH
     return handle
 
 
-async def checkpointed_call_demoted_after_call_ended(
-    servers: FollowUpServers,
-) -> WorkflowHandle[Any, Any]:
-    """The agent's own handoff: checkpoints from the call's start, then call_ended, after which
-    the handoff demotes the follow-up to post-call priority (a WorkflowExecutionOptionsUpdated
-    event in the history)."""
-    call = ScenarioCall.new()
+@contextlib.asynccontextmanager
+async def agent_handoff(servers: FollowUpServers) -> AsyncIterator[FollowUpHandoff]:
+    """The agent's own handoff to these servers, its payloads sealed with the fixture key."""
     with tempfile.TemporaryDirectory() as data_dir:
         handoff = FollowUpHandoff.from_settings(
             Settings(
@@ -146,27 +143,64 @@ async def checkpointed_call_demoted_after_call_ended(
             )
         )
         try:
-            async with servers.worker() as clients:
-                request = call.booking((await call.free_slots(clients))[4])
-                outcome = call.outcome(requested=request)
-                handoff.call_started(
-                    call.call_id, trialist=call.trialist, started_at=outcome.started_at
-                )
-                for seq in (1, 2):
-                    sent = outcome.started_at + timedelta(seconds=seq)
-                    checkpoint = CallCheckpoint(call_id=call.call_id, seq=seq, sent_at=sent)
-                    await handoff.checkpoint(checkpoint)
-                await handoff.call_ended(outcome)
-                handle: WorkflowHandle[Any, Any] = servers.client.get_workflow_handle(
-                    workflow_id_for(call.call_id)
-                )
-                await handle.result()
+            yield handoff
         finally:
             await handoff.aclose()
+
+
+async def checkpointed_call_demoted_after_call_ended(
+    servers: FollowUpServers,
+) -> WorkflowHandle[Any, Any]:
+    """The agent's own handoff: checkpoints from the call's start, then call_ended, after which
+    the handoff demotes the follow-up to post-call priority (a WorkflowExecutionOptionsUpdated
+    event in the history)."""
+    call = ScenarioCall.new()
+    async with agent_handoff(servers) as handoff, servers.worker() as clients:
+        request = call.booking((await call.free_slots(clients))[4])
+        outcome = call.outcome(requested=request)
+        handoff.call_started(call.call_id, trialist=call.trialist, started_at=outcome.started_at)
+        for seq in (1, 2):
+            sent = outcome.started_at + timedelta(seconds=seq)
+            checkpoint = CallCheckpoint(call_id=call.call_id, seq=seq, sent_at=sent)
+            await handoff.checkpoint(checkpoint)
+        await handoff.call_ended(outcome)
+        handle: WorkflowHandle[Any, Any] = servers.client.get_workflow_handle(
+            workflow_id_for(call.call_id)
+        )
+        await handle.result()
+    return handle
+
+
+async def booked_in_call_by_a_local_activity(
+    servers: FollowUpServers,
+) -> WorkflowHandle[Any, Any]:
+    """The agent's handoff books during the call: the booking runs as a local activity in the
+    workflow task that accepts the update (a patch marker and a local-activity marker), its
+    first attempt hits a Chili Piper 503 and its quick retry books; then call_ended."""
+    call = ScenarioCall.new()
+    async with agent_handoff(servers) as handoff, servers.worker() as clients:
+        request = call.booking((await call.free_slots(clients))[5])
+        outcome = call.outcome(requested=request)
+        handoff.call_started(call.call_id, trialist=call.trialist, started_at=outcome.started_at)
+        sent = outcome.started_at + timedelta(seconds=1)
+        await handoff.checkpoint(CallCheckpoint(call_id=call.call_id, seq=1, sent_at=sent))
+        servers.sandbox.add_fault(
+            vendor="chilipiper", operation="schedule_simple", status=503, error_rate=1.0, times=1
+        )
+        booked = await handoff.book_meeting(request, wait=10.0)
+        if booked.status is not BookingHandoffStatus.CONFIRMED:
+            raise RuntimeError(f"the in-call booking did not confirm: {booked}")
+        await handoff.call_ended(outcome)
+        handle: WorkflowHandle[Any, Any] = servers.client.get_workflow_handle(
+            workflow_id_for(call.call_id)
+        )
+        await handle.result()
+        clear_faults(servers.sandbox.url)
     return handle
 
 
 SCENARIOS: dict[str, Scenario] = {
+    "booked_in_call_by_a_local_activity": booked_in_call_by_a_local_activity,
     "checkpointed_call_demoted_after_call_ended": checkpointed_call_demoted_after_call_ended,
     "booked_in_call_parked_then_retried": booked_in_call_parked_then_retried,
     "outcome_missing_then_skipped": outcome_missing_then_skipped,

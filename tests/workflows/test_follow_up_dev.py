@@ -5,6 +5,7 @@ Real activities talk to the sandbox over loopback HTTP, with faults injected int
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
+from temporalio.service import RPCError
 
 from contracts import (
     FOLLOW_UP_FAILED_STEP,
@@ -32,6 +34,7 @@ from contracts import (
     follow_up_summary,
     workflow_id_for,
 )
+from contracts.names import IN_CALL_PRIORITY
 from tests.servers import SandboxServer
 from tests.workflows.scenario import (
     FollowUpServers,
@@ -289,3 +292,52 @@ async def test_a_booking_parked_during_the_call_fails_the_update_then_an_operato
     assert progress.status is FollowUpStatus.COMPLETED
     assert progress.steps[FollowUpStep.BOOK_MEETING].attempts == 2
     assert meeting_ids(sandbox, call.trialist) == [booked.meeting_id]
+
+
+async def test_an_in_call_booking_not_done_in_its_local_budget_goes_on_as_an_activity(
+    dev_servers: FollowUpServers, call: ScenarioCall
+) -> None:
+    # The local activity's quick retries run out of their budget (every booking 503s); the
+    # booking goes on as a normal activity at in-call priority and books once the vendor is back.
+    sandbox = dev_servers.sandbox
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
+        sandbox.add_fault(
+            vendor="chilipiper", operation="schedule_simple", error_rate=1.0, status=503
+        )
+        start = start_operation(dev_servers, call)
+        update = asyncio.create_task(
+            dev_servers.client.execute_update_with_start_workflow(
+                CallFollowUpWorkflow.book_meeting, request, start_workflow_operation=start
+            )
+        )
+        # Not the start's handle: it resolves only with the update's result.
+        handle = dev_servers.client.get_workflow_handle(workflow_id_for(call.call_id))
+
+        async def scheduled_as_an_activity() -> bool:
+            try:
+                events = (await handle.fetch_history()).events
+            except RPCError:  # not started yet
+                return False
+            return any(e.HasField("activity_task_scheduled_event_attributes") for e in events)
+
+        await wait_until(scheduled_as_an_activity, within=30, what="the booking as an activity")
+        clear_faults(sandbox.url)
+        booked = await asyncio.wait_for(update, timeout=30)
+        events = (await handle.fetch_history()).events
+
+    assert booked.status is BookingStatus.BOOKED
+    assert meeting_ids(sandbox, call.trialist) == [booked.meeting_id]
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    assert markers[:2] == ["core_patch", "core_local_activity"]  # the patch, the spent budget
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert [a.activity_type.name for a in scheduled][:1] == [FollowUpStep.BOOK_MEETING.value]
+    assert scheduled[0].priority.priority_key == IN_CALL_PRIORITY
