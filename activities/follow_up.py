@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -45,7 +47,7 @@ from contracts.models import (
 )
 from integrations.amplitude import AmplitudeEvent, insert_id_for
 from integrations.chilipiper import ChiliPiperGuest, ChiliPiperMeeting, MeetingStatus
-from integrations.errors import AmbiguousOutcomeError, PermanentError
+from integrations.errors import AmbiguousOutcomeError, PermanentError, VendorError
 from integrations.hubspot import (
     NOTE_BODY_MAX,
     CallStatus,
@@ -71,6 +73,13 @@ MAX_ALTERNATIVES: Final = 3
 SLOT_TAKEN_STATUS: Final = 409  # Chili Piper answers a taken slot with 409 SlotNotAvailable
 # Meetings of the guest that start within this window of the slot count as "this booking".
 RECONCILE_WINDOW: Final = timedelta(minutes=1)
+# A booking the caller waits on (the in-call local attempt): when the booking request has not
+# answered this long after it was sent (seconds), look for the meeting while it goes on. A vendor
+# that commits and is slow to say so (the classic ambiguous write) is then confirmed inside the
+# agent's 2 s booking wait, where the request's own read timeout (5 s) would end after it. The
+# request is never cut short for this: one that has not committed yet goes on, so no second
+# booking can race it. Two looks bound the extra reads to two.
+IN_CALL_LOOKS_AFTER_SECONDS: Final = (0.75, 1.25)
 
 CALL_COMPLETED_EVENT: Final = "trial_call_completed"
 CALL_OUTCOME_MISSING_EVENT: Final = "trial_call_outcome_missing"
@@ -282,10 +291,21 @@ class FollowUpActivities:
                 logger.info("call %s: requested slot unavailable", input.call_id)
                 return BookMeetingOutput(result=_unavailable(request, free.slots), attempt=attempt)
             heartbeats.beat("booking")
-            try:
-                meeting = await chilipiper.book_slot(
+            booking = asyncio.create_task(
+                chilipiper.book_slot(
                     route_id=free.route_id, slot_start=request.slot_start, guest=guest
                 )
+            )
+            try:
+                # The workflow runs a booking as a local activity only while the caller waits.
+                if activity.info().is_local:
+                    found = await self._look_while_booking(booking, request)
+                    if found is not None:
+                        logger.info("call %s: slow booking found committed", input.call_id)
+                        return BookMeetingOutput(
+                            result=_booked(request, found), reconciled=True, attempt=attempt
+                        )
+                meeting = await booking
             except AmbiguousOutcomeError as error:
                 # Safe to retry only because the next attempt reconciles before booking.
                 logger.warning("call %s: booking outcome unknown; will reconcile", input.call_id)
@@ -301,8 +321,30 @@ class FollowUpActivities:
                     )
                 others = [slot for slot in free.slots if slot != request.slot_start]
                 return BookMeetingOutput(result=_unavailable(request, others), attempt=attempt)
+            finally:
+                booking.cancel()  # a no-op once it answered; else the meeting was found made
         logger.info("call %s: meeting booked (attempt %d)", input.call_id, attempt)
         return BookMeetingOutput(result=_booked(request, meeting), attempt=attempt)
+
+    async def _look_while_booking(
+        self, booking: asyncio.Task[ChiliPiperMeeting], request: BookingRequest
+    ) -> ChiliPiperMeeting | None:
+        """The meeting, if a look at the guest's meetings finds it made before `booking` answers.
+
+        A hand-written hedge (asyncio.wait): no library does "read while a write is in flight".
+        A failed look is only a missed chance; the booking's own answer decides then.
+        """
+        waited = 0.0
+        for look_at in IN_CALL_LOOKS_AFTER_SECONDS:
+            await asyncio.wait({booking}, timeout=look_at - waited)
+            waited = look_at
+            if booking.done():
+                return None
+            with contextlib.suppress(VendorError):
+                found = await self._meeting_at_slot(request)
+                if found is not None and not booking.done():
+                    return found
+        return None
 
     async def _meeting_at_slot(self, request: BookingRequest) -> ChiliPiperMeeting | None:
         meetings = await self._clients.chilipiper.list_guest_meetings(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +39,10 @@ from tests.workflows.scenario import (
     book_for_someone_else,
     crm_records,
     sandbox_rows,
+    vendor_clients,
 )
+
+PRODUCTION_READ_TIMEOUT = 5.0  # the default of HTTP_READ_TIMEOUT_SECONDS
 
 
 @pytest.fixture
@@ -149,6 +153,55 @@ async def test_an_ambiguous_booking_is_retryable_and_the_retry_finds_the_meeting
     assert ambiguous.value.non_retryable is False  # safe: every attempt reconciles first
     assert retried.reconciled is True
     assert meeting_ids(sandbox, call) == [retried.result.meeting_id]
+
+
+def while_the_caller_waits() -> ActivityEnvironment:
+    """The activity as the workflow runs a booking the caller waits on: a local activity."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, is_local=True)
+    return env
+
+
+async def test_an_in_call_booking_answered_late_is_found_made_before_the_answer(
+    sandbox: SandboxServer, call: ScenarioCall
+) -> None:
+    # Commits, then holds the reply 4 s, inside production's 5 s read timeout.
+    clients = vendor_clients(sandbox, read_timeout=PRODUCTION_READ_TIMEOUT)
+    try:
+        activities = FollowUpActivities(clients=clients)
+        arg = BookMeetingInput(call_id=call.call_id, request=await call.first_free_booking(clients))
+        sandbox.add_fault(
+            vendor="chilipiper", operation="schedule_simple", after_commit_latency_ms=4000, times=1
+        )
+        started = time.monotonic()
+        booked = await while_the_caller_waits().run(activities.book_meeting, arg)
+        took = time.monotonic() - started
+    finally:
+        await clients.aclose()
+    assert booked.reconciled is True and booked.attempt == 1
+    assert booked.result.status is BookingStatus.BOOKED
+    assert took < 4.0  # it did not wait for the vendor's answer
+    assert meeting_ids(sandbox, call) == [booked.result.meeting_id]
+
+
+async def test_an_in_call_booking_slow_before_it_commits_is_waited_for_not_booked_twice(
+    sandbox: SandboxServer, call: ScenarioCall
+) -> None:
+    # The vendor takes 1.6 s before it makes the meeting: both looks find nothing, and the
+    # booking's own answer decides. Nothing is booked a second time.
+    clients = vendor_clients(sandbox, read_timeout=PRODUCTION_READ_TIMEOUT)
+    try:
+        activities = FollowUpActivities(clients=clients)
+        arg = BookMeetingInput(call_id=call.call_id, request=await call.first_free_booking(clients))
+        sandbox.add_fault(
+            vendor="chilipiper", operation="schedule_simple", latency_ms=1600, times=1
+        )
+        booked = await while_the_caller_waits().run(activities.book_meeting, arg)
+    finally:
+        await clients.aclose()
+    assert booked.reconciled is False
+    assert booked.result.status is BookingStatus.BOOKED
+    assert meeting_ids(sandbox, call) == [booked.result.meeting_id]
 
 
 async def test_analytics_insert_ids_come_from_the_call_and_a_resend_is_deduplicated(

@@ -23,6 +23,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from activities.follow_up import FollowUpActivities
 from config.settings import Settings
 from contracts import (
     BookingConfirmation,
@@ -45,13 +46,15 @@ from handoff.ordering import MessageKind
 from handoff.relay import Rejection
 from tests.pinned_time import working_week_anchor
 from tests.servers import SandboxServer, free_port
-from tests.workflows.scenario import FollowUpServers, ScenarioCall
+from tests.workflows.scenario import FollowUpServers, ScenarioCall, vendor_clients
 
 REPO = Path(__file__).resolve().parents[2]
 HANDOFF_TIMEOUT = 1.0  # the default of HANDOFF_TIMEOUT_SECONDS
 SHORT_TIMEOUT = 0.5  # for the cases that are meant to run out
 MARGIN = 0.5  # scheduling slack on a busy 2-core box
 RESULT_WAIT = 60.0
+BOOKING_WAIT = 2.0  # the default of BOOKING_WAIT_SECONDS
+PRODUCTION_READ_TIMEOUT = 5.0  # the default of HTTP_READ_TIMEOUT_SECONDS
 
 T = TypeVar("T")
 
@@ -251,6 +254,42 @@ async def test_a_booking_confirms_within_the_wait_in_one_workflow_task(
     completed = kinds.index("workflow_execution_update_completed_event_attributes")
     between = kinds[accepted:completed]
     assert "workflow_task_scheduled_event_attributes" not in between
+
+
+async def test_a_booking_the_vendor_commits_but_answers_late_is_confirmed_within_the_wait(
+    dev_servers: FollowUpServers, handoff: FollowUpHandoff, call: ScenarioCall
+) -> None:
+    # Chili Piper makes the meeting, then holds its answer 4 s. With production's 5 s read
+    # timeout the request would answer after the caller's 2 s wait; the in-call attempt looks
+    # for the meeting meanwhile, so the caller hears it confirmed, and it is booked once.
+    clients = vendor_clients(dev_servers.sandbox, read_timeout=PRODUCTION_READ_TIMEOUT)
+    try:
+        activities = FollowUpActivities(clients=clients).activity_methods()
+        async with dev_servers.worker(activities=activities):
+            request = await call.first_free_booking(clients)
+            dev_servers.sandbox.add_fault(
+                vendor="chilipiper",
+                operation="schedule_simple",
+                after_commit_latency_ms=4000,
+                times=1,
+            )
+            # Confirmed means the result came within the wait.
+            booked = await handoff.book_meeting(request, wait=BOOKING_WAIT)
+            assert booked.status is BookingHandoffStatus.CONFIRMED and booked.meeting_id
+            ended = await handoff.call_ended(
+                call.outcome(
+                    requested=request,
+                    booking=BookingConfirmation(
+                        meeting_id=booked.meeting_id, slot_start=request.slot_start
+                    ),
+                )
+            )
+            assert ended.status is CallEndedStatus.DELIVERED
+            result = await finished(dev_servers.client, call.call_id)
+    finally:
+        await clients.aclose()
+    assert result.booking is not None and result.booking.meeting_id == booked.meeting_id
+    assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH  # booked once
 
 
 async def test_a_booking_parked_for_an_operator_is_pending_not_refused(

@@ -124,7 +124,33 @@ async def test_update_with_start_books_once_and_the_validator_refuses_conflicts(
 async def test_ambiguous_booking_timeout_is_reconciled_never_double_booked(
     dev_servers: FollowUpServers, call: ScenarioCall
 ) -> None:
-    # The booking commits, then its reply is held past the client's 1 s read timeout.
+    # The booking the caller asked for is made after the call (the outcome carries it), as the
+    # normal activity. It commits, then its reply is held past the client's 1 s read timeout:
+    # the attempt's outcome is unknown, and the next attempt reconciles instead of booking again.
+    # (A booking made during the call looks for the meeting while it waits: test_handoff.py.)
+    dev_servers.sandbox.add_fault(
+        vendor="chilipiper", operation="schedule_simple", after_commit_latency_ms=2500, times=1
+    )
+    async with dev_servers.worker() as clients:
+        request = await call.first_free_booking(clients)
+        handle = await dev_servers.signal_call_ended(call.outcome(requested=request))
+        progress = await handle.result()
+
+    booked = progress.booking
+    assert booked is not None and booked.status is BookingStatus.BOOKED
+    booking = progress.steps[FollowUpStep.BOOK_MEETING]
+    assert booking.state is StepState.SUCCEEDED
+    assert booking.attempts == 2  # the ambiguous attempt, then the one that reconciled
+    assert meeting_ids(dev_servers.sandbox, call.trialist) == [booked.meeting_id]
+    records = crm_records(dev_servers.sandbox.url, call_id=call.call_id, trialist=call.trialist)
+    assert records.counts() == records.expected_for_one_call(meeting=True)
+
+
+async def test_an_in_call_booking_answered_late_is_found_made_and_its_handler_finishes(
+    dev_servers: FollowUpServers, call: ScenarioCall
+) -> None:
+    # The booking commits, then its reply is held 2.5 s. The in-call attempt looks for the
+    # meeting meanwhile and finds it: one attempt, one meeting.
     dev_servers.sandbox.add_fault(
         vendor="chilipiper", operation="schedule_simple", after_commit_latency_ms=2500, times=1
     )
@@ -148,7 +174,7 @@ async def test_ambiguous_booking_timeout_is_reconciled_never_double_booked(
     assert progress.booking == booked
     booking = progress.steps[FollowUpStep.BOOK_MEETING]
     assert booking.state is StepState.SUCCEEDED
-    assert booking.attempts == 2  # the ambiguous attempt, then the one that reconciled
+    assert booking.attempts == 1  # found made before the request answered
     assert meeting_ids(dev_servers.sandbox, call.trialist) == [booked.meeting_id]
     records = crm_records(dev_servers.sandbox.url, call_id=call.call_id, trialist=call.trialist)
     assert records.counts() == records.expected_for_one_call(meeting=True)
