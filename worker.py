@@ -108,15 +108,24 @@ def follow_up_worker(
     `build_worker` passes the real activities; the throughput benchmark passes stand-ins, so both
     share every option.
     """
-    cache_workflow_bytecode([CallFollowUpWorkflow])
+    role = settings.worker_role
+    if role != "activities":
+        cache_workflow_bytecode([CallFollowUpWorkflow])
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
-        workflows=[CallFollowUpWorkflow],
+        workflows=[] if role == "activities" else [CallFollowUpWorkflow],
+        # A workflows-only worker still holds the activities: it runs the in-call booking as a
+        # local activity, in the workflow task, and takes no activity task from the queue.
         activities=activities,
+        no_remote_activities=role == "workflows",
         workflow_runner=follow_up_runner(),
         # Temporal's recommended poller setting: as many polls as the server's backlog calls for.
+        # For activities too: an activities-only worker gets none by eager dispatch, and with
+        # the SDK's fixed five polls a post-call step waited p50 14 s to start in bench/chaos.py
+        # (p50 2.5 s autoscaled; docs/worker.md).
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         # A SIGKILLed worker's cached follow-ups wait this long before another worker takes their
         # workflow tasks (the SDK's 10 s would outlast a caller's booking wait several times).
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
@@ -349,6 +358,7 @@ def ready_line(settings: Settings) -> str:
         f"worker ready: temporal={settings.temporal_target}",
         f"namespace={settings.temporal_namespace}",
         f"task_queue={settings.temporal_task_queue}",
+        f"role={settings.worker_role}",
         f"outreach_queue={settings.outreach_task_queue}",
         f"vendors: {modes}",
     ]

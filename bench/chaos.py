@@ -86,6 +86,9 @@ class Options:
     # What goes down mid-run: "temporal" (SIGKILLed, restarted on its db file) or "workers" (both
     # SIGKILLed, Temporal stays up: the post-call backlog builds on a warm server instead).
     outage_of: str = "temporal"
+    # Each of the two workers runs the workflows (and the in-call booking, a local activity)
+    # only, and two more processes run the activities (WORKER_ROLE).
+    split_workers: bool = False
 
     @property
     def down_name(self) -> str:
@@ -232,7 +235,13 @@ async def start_stack(options: Options, root: Path) -> Run:
     )  # fmt: skip
     sandbox.start()
     await wait_for_sandbox(sandbox_url, sandbox)
-    workers = [_worker(processes, env, root, logs, number) for number in (1, 2)]
+    role = "workflows" if options.split_workers else "all"
+    workers = [_worker(processes, env, root, logs, number, role) for number in (1, 2)]
+    activity_workers = (
+        [_worker(processes, env, root, logs, number, "activities") for number in (3, 4)]
+        if options.split_workers
+        else []
+    )
     run = Run(
         options=options, root=root, key=key, target=target, sandbox_url=sandbox_url,
         processes=processes, temporal=temporal, workers=workers, base_env=env,
@@ -243,7 +252,7 @@ async def start_stack(options: Options, root: Path) -> Run:
     # so their follow-ups find them taken only after the caller was told the invite will follow.
     run.taken = await take_slots(run.bench_settings(), run.plan.take)
     run.note(f"{run.taken} bookings by other guests hold the slots of the contended calls")
-    for worker in workers:
+    for worker in workers + activity_workers:
         await worker.wait_for(WORKER_READY)
     return run
 
@@ -256,9 +265,10 @@ def _profiles(n: int) -> dict[str, str]:
 
 
 def _worker(
-    processes: Processes, env: dict[str, str], root: Path, logs: Path, number: int
+    processes: Processes, env: dict[str, str], root: Path, logs: Path, number: int, role: str
 ) -> Child:
     worker_env = env | {
+        "WORKER_ROLE": role,
         "DATA_DIR": str(root / f"worker-{number}"),
         "WORKER_METRICS_PORT": "0",
         "WORKER_CONNECT_ATTEMPTS": "60",
@@ -591,6 +601,13 @@ def main(
             "workers, Temporal up: a deep post-call backlog on a warm server)."
         ),
     ] = "temporal",
+    split_workers: Annotated[
+        bool,
+        typer.Option(
+            help="The two workers run the workflows and the in-call booking only "
+            "(WORKER_ROLE=workflows); two more processes run the activities."
+        ),
+    ] = False,
 ) -> None:
     """Chaos run (prints figures, not a test)."""
     if n < 4 or agents < 2 or not 0 <= agent_kills <= 4:
@@ -601,7 +618,7 @@ def main(
         n=n, agents=agents, agent_kills=agent_kills, outage_seconds=outage_seconds,
         liveness_seconds=liveness_seconds, ramp_seconds=ramp_seconds or max(30.0, 0.45 * n),
         grace_seconds=grace_seconds, checkpoint_interval=checkpoint_interval, seed=seed,
-        keep=keep, outage_of=outage_of,
+        keep=keep, outage_of=outage_of, split_workers=split_workers,
     )  # fmt: skip
     code = asyncio.run(chaos(options))
     raise SystemExit(code)

@@ -42,10 +42,15 @@ class Observed:
 
 
 def print_header(options: Options) -> None:
+    workers = (
+        "2 workers on one task queue running the workflows and the in-call booking, 2 more "
+        "running the activities"
+        if options.split_workers
+        else "2 workers on one task queue"
+    )
     print(
-        f"chaos run: {options.n} calls on {options.agents} agent processes, 2 workers on one "
-        "task queue, a Temporal dev server (db file) and the vendor sandbox, real processes on "
-        "loopback"
+        f"chaos run: {options.n} calls on {options.agents} agent processes, {workers}, a "
+        "Temporal dev server (db file) and the vendor sandbox, real processes on loopback"
     )
     print(f"the LLM: {SCRIPTED_MODEL_LABEL}; the agent session, tools, checkpoints and handoff "
           "are the real code; the agent processes share one outbox file")  # fmt: skip

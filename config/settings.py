@@ -228,6 +228,11 @@ class Settings(BaseSettings):
     worker_connect_attempts: int = Field(
         default=10, ge=1, description="Attempts to reach Temporal at start-up."
     )
+    worker_role: Literal["all", "workflows", "activities"] = Field(
+        default="all",
+        description="What this worker process runs of the follow-up queue: everything; the "
+        "workflows and the in-call booking (its local activity) only; or the activities only.",
+    )
 
     # --- follow-up workflow (passed into the workflow input; workflows never read settings) ----
     follow_up_call_ended_timeout_seconds: FiniteSeconds = Field(

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
-APP_SERVICES = ("sandbox", "worker", "agent", "codec-server")
+APP_SERVICES = ("sandbox", "worker", "worker-activities", "agent", "codec-server")
 SETTINGS_NAMES = {name.upper() for name in Settings.model_fields}
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
 REQUIRED = re.compile(r"\$\{([A-Z0-9_]+):\?")
@@ -105,6 +105,23 @@ def test_commands_and_ports_match_the_code(compose: dict[str, Any]) -> None:
     assert "--dev" in found["livekit"]["command"]
 
 
+def test_the_follow_up_queue_runs_in_a_workflows_and_an_activities_process(
+    compose: dict[str, Any],
+) -> None:
+    found = services(compose)
+    roles = {
+        name: found[name]["environment"]["WORKER_ROLE"] for name in ("worker", "worker-activities")
+    }
+    assert roles == {"worker": "workflows", "worker-activities": "activities"}
+    assert found["worker-activities"]["command"] == found["worker"]["command"]
+    for name in roles:
+        assert found[name]["environment"]["TEMPORAL_TASK_QUEUE"] == (
+            f"${{TEMPORAL_TASK_QUEUE:-{DEFAULT_TASK_QUEUE}}}"
+        )
+    allowed = Settings.model_fields["worker_role"].annotation
+    assert set(roles.values()) <= set(getattr(allowed, "__args__", ()))
+
+
 def test_task_queue_default_matches_contracts(compose: dict[str, Any]) -> None:
     queue = services(compose)["worker"]["environment"]["TEMPORAL_TASK_QUEUE"]
     assert queue == f"${{TEMPORAL_TASK_QUEUE:-{DEFAULT_TASK_QUEUE}}}"
@@ -120,7 +137,7 @@ def test_setup_registers_the_workflow_search_attributes(compose: dict[str, Any])
 
 def test_dependencies_wait_for_health(compose: dict[str, Any]) -> None:
     found = services(compose)
-    for name in ("worker", "agent"):
+    for name in ("worker", "worker-activities", "agent"):
         conditions = found[name]["depends_on"]
         assert conditions["temporal-setup"]["condition"] == "service_completed_successfully"
     assert found["agent"]["depends_on"]["livekit"]["condition"] == "service_healthy"

@@ -20,17 +20,27 @@ from typing import Any
 import httpx2
 import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateStage,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from config.settings import SANDBOX_CREDENTIAL, Settings
 from config.temporal import TemporalConnectError, connect
 from contracts import (
+    BOOK_MEETING_UPDATE,
     CALL_ENDED_SIGNAL,
     DEFAULT_TASK_QUEUE,
     FOLLOW_UP_STATUS,
     WORKFLOW_TYPE,
+    BookingConfirmation,
+    BookingResult,
+    BookingStatus,
     CallOutcome,
     FollowUpInput,
     FollowUpStep,
@@ -278,6 +288,78 @@ async def test_worker_runs_follow_ups_serves_metrics_and_stops_gracefully(
     # The activity running at SIGTERM finished within the grace period and was reported.
     assert TRACK_ANALYTICS in await completed_activity_types(slow)
     await slow.terminate("test over")
+
+
+async def test_a_workflows_worker_books_in_call_and_an_activities_worker_does_the_rest(
+    dev_env: WorkflowEnvironment, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    # WORKER_ROLE splits the follow-up queue: the workflows (with the in-call booking, a local
+    # activity) in one process, the post-call activities in another, so a backlog of vendor
+    # calls never shares an event loop with a caller's booking.
+    task_queue = f"worker-test-{uuid.uuid4()}"
+    client = dev_env.client
+    base = {
+        "TEMPORAL_ADDRESS": target_of(dev_env),
+        "TEMPORAL_TASK_QUEUE": task_queue,
+        "SANDBOX_URL": sandbox.url,
+        "WORKER_METRICS_PORT": "0",
+    }
+    call = ScenarioCall.new()
+    request = call.booking(await first_free_slot(sandbox.url))
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "activities").mkdir()
+    with running_worker(tmp_path / "workflows", WORKER_ROLE="workflows", **base) as workflows:
+        assert "role=workflows" in workflows.wait_for(READY)
+        start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+            WORKFLOW_TYPE,
+            FollowUpInput(call_id=call.call_id),
+            id=workflow_id_for(call.call_id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        update = await client.start_update_with_start_workflow(
+            BOOK_MEETING_UPDATE,
+            request,
+            start_workflow_operation=start,
+            wait_for_stage=WorkflowUpdateStage.COMPLETED,
+            result_type=BookingResult,
+        )
+        booked = await asyncio.wait_for(update.result(), 30)
+        assert booked.status is BookingStatus.BOOKED and booked.meeting_id
+        confirmation = BookingConfirmation(
+            meeting_id=booked.meeting_id, slot_start=request.slot_start
+        )
+        handle = await call_ended(
+            client, task_queue, call.outcome(requested=request, booking=confirmation)
+        )
+        # The post-call steps are scheduled; a workflows-only worker takes none of them.
+        scheduled = await pending_activity_states(handle, settle=1.0)
+        assert scheduled, "no post-call step was left for an activities worker"
+        assert set(scheduled) == {PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED}
+        with running_worker(
+            tmp_path / "activities", WORKER_ROLE="activities", **base
+        ) as activities:
+            assert "role=activities" in activities.wait_for(READY)
+            await asyncio.wait_for(handle.result(), 60)
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(FOLLOW_UP_STATUS) == "completed"
+    meetings = sandbox.state()["chilipiper_meetings"]
+    assert [m["meeting_id"] for m in meetings if m["guest_email"] == call.trialist.email] == [
+        booked.meeting_id
+    ]
+
+
+async def pending_activity_states(
+    handle: WorkflowHandle[Any, Any], *, settle: float
+) -> list[PendingActivityState.ValueType]:
+    """The states of the workflow's pending activities, once there are some and `settle` s on."""
+    async with asyncio.timeout(20):
+        while True:
+            if (await handle.describe()).raw_description.pending_activities:
+                break
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(settle)
+    return [a.state for a in (await handle.describe()).raw_description.pending_activities]
 
 
 async def test_activity_longer_than_the_grace_period_is_cut_off_and_worker_exits_zero(
