@@ -22,6 +22,7 @@ from activities.follow_up import (
 from contracts import BookingStatus, CallOutcome, FollowUpStep
 from contracts.activities import (
     BookMeetingInput,
+    BookMeetingOutput,
     LogCallHubSpotInput,
     LogCallSalesforceInput,
     MeetingRecord,
@@ -38,8 +39,8 @@ from tests.workflows.scenario import (
     ScenarioCall,
     book_for_someone_else,
     crm_records,
+    open_vendor_clients,
     sandbox_rows,
-    vendor_clients,
 )
 
 PRODUCTION_READ_TIMEOUT = 5.0  # the default of HTTP_READ_TIMEOUT_SECONDS
@@ -162,22 +163,25 @@ def while_the_caller_waits() -> ActivityEnvironment:
     return env
 
 
+async def book_while_the_caller_waits(
+    sandbox: SandboxServer, call: ScenarioCall, **fault: Any
+) -> tuple[BookMeetingOutput, float]:
+    """The in-call booking of the call's first free slot, with production's read timeout and
+    one `fault` on Chili Piper's booking request; its output and how long it took (s)."""
+    async with open_vendor_clients(sandbox, read_timeout=PRODUCTION_READ_TIMEOUT) as clients:
+        activities = FollowUpActivities(clients=clients)
+        arg = BookMeetingInput(call_id=call.call_id, request=await call.first_free_booking(clients))
+        sandbox.add_fault(vendor="chilipiper", operation="schedule_simple", times=1, **fault)
+        started = time.monotonic()
+        booked = await while_the_caller_waits().run(activities.book_meeting, arg)
+        return booked, time.monotonic() - started
+
+
 async def test_an_in_call_booking_answered_late_is_found_made_before_the_answer(
     sandbox: SandboxServer, call: ScenarioCall
 ) -> None:
     # Commits, then holds the reply 4 s, inside production's 5 s read timeout.
-    clients = vendor_clients(sandbox, read_timeout=PRODUCTION_READ_TIMEOUT)
-    try:
-        activities = FollowUpActivities(clients=clients)
-        arg = BookMeetingInput(call_id=call.call_id, request=await call.first_free_booking(clients))
-        sandbox.add_fault(
-            vendor="chilipiper", operation="schedule_simple", after_commit_latency_ms=4000, times=1
-        )
-        started = time.monotonic()
-        booked = await while_the_caller_waits().run(activities.book_meeting, arg)
-        took = time.monotonic() - started
-    finally:
-        await clients.aclose()
+    booked, took = await book_while_the_caller_waits(sandbox, call, after_commit_latency_ms=4000)
     assert booked.reconciled is True and booked.attempt == 1
     assert booked.result.status is BookingStatus.BOOKED
     assert took < 4.0  # it did not wait for the vendor's answer
@@ -189,16 +193,7 @@ async def test_an_in_call_booking_slow_before_it_commits_is_waited_for_not_booke
 ) -> None:
     # The vendor takes 1.6 s before it makes the meeting: both looks find nothing, and the
     # booking's own answer decides. Nothing is booked a second time.
-    clients = vendor_clients(sandbox, read_timeout=PRODUCTION_READ_TIMEOUT)
-    try:
-        activities = FollowUpActivities(clients=clients)
-        arg = BookMeetingInput(call_id=call.call_id, request=await call.first_free_booking(clients))
-        sandbox.add_fault(
-            vendor="chilipiper", operation="schedule_simple", latency_ms=1600, times=1
-        )
-        booked = await while_the_caller_waits().run(activities.book_meeting, arg)
-    finally:
-        await clients.aclose()
+    booked, _ = await book_while_the_caller_waits(sandbox, call, latency_ms=1600)
     assert booked.reconciled is False
     assert booked.result.status is BookingStatus.BOOKED
     assert meeting_ids(sandbox, call) == [booked.result.meeting_id]

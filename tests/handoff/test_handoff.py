@@ -46,7 +46,7 @@ from handoff.ordering import MessageKind
 from handoff.relay import Rejection
 from tests.pinned_time import working_week_anchor
 from tests.servers import SandboxServer, free_port
-from tests.workflows.scenario import FollowUpServers, ScenarioCall, vendor_clients
+from tests.workflows.scenario import FollowUpServers, ScenarioCall, open_vendor_clients
 
 REPO = Path(__file__).resolve().parents[2]
 HANDOFF_TIMEOUT = 1.0  # the default of HANDOFF_TIMEOUT_SECONDS
@@ -262,8 +262,8 @@ async def test_a_booking_the_vendor_commits_but_answers_late_is_confirmed_within
     # Chili Piper makes the meeting, then holds its answer 4 s. With production's 5 s read
     # timeout the request would answer after the caller's 2 s wait; the in-call attempt looks
     # for the meeting meanwhile, so the caller hears it confirmed, and it is booked once.
-    clients = vendor_clients(dev_servers.sandbox, read_timeout=PRODUCTION_READ_TIMEOUT)
-    try:
+    sandbox = dev_servers.sandbox
+    async with open_vendor_clients(sandbox, read_timeout=PRODUCTION_READ_TIMEOUT) as clients:
         activities = FollowUpActivities(clients=clients).activity_methods()
         async with dev_servers.worker(activities=activities):
             request = await call.first_free_booking(clients)
@@ -286,8 +286,6 @@ async def test_a_booking_the_vendor_commits_but_answers_late_is_confirmed_within
             )
             assert ended.status is CallEndedStatus.DELIVERED
             result = await finished(dev_servers.client, call.call_id)
-    finally:
-        await clients.aclose()
     assert result.booking is not None and result.booking.meeting_id == booked.meeting_id
     assert vendor_rows(dev_servers.sandbox, call.trialist) == ONE_EACH  # booked once
 

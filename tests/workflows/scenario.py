@@ -125,9 +125,11 @@ def vendor_clients(
 
 
 @asynccontextmanager
-async def open_vendor_clients(sandbox: SandboxServer) -> AsyncIterator[VendorClients]:
+async def open_vendor_clients(
+    sandbox: SandboxServer, *, read_timeout: float = TEST_READ_TIMEOUT_SECONDS
+) -> AsyncIterator[VendorClients]:
     """`vendor_clients`, closed at the end."""
-    clients = vendor_clients(sandbox)
+    clients = vendor_clients(sandbox, read_timeout=read_timeout)
     try:
         yield clients
     finally:
